@@ -1,0 +1,140 @@
+// The backend contract. Built-in backends (src/backends/*) and third-party
+// plugins implement exactly this, and the registry is the only caller. It is
+// deliberately plain data and optional hooks, in the style of Rollup/Vite
+// plugins: a backend never sees gRPC, other backends, or the merged view.
+
+/** Bumped only on an incompatible change to this file. */
+export const BACKEND_API_VERSION = 1;
+
+export type ImageKind = "oci" | "embedded";
+
+export interface Platform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+/** One image as a backend sees it. The registry validates and normalizes it. */
+export interface ImageRecord {
+  /** `sha256:<64 hex>`: the config digest for OCI images. */
+  id: string;
+  /** References as the store names them; short names are normalized by the registry. */
+  repoTags: string[];
+  /** `repository@digest` references. */
+  repoDigests: string[];
+  /** Bytes, > 0 (kubelet rejects an image of size 0). */
+  size: number;
+  /** The OCI config's `User`, raw; the CRI uid/username rule is applied on the way out. */
+  user?: string;
+  /** RFC 3339 creation time, when the store knows it. */
+  created?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  platform?: Platform;
+  /** The OCI image config, for verbose ImageStatus. May be left out and served by `status()`. */
+  config?: unknown;
+  /** "embedded" images (iSulad) are listed but never served by ImageStatus. */
+  kind: ImageKind;
+  /** Where the record came from (a file path), for diagnostics. */
+  source?: string;
+}
+
+/** Filesystem usage of a store, for ImageFsInfo. */
+export interface FsUsage {
+  mountpoint: string;
+  usedBytes: number;
+  inodesUsed: number;
+}
+
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+/** Given to every hook call. */
+export interface CallContext {
+  /** Aborted when the registry's per-call timeout expires; long work should stop. */
+  signal: AbortSignal;
+}
+
+/** Given once, when a configured backend is created. */
+export interface BackendContext {
+  /** The instance name (the config's `name`, or the type). */
+  name: string;
+  /** Already tagged with this backend's name. */
+  log: Logger;
+  /** Directory of the config file, for resolving relative paths. */
+  baseDir: string;
+  /** The host platform, for picking a manifest from an index. */
+  platform: Platform;
+}
+
+/** A configured, running backend: the hooks the registry calls. */
+export interface Backend {
+  /** Every image this store holds. Called at start, on `watch` notifications and on the poll interval. */
+  list(ctx: CallContext): readonly ImageRecord[] | Promise<readonly ImageRecord[]>;
+  /** Full detail (e.g. the OCI config) of one image this backend listed, by ID. */
+  status?(id: string, ctx: CallContext): ImageRecord | undefined | Promise<ImageRecord | undefined>;
+  /** Calls `onChange` when the store may have changed; returns a function that stops watching. */
+  watch?(onChange: () => void): () => void;
+  fsInfo?(ctx: CallContext): FsUsage[] | Promise<FsUsage[]>;
+  close?(): void | Promise<void>;
+}
+
+export type OptionType = "string" | "number" | "boolean" | "string[]";
+
+export interface OptionSpec {
+  type: OptionType;
+  required?: boolean;
+  description?: string;
+}
+
+export type OptionSchema = Record<string, OptionSpec>;
+
+type ValueOf<T extends OptionType> = T extends "string"
+  ? string
+  : T extends "number"
+    ? number
+    : T extends "boolean"
+      ? boolean
+      : string[];
+
+/** The typed options a schema describes: required keys are present, the rest optional. */
+export type OptionsOf<S extends OptionSchema> = {
+  [K in keyof S as S[K]["required"] extends true ? K : never]: ValueOf<S[K]["type"]>;
+} & {
+  [K in keyof S as S[K]["required"] extends true ? never : K]?: ValueOf<S[K]["type"]>;
+};
+
+/** A backend type: what a `[[backend]] type = "<name>"` config entry instantiates. */
+export interface BackendDefinition<S extends OptionSchema = OptionSchema> {
+  /** The type name used in configuration. */
+  name: string;
+  apiVersion: number;
+  description?: string;
+  /**
+   * Keys a `[[backend]]` entry may carry besides `type`, `name` and `timeout`.
+   * Unknown keys and wrong types are refused before `create` runs.
+   */
+  options: S;
+  /** Throws `OptionError` for an option value that is well-typed but unusable. */
+  create(options: OptionsOf<S>, ctx: BackendContext): Backend | Promise<Backend>;
+}
+
+/** An option value a backend cannot use; the config loader adds file and entry. */
+export class OptionError extends Error {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "OptionError";
+  }
+}
+
+/** Identity function that gives backend authors type inference for their options. */
+export function defineBackend<const S extends OptionSchema>(definition: BackendDefinition<S>): BackendDefinition<S> {
+  return definition;
+}

@@ -1,0 +1,224 @@
+// The embedded CLI: commands declared in one place, each a thin call into the
+// same registry the server uses (or a CRI client with --endpoint).
+// Exit codes: 0 success, 1 failure or not found, 2 usage.
+import { cac } from "cac";
+import pkg from "../../package.json";
+import type { BackendDefinition, Logger } from "../backend/contract";
+import { builtinBackends } from "../backends/index";
+import { ConfigError, configFromSource, pluginDirOf, readConfigSource, type ImageletConfig } from "../config/config";
+import { createLogger, type LogLevel } from "../log";
+import { DEFAULT_PLUGIN_DIR, loadPlugins } from "../plugins/load";
+import { serve, SocketInUseError } from "../server/serve";
+import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, type OutputFormat } from "./format";
+import { inProcessSource, remoteSource, type ImageSource } from "./source";
+
+export const VERSION: string = pkg.version;
+export const CRI_API_VERSION = "v1";
+
+/** A failure the user must see on one line, with the exit code it maps to. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: 1 | 2,
+  ) {
+    super(message);
+  }
+}
+
+const usage = (msg: string) => new CliError(msg, 2);
+
+function outputFormat(value: unknown, allowed: readonly OutputFormat[]): OutputFormat {
+  const v = value ?? allowed[0];
+  if (typeof v !== "string" || !(allowed as readonly string[]).includes(v)) {
+    throw usage(`-o/--output must be one of ${allowed.join(", ")}, got ${JSON.stringify(v)}`);
+  }
+  return v as OutputFormat;
+}
+
+interface GlobalOptions {
+  config?: string;
+  pluginDir?: string;
+  endpoint?: string;
+  timeout?: string;
+  logLevel?: string;
+}
+
+interface Setup {
+  config: ImageletConfig;
+  definitions: BackendDefinition[];
+}
+
+/**
+ * Reads the config, loads plugins from its plugin_dir (so their types are
+ * known), then validates it. Every command that builds a registry starts here.
+ */
+async function setup(opts: GlobalOptions, builtins: readonly BackendDefinition[], log: Logger): Promise<Setup> {
+  try {
+    const source = readConfigSource(opts.config);
+    const configured = opts.pluginDir ?? pluginDirOf(source);
+    const { loaded } = await loadPlugins(configured ?? DEFAULT_PLUGIN_DIR, builtins, log, { required: configured !== undefined });
+    const definitions = [...builtins, ...loaded];
+    return { config: configFromSource(source, definitions), definitions };
+  } catch (e) {
+    if (e instanceof ConfigError) throw usage(`config error: ${e.message}`);
+    throw e;
+  }
+}
+
+/** CLI commands log only warnings by default: their stdout is the answer. */
+function cliLogger(opts: GlobalOptions, fallback: LogLevel): Logger {
+  return createLogger((opts.logLevel as LogLevel | undefined) ?? fallback);
+}
+
+async function openSource(opts: GlobalOptions, definitions: readonly BackendDefinition[]): Promise<ImageSource> {
+  const endpoint = opts.endpoint ?? process.env.IMAGELET_ENDPOINT;
+  if (endpoint) {
+    const seconds = Number(opts.timeout ?? 10);
+    if (!(seconds > 0)) throw usage(`--timeout must be a positive number of seconds`);
+    try {
+      return remoteSource(endpoint, seconds * 1000);
+    } catch (e) {
+      throw usage((e as Error).message);
+    }
+  }
+  const log = cliLogger(opts, "error");
+  const { config, definitions: all } = await setup(opts, definitions, log);
+  return inProcessSource(config, all, log);
+}
+
+function write(text: string): void {
+  process.stdout.write(text);
+}
+
+export function buildCli(definitions: readonly BackendDefinition[] = builtinBackends) {
+  const cli = cac("imagelet");
+  cli
+    .option("--config <file>", "Config file (default /etc/imagelet/config.toml when present)")
+    .option("--endpoint <unix:///path>", "Act as a CRI client of this image-service socket (or IMAGELET_ENDPOINT)")
+    .option("--timeout <seconds>", "Client call timeout with --endpoint", { default: "10" })
+    .option("--plugin-dir <dir>", "Backend plugin directory (default /usr/lib/imagelet/plugins)")
+    .option("--log-level <level>", "debug, info, warn or error");
+
+  cli
+    .command("serve", "Serve the CRI ImageService on a unix socket")
+    .option("--socket <path>", "Socket path (default /run/imagelet/imagelet.sock or the config's)")
+    .action(async (opts: GlobalOptions & { socket?: string }) => {
+      const bootLog = createLogger((opts.logLevel as LogLevel | undefined) ?? "info");
+      const { config, definitions: all } = await setup(opts, definitions, bootLog);
+      if (opts.socket) config.socket = opts.socket;
+      const log = createLogger((opts.logLevel as LogLevel | undefined) ?? config.logLevel);
+      try {
+        await serve(config, all, log);
+      } catch (e) {
+        if (e instanceof SocketInUseError) throw new CliError(e.message, 1);
+        throw e;
+      }
+    });
+
+  cli
+    .command("images [ref]", "List images (CRI ListImages); REF filters by reference, ID or ID prefix")
+    .alias("image")
+    .alias("img")
+    .option("--digests", "Show digests")
+    .option("--no-trunc", "Show full IDs and digests")
+    .option("-q, --quiet", "Only show image IDs")
+    .option("-o, --output <format>", "table, json or yaml", { default: "table" })
+    .action(async (ref: string | undefined, opts: GlobalOptions & { digests?: boolean; trunc?: boolean; quiet?: boolean; output?: string }) => {
+      const format = outputFormat(opts.output, ["table", "json", "yaml"]);
+      const source = await openSource(opts, definitions);
+      try {
+        const images = await source.listImages(ref);
+        if (opts.quiet) write(images.map((i) => `${i.id}\n`).join(""));
+        else if (format === "table") write(imagesTable(images, { digests: !!opts.digests, noTrunc: opts.trunc === false }));
+        else write(serialize({ images: images.map(imageJson) }, format));
+      } finally {
+        source.close();
+      }
+    });
+
+  cli
+    .command("inspecti <...refs>", "Show image status (CRI ImageStatus) as JSON")
+    .option("-o, --output <format>", "json or yaml", { default: "json" })
+    .option("-v, --verbose", "Include the OCI image config (verbose ImageStatus)")
+    .action(async (refs: string[], opts: GlobalOptions & { output?: string; verbose?: boolean }) => {
+      const format = outputFormat(opts.output, ["json", "yaml"]);
+      const source = await openSource(opts, definitions);
+      const missing: string[] = [];
+      try {
+        for (const ref of refs) {
+          const answer = await source.imageStatus(ref, !!opts.verbose);
+          if (!answer.image) {
+            const local = source.resolveLocal?.(ref);
+            missing.push(
+              local?.kind === "embedded"
+                ? `image ${JSON.stringify(ref)} is an embedded image: it carries no OCI config and cannot be inspected`
+                : `no such image ${JSON.stringify(ref)} present`,
+            );
+            continue;
+          }
+          write(serialize(inspectJson(answer), format as "json" | "yaml"));
+        }
+      } finally {
+        source.close();
+      }
+      if (missing.length > 0) throw new CliError(missing.join("; "), 1);
+    });
+
+  cli
+    .command("plugins", "List configured backends, their image counts and health")
+    .option("-o, --output <format>", "table, json or yaml", { default: "table" })
+    .action(async (opts: GlobalOptions & { output?: string }) => {
+      const format = outputFormat(opts.output, ["table", "json", "yaml"]);
+      if (opts.endpoint) throw usage("plugins reads the local configuration; it does not take --endpoint");
+      const log = cliLogger(opts, "error");
+      const { config, definitions: all } = await setup(opts, definitions, log);
+      const source = await inProcessSource(config, all, log);
+      try {
+        const health = source.health!();
+        write(format === "table" ? pluginsTable(health) : serialize({ backends: health }, format));
+      } finally {
+        source.close();
+      }
+    });
+
+  cli.command("version", "Print the imagelet and CRI API versions").action(() => {
+    write(`Version:  ${VERSION}\nRuntimeApiVersion:  ${CRI_API_VERSION}\nServes:  runtime.${CRI_API_VERSION}.ImageService\n`);
+  });
+
+  cli.help();
+  return cli;
+}
+
+/** Runs the CLI; resolves to the exit code (serve never resolves). */
+export async function runCli(argv: string[], definitions?: readonly BackendDefinition[]): Promise<number> {
+  const cli = buildCli(definitions);
+  try {
+    cli.parse(argv, { run: false });
+    if (cli.options.help || cli.options.h) return 0;
+    if (!cli.matchedCommand) {
+      const name = cli.args[0];
+      if (name !== undefined) throw usage(`unknown command ${JSON.stringify(name)}; see imagelet --help`);
+      cli.outputHelp();
+      return 2;
+    }
+    await cli.runMatchedCommand();
+    return 0;
+  } catch (e) {
+    const err = e as Error;
+    let code: number;
+    let message: string;
+    if (e instanceof CliError) [code, message] = [e.exitCode, e.message];
+    else if (err?.name === "CACError") [code, message] = [2, err.message];
+    else [code, message] = [1, grpcMessage(err)];
+    process.stderr.write(`imagelet: ${message.replace(/\s*\n\s*/g, " ")}\n`);
+    return code;
+  }
+}
+
+/** A client-side gRPC failure as one readable line. */
+function grpcMessage(e: Error): string {
+  const details = (e as { details?: string }).details;
+  const code = (e as { code?: number }).code;
+  if (typeof code === "number" && details !== undefined) return `${details} (gRPC status ${code})`;
+  return e?.message ?? String(e);
+}

@@ -1,0 +1,91 @@
+// Where the CLI's answers come from. In-process, `images` and `inspecti` call
+// the very handlers the server runs (and encode/decode their answers), so the
+// CLI and the socket can never disagree; with --endpoint they are a CRI
+// client of any image service.
+import { createChannel, createClient, Metadata, type CallContext } from "nice-grpc";
+import type { BackendDefinition, Logger } from "../backend/contract";
+import type { ImageletConfig } from "../config/config";
+import type { runtime } from "../gen/runtime-v1.js";
+import { ImageServiceDefinition } from "../gen/runtime-v1-services";
+import { buildRegistry } from "../registry/build";
+import type { BackendHealth, BackendRegistry } from "../registry/registry";
+import type { Image } from "../model/image";
+import { createImageService } from "../server/image-service";
+
+export type CriImage = runtime.v1.Image;
+export type ImageStatusAnswer = runtime.v1.ImageStatusResponse;
+
+export interface ImageSource {
+  listImages(filter?: string): Promise<CriImage[]>;
+  imageStatus(ref: string, verbose: boolean): Promise<ImageStatusAnswer>;
+  /** In-process only: lets `inspecti` say why an embedded image has no status. */
+  resolveLocal?(ref: string): Image | undefined;
+  health?(): BackendHealth[];
+  close(): void;
+}
+
+const D = ImageServiceDefinition;
+
+/** A call context for invoking handlers directly. */
+function localContext(): CallContext {
+  return {
+    metadata: Metadata(),
+    peer: "in-process",
+    header: Metadata(),
+    trailer: Metadata(),
+    signal: new AbortController().signal,
+    sendHeader() {},
+  } as unknown as CallContext;
+}
+
+export async function inProcessSource(
+  config: ImageletConfig,
+  definitions: readonly BackendDefinition[],
+  log: Logger,
+): Promise<ImageSource> {
+  const registry: BackendRegistry = await buildRegistry(config, definitions, log, { watch: false });
+  const service = createImageService(registry);
+  return {
+    async listImages(filter) {
+      const response = await service.listImages({ filter: filter ? { image: { image: filter } } : undefined } as never, localContext());
+      return D.listImages.responseDeserialize(D.listImages.responseSerialize(response)).images as CriImage[];
+    },
+    async imageStatus(ref, verbose) {
+      const response = await service.imageStatus({ image: { image: ref }, verbose } as never, localContext());
+      return D.imageStatus.responseDeserialize(D.imageStatus.responseSerialize(response));
+    },
+    resolveLocal: (ref) => {
+      try {
+        return registry.view.resolve(ref);
+      } catch {
+        return undefined;
+      }
+    },
+    health: () => registry.health(),
+    close: () => void registry.close(),
+  };
+}
+
+/** `unix:///path`, `unix:/path` or a bare absolute path → a grpc-js target. */
+export function endpointTarget(endpoint: string): string {
+  if (endpoint.startsWith("unix://")) return `unix:${endpoint.slice("unix://".length)}`;
+  if (endpoint.startsWith("unix:")) return endpoint;
+  if (endpoint.startsWith("/")) return `unix:${endpoint}`;
+  throw new Error(`endpoint ${JSON.stringify(endpoint)} is not a unix socket (unix:///path)`);
+}
+
+export function remoteSource(endpoint: string, timeoutMs: number): ImageSource {
+  const channel = createChannel(endpointTarget(endpoint));
+  const client = createClient(ImageServiceDefinition, channel);
+  const signal = () => AbortSignal.timeout(timeoutMs);
+  return {
+    async listImages(filter) {
+      const r = await client.listImages({ filter: filter ? { image: { image: filter } } : undefined }, { signal: signal() });
+      return r.images as CriImage[];
+    },
+    async imageStatus(ref, verbose) {
+      return (await client.imageStatus({ image: { image: ref }, verbose }, { signal: signal() })) as ImageStatusAnswer;
+    },
+    close: () => channel.close(),
+  };
+}

@@ -1,0 +1,86 @@
+// Conversion from the merged view to CRI runtime.v1 messages, in one place.
+// Answers change only when a store changes, so the common ones (the full
+// ListImages response, each non-verbose ImageStatus) are encoded once per
+// view and served as bytes afterwards.
+import { createHash } from "node:crypto";
+import { runtime } from "../gen/runtime-v1.js";
+import { criUser, type Image } from "../model/image";
+import type { ImageView } from "../registry/view";
+
+type CriImage = runtime.v1.Image.$Properties;
+
+/** The CRI Image for a view image. `withSpec` adds the manifest annotations, as CRI-O's ImageStatus does. */
+export function toCriImage(image: Image, withSpec = false): CriImage {
+  const { uid, username } = criUser(image.user);
+  const out: CriImage = {
+    id: image.id,
+    repoTags: image.repoTags as string[],
+    repoDigests: image.repoDigests as string[],
+    size: image.size,
+    username: username ?? "",
+    pinned: false,
+  };
+  if (uid !== undefined) out.uid = { value: uid };
+  if (withSpec && image.annotations && Object.keys(image.annotations).length > 0) {
+    out.spec = { image: image.id, annotations: { ...image.annotations } };
+  }
+  return out;
+}
+
+/**
+ * containerd's rootfs chain ID (identity.ChainID): chain(0) = diff_ids[0],
+ * chain(n) = sha256(chain(n-1) + " " + diff_ids[n]).
+ */
+export function chainId(config: unknown): string | undefined {
+  const diffIds = (config as { rootfs?: { diff_ids?: unknown } } | undefined)?.rootfs?.diff_ids;
+  if (!Array.isArray(diffIds) || diffIds.length === 0 || !diffIds.every((d) => typeof d === "string")) return undefined;
+  let chain = diffIds[0] as string;
+  for (const d of diffIds.slice(1)) chain = `sha256:${createHash("sha256").update(`${chain} ${d}`).digest("hex")}`;
+  return chain;
+}
+
+/** verbose=true: `info["info"]` is a JSON object with `imageSpec`, as containerd and CRI-O return. */
+export function verboseInfo(config: unknown): Record<string, string> {
+  const info: Record<string, unknown> = {};
+  const chain = chainId(config);
+  if (chain) info.chainID = chain;
+  info.imageSpec = config ?? {};
+  return { info: JSON.stringify(info) };
+}
+
+const m = runtime.v1;
+
+/** Per-view encoded answers; dropped with the view. */
+class EncodedAnswers {
+  private listAll?: Uint8Array;
+  private readonly status = new Map<string, Uint8Array>();
+  constructor(private readonly view: ImageView) {}
+
+  listImages(): Uint8Array {
+    this.listAll ??= m.ListImagesResponse.encode({ images: this.view.images.map((i) => toCriImage(i)) }).finish();
+    return this.listAll;
+  }
+
+  imageStatus(image: Image): Uint8Array {
+    let bytes = this.status.get(image.id);
+    if (!bytes) {
+      bytes = m.ImageStatusResponse.encode({ image: toCriImage(image, true) }).finish();
+      this.status.set(image.id, bytes);
+    }
+    return bytes;
+  }
+}
+
+const answers = new WeakMap<ImageView, EncodedAnswers>();
+
+export function encodedAnswers(view: ImageView): EncodedAnswers {
+  let a = answers.get(view);
+  if (!a) {
+    a = new EncodedAnswers(view);
+    answers.set(view, a);
+  }
+  return a;
+}
+
+/** ImageStatus for an image that is absent (or not servable): OK with `image` unset. */
+export const IMAGE_NOT_FOUND: Uint8Array = m.ImageStatusResponse.encode({}).finish();

@@ -1,0 +1,32 @@
+// OCI content digests (image-spec descriptor.md). Every digest that comes from
+// store content or from a request passes through here before it is used as a
+// map key or, worse, a path: a value that does not match the grammar can never
+// name a file outside blobs/.
+
+/** Algorithms whose encoded length we know; others are refused, as go-digest does. */
+const ENCODED_LENGTH: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
+
+/** `algorithm ":" encoded`, the registered algorithms with lowercase hex of their exact length. */
+export function isDigest(value: unknown): value is string {
+  if (typeof value !== "string") return false;
+  const colon = value.indexOf(":");
+  if (colon <= 0) return false;
+  const length = ENCODED_LENGTH[value.slice(0, colon)];
+  if (length === undefined) return false;
+  const encoded = value.slice(colon + 1);
+  return encoded.length === length && /^[a-f0-9]+$/.test(encoded);
+}
+
+/** Splits a digest that isDigest() accepted into the parts of its blob path. */
+export function digestParts(digest: string): { algorithm: string; encoded: string } {
+  if (!isDigest(digest)) throw new Error(`invalid digest ${JSON.stringify(digest)}`);
+  const colon = digest.indexOf(":");
+  return { algorithm: digest.slice(0, colon), encoded: digest.slice(colon + 1) };
+}
+
+/** Image IDs are `sha256:<64 hex>` across every backend, like containerd's. */
+export const IMAGE_ID = /^sha256:[a-f0-9]{64}$/;
+
+export function isImageId(value: unknown): value is string {
+  return typeof value === "string" && IMAGE_ID.test(value);
+}

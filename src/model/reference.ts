@@ -1,0 +1,159 @@
+// Image references: a port of the docker/distribution reference grammar
+// (github.com/distribution/reference regexp.go, normalize.go) plus the
+// containerd ParseDockerRef defaults. Kubelet sends short names
+// ("busybox:1.36") and never qualifies them, so the service must; crictl sends
+// whatever the user typed. Every name we store or look up is normalized here,
+// and nowhere else.
+import { isDigest } from "./digest";
+
+const DEFAULT_DOMAIN = "docker.io";
+const LEGACY_DEFAULT_DOMAIN = "index.docker.io";
+const OFFICIAL_REPO_PREFIX = "library/";
+const NAME_TOTAL_LENGTH_MAX = 255;
+
+// Grammar pieces, as in distribution/reference regexp.go.
+const alphanumeric = "[a-z0-9]+";
+const separator = "(?:[._]|__|[-]+)";
+const domainNameComponent = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+const ipv6address = "\\[(?:[a-fA-F0-9:]+)\\]";
+const domainName = `${domainNameComponent}(?:\\.${domainNameComponent})*`;
+const host = `(?:${domainName}|${ipv6address})`;
+const domainAndPort = `${host}(?::[0-9]+)?`;
+const tag = "[\\w][\\w.-]{0,127}";
+const digestPat = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
+const pathComponent = `${alphanumeric}(?:${separator}${alphanumeric})*`;
+const remoteName = `${pathComponent}(?:/${pathComponent})*`;
+const namePat = `(?:${domainAndPort}/)?${remoteName}`;
+
+const REFERENCE = new RegExp(`^(${namePat})(?::(${tag}))?(?:@(${digestPat}))?$`);
+const ANCHORED_IDENTIFIER = /^[a-f0-9]{64}$/;
+const TAG = new RegExp(`^${tag}$`);
+
+/** Why a string is not a reference; the message quotes the input. */
+export class InvalidReferenceError extends Error {
+  constructor(
+    readonly input: string,
+    reason: string,
+  ) {
+    super(`invalid image reference ${quote(input)}: ${reason}`);
+    this.name = "InvalidReferenceError";
+  }
+}
+
+/** A fully normalized reference: docker.io/library/busybox:latest and friends. */
+export interface ImageReference {
+  /** Repository with domain, e.g. `docker.io/library/busybox`. */
+  readonly repository: string;
+  readonly tag?: string;
+  readonly digest?: string;
+}
+
+/**
+ * Quotes user input for messages and logs: JSON escaping makes control
+ * characters and quotes visible, and very long inputs are cut.
+ */
+export function quote(input: string, max = 200): string {
+  const cut = input.length > max ? `${input.slice(0, max)}…(${input.length} chars)` : input;
+  return JSON.stringify(cut);
+}
+
+/** distribution/reference splitDockerDomain. */
+function splitDockerDomain(name: string): [domain: string, remainder: string] {
+  const slash = name.indexOf("/");
+  if (slash < 0) return [DEFAULT_DOMAIN, OFFICIAL_REPO_PREFIX + name];
+  const maybeDomain = name.slice(0, slash);
+  const maybeRemote = name.slice(slash + 1);
+  let domain: string;
+  let remainder: string;
+  if (maybeDomain === "localhost" || /[.:]/.test(maybeDomain) || maybeDomain.toLowerCase() !== maybeDomain) {
+    [domain, remainder] = [maybeDomain, maybeRemote];
+  } else if (maybeDomain === LEGACY_DEFAULT_DOMAIN) {
+    [domain, remainder] = [DEFAULT_DOMAIN, maybeRemote];
+  } else {
+    [domain, remainder] = [DEFAULT_DOMAIN, name];
+  }
+  if (domain === DEFAULT_DOMAIN && !remainder.includes("/")) remainder = OFFICIAL_REPO_PREFIX + remainder;
+  return [domain, remainder];
+}
+
+/**
+ * distribution/reference ParseNormalizedNamed: accepts familiar names
+ * (`busybox`, `library/busybox:1`, `foo/bar@sha256:…`) and returns the
+ * reference with its domain filled in. Tag and digest are kept as given.
+ */
+export function parseNormalizedNamed(input: string): ImageReference {
+  if (input === "") throw new InvalidReferenceError(input, "empty reference");
+  if (ANCHORED_IDENTIFIER.test(input)) {
+    throw new InvalidReferenceError(input, "a 64-character hexadecimal string is an image ID, not a repository name");
+  }
+  const [domain, remainder] = splitDockerDomain(input);
+  const at = remainder.indexOf("@");
+  const beforeDigest = at < 0 ? remainder : remainder.slice(0, at);
+  const colon = beforeDigest.indexOf(":");
+  const remote = colon < 0 ? beforeDigest : beforeDigest.slice(0, colon);
+  if (remote.toLowerCase() !== remote) {
+    throw new InvalidReferenceError(input, "repository name must be lowercase");
+  }
+  return parseReference(`${domain}/${remainder}`, input);
+}
+
+/** distribution/reference Parse, on an already-qualified string. */
+function parseReference(s: string, input: string): ImageReference {
+  const m = REFERENCE.exec(s);
+  if (!m) {
+    if (REFERENCE.test(s.toLowerCase())) throw new InvalidReferenceError(input, "repository name must be lowercase");
+    throw new InvalidReferenceError(input, "invalid reference format");
+  }
+  const [, repository, tagPart, digestPart] = m as unknown as [string, string, string | undefined, string | undefined];
+  if (repository.length > NAME_TOTAL_LENGTH_MAX) {
+    throw new InvalidReferenceError(input, `repository name must not be more than ${NAME_TOTAL_LENGTH_MAX} characters`);
+  }
+  if (digestPart !== undefined && !isDigest(digestPart)) {
+    throw new InvalidReferenceError(input, "unsupported or malformed digest");
+  }
+  return { repository, tag: tagPart, digest: digestPart };
+}
+
+/**
+ * containerd's ParseDockerRef: normalize, default the tag to `latest` when
+ * there is neither tag nor digest, and drop the tag when a digest is present
+ * (the digest alone identifies the content).
+ */
+export function parseDockerRef(input: string): ImageReference {
+  const ref = parseNormalizedNamed(input);
+  if (ref.digest !== undefined) return { repository: ref.repository, digest: ref.digest };
+  return { repository: ref.repository, tag: ref.tag ?? "latest" };
+}
+
+/** The canonical string of a reference: `repo:tag`, `repo@digest`. */
+export function formatReference(ref: ImageReference): string {
+  let s = ref.repository;
+  if (ref.tag !== undefined) s += `:${ref.tag}`;
+  if (ref.digest !== undefined) s += `@${ref.digest}`;
+  return s;
+}
+
+/** Normalizes a name for storage and lookup: `busybox` → `docker.io/library/busybox:latest`. */
+export function normalizeReference(input: string): string {
+  return formatReference(parseDockerRef(input));
+}
+
+/** Whether a string is a valid tag (`[\w][\w.-]{0,127}`). */
+export function isTag(value: string): boolean {
+  return TAG.test(value);
+}
+
+/**
+ * Whether a string looks like a full reference rather than a bare tag: it has
+ * a `/`, `:` or `@` and passes the grammar (containerd's and image-spec
+ * annotations' reading of `org.opencontainers.image.ref.name`).
+ */
+export function isFullReference(value: string): boolean {
+  if (!/[/:@]/.test(value)) return false;
+  try {
+    parseNormalizedNamed(value);
+    return true;
+  } catch {
+    return false;
+  }
+}

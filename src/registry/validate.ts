@@ -1,0 +1,97 @@
+// Validation of what a backend returns. A backend is untrusted input (a
+// third-party plugin, or a store someone else writes), so every record is
+// checked and its names normalized before it can reach the merged view.
+import type { ImageKind, ImageRecord, Platform } from "../backend/contract";
+import { isImageId } from "../model/digest";
+import { formatReference, parseNormalizedNamed, quote } from "../model/reference";
+
+/** A record that passed validation, with normalized references. */
+export interface ValidRecord {
+  id: string;
+  repoTags: string[];
+  repoDigests: string[];
+  size: number;
+  user?: string;
+  created?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  platform?: Platform;
+  config?: unknown;
+  kind: ImageKind;
+  source?: string;
+}
+
+export class MalformedRecordError extends Error {
+  constructor(index: number, reason: string) {
+    super(`record ${index}: ${reason}`);
+    this.name = "MalformedRecordError";
+  }
+}
+
+const KINDS: ReadonlySet<string> = new Set<ImageKind>(["oci", "embedded"]);
+
+function isStringMap(v: unknown): v is Record<string, string> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === "string");
+}
+
+function normalizeTag(value: unknown): string {
+  if (typeof value !== "string") throw new Error(`repoTags entry is not a string`);
+  const ref = parseNormalizedNamed(value);
+  if (ref.digest !== undefined) throw new Error(`repoTags entry ${quote(value)} has a digest`);
+  return formatReference({ repository: ref.repository, tag: ref.tag ?? "latest" });
+}
+
+function normalizeRepoDigest(value: unknown): string {
+  if (typeof value !== "string") throw new Error(`repoDigests entry is not a string`);
+  const ref = parseNormalizedNamed(value);
+  if (ref.digest === undefined) throw new Error(`repoDigests entry ${quote(value)} has no digest`);
+  return formatReference({ repository: ref.repository, digest: ref.digest });
+}
+
+function unique<T>(xs: T[]): T[] {
+  return [...new Set(xs)];
+}
+
+/** Validates one record; throws an Error whose message names the bad field. */
+export function validateRecord(raw: unknown): ValidRecord {
+  if (typeof raw !== "object" || raw === null) throw new Error("not an object");
+  const r = raw as Partial<ImageRecord>;
+  if (!isImageId(r.id)) throw new Error(`id ${quote(String(r.id))} is not sha256:<64 hex>`);
+  if (!Array.isArray(r.repoTags)) throw new Error("repoTags is not an array");
+  if (!Array.isArray(r.repoDigests)) throw new Error("repoDigests is not an array");
+  if (typeof r.size !== "number" || !Number.isSafeInteger(r.size) || r.size <= 0) {
+    throw new Error(`size ${quote(String(r.size))} is not a positive integer`);
+  }
+  if (typeof r.kind !== "string" || !KINDS.has(r.kind)) throw new Error(`kind ${quote(String(r.kind))} is not oci or embedded`);
+  if (r.user !== undefined && typeof r.user !== "string") throw new Error("user is not a string");
+  if (r.created !== undefined && typeof r.created !== "string") throw new Error("created is not a string");
+  if (r.labels !== undefined && !isStringMap(r.labels)) throw new Error("labels is not a string map");
+  if (r.annotations !== undefined && !isStringMap(r.annotations)) throw new Error("annotations is not a string map");
+  if (r.source !== undefined && typeof r.source !== "string") throw new Error("source is not a string");
+  return {
+    id: r.id,
+    repoTags: unique(r.repoTags.map(normalizeTag)),
+    repoDigests: unique(r.repoDigests.map(normalizeRepoDigest)),
+    size: r.size,
+    user: r.user,
+    created: r.created,
+    labels: r.labels,
+    annotations: r.annotations,
+    platform: r.platform,
+    config: r.config,
+    kind: r.kind,
+    source: r.source,
+  };
+}
+
+/** Validates a whole list; one bad record rejects the list (the last good snapshot is kept). */
+export function validateRecords(raw: unknown): ValidRecord[] {
+  if (!Array.isArray(raw)) throw new MalformedRecordError(-1, "list() did not return an array");
+  return raw.map((r, i) => {
+    try {
+      return validateRecord(r);
+    } catch (e) {
+      throw new MalformedRecordError(i, (e as Error).message);
+    }
+  });
+}
