@@ -65,10 +65,11 @@ function splitDockerDomain(name: string): [domain: string, remainder: string] {
   const maybeRemote = name.slice(slash + 1);
   let domain: string;
   let remainder: string;
-  if (maybeDomain === "localhost" || /[.:]/.test(maybeDomain) || maybeDomain.toLowerCase() !== maybeDomain) {
-    [domain, remainder] = [maybeDomain, maybeRemote];
-  } else if (maybeDomain === LEGACY_DEFAULT_DOMAIN) {
+  // Order matters: index.docker.io contains a "." but is the default domain.
+  if (maybeDomain === LEGACY_DEFAULT_DOMAIN) {
     [domain, remainder] = [DEFAULT_DOMAIN, maybeRemote];
+  } else if (maybeDomain === "localhost" || /[.:]/.test(maybeDomain) || maybeDomain.toLowerCase() !== maybeDomain) {
+    [domain, remainder] = [maybeDomain, maybeRemote];
   } else {
     [domain, remainder] = [DEFAULT_DOMAIN, name];
   }

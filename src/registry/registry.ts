@@ -179,8 +179,14 @@ export class BackendRegistry {
       const settle = () => {
         clearTimeout(timer);
         if (timedOut) {
+          // The abandoned call finally ended: the slot is free again, and a
+          // refresh asked for meanwhile runs now rather than at the next poll.
           slot.health.hung = false;
           slot.inFlight = false;
+          if (slot.again) {
+            slot.again = false;
+            void this.refreshSlot(slot);
+          }
         }
       };
       let result: T | Promise<T>;
