@@ -9,7 +9,7 @@ import { ConfigError, configFromSource, pluginDirOf, readConfigSource, type Imag
 import { createLogger, type LogLevel } from "../log";
 import { DEFAULT_PLUGIN_DIR, loadPlugins } from "../plugins/load";
 import { serve, SocketInUseError } from "../server/serve";
-import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, type OutputFormat } from "./format";
+import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, sortImages, type OutputFormat } from "./format";
 import { inProcessSource, remoteSource, type ImageSource } from "./source";
 
 export const VERSION: string = pkg.version;
@@ -127,7 +127,8 @@ export function buildCli(definitions: readonly BackendDefinition[] = builtinBack
       const format = outputFormat(opts.output, ["table", "json", "yaml"]);
       const source = await openSource(opts, definitions);
       try {
-        const images = await source.listImages(ref);
+        // crictl sorts before every output form; so do we.
+        const images = sortImages(await source.listImages(ref));
         if (opts.quiet) write(images.map((i) => `${i.id}\n`).join(""));
         else if (format === "table") write(imagesTable(images, { digests: !!opts.digests, noTrunc: opts.trunc === false }));
         else write(serialize({ images: images.map(imageJson) }, format));

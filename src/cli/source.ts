@@ -66,12 +66,20 @@ export async function inProcessSource(
   };
 }
 
-/** `unix:///path`, `unix:/path` or a bare absolute path → a grpc-js target. */
+/**
+ * `unix:///path`, `unix:/path` or a bare absolute path → `unix:///path`.
+ * nice-grpc's createChannel hands a `scheme://` address it does not know to
+ * grpc-js unchanged, but reads `unix:/path` as a host name.
+ */
 export function endpointTarget(endpoint: string): string {
-  if (endpoint.startsWith("unix://")) return `unix:${endpoint.slice("unix://".length)}`;
-  if (endpoint.startsWith("unix:")) return endpoint;
-  if (endpoint.startsWith("/")) return `unix:${endpoint}`;
-  throw new Error(`endpoint ${JSON.stringify(endpoint)} is not a unix socket (unix:///path)`);
+  let path: string | undefined;
+  if (endpoint.startsWith("unix://")) path = endpoint.slice("unix://".length);
+  else if (endpoint.startsWith("unix:")) path = endpoint.slice("unix:".length);
+  else if (endpoint.startsWith("/")) path = endpoint;
+  if (path === undefined || !path.startsWith("/")) {
+    throw new Error(`endpoint ${JSON.stringify(endpoint)} is not a unix socket path (unix:///path)`);
+  }
+  return `unix://${path}`;
 }
 
 export function remoteSource(endpoint: string, timeoutMs: number): ImageSource {
