@@ -5,8 +5,44 @@ import type { Logger } from "../backend/contract";
 import { InvalidReferenceError } from "../model/reference";
 import { AmbiguousReferenceError } from "../registry/view";
 
+/** A request whose bytes did not decode; stands in for the request so the middleware can refuse it. */
+export class MalformedRequest {
+  constructor(
+    readonly messageType: string,
+    readonly reason: string,
+  ) {}
+}
+
+/**
+ * The same service definition, but a request that does not decode becomes a
+ * MalformedRequest value instead of an exception: grpc-js would answer
+ * INTERNAL, and a malformed request is the client's error, not ours.
+ */
+export function withMalformedRequests<D extends Record<string, { path: string; requestDeserialize(b: Uint8Array): unknown }>>(definition: D): D {
+  const out: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(definition)) {
+    // "/runtime.v1.ImageService/ImageStatus" → "runtime.v1.ImageStatusRequest"
+    const [, service = "", rpc = name] = method.path.split("/");
+    const messageType = `${service.slice(0, service.lastIndexOf("."))}.${rpc}Request`;
+    out[name] = {
+      ...method,
+      requestDeserialize(bytes: Uint8Array) {
+        try {
+          return method.requestDeserialize(bytes);
+        } catch (e) {
+          return new MalformedRequest(messageType, e instanceof Error ? e.message : String(e));
+        }
+      },
+    };
+  }
+  return out as D;
+}
+
 export function errorMapping(log: Logger) {
   return async function* mapErrors<Request, Response>(call: ServerMiddlewareCall<Request, Response>, context: CallContext) {
+    if (call.request instanceof MalformedRequest) {
+      throw new ServerError(Status.INVALID_ARGUMENT, `malformed ${call.request.messageType}: ${call.request.reason}`);
+    }
     try {
       return yield* call.next(call.request, context);
     } catch (e) {

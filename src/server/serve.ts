@@ -10,7 +10,7 @@ import type { BackendDefinition, Logger } from "../backend/contract";
 import type { ImageletConfig } from "../config/config";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import { buildRegistry } from "../registry/build";
-import { errorMapping } from "./errors";
+import { errorMapping, withMalformedRequests } from "./errors";
 import { createImageService } from "./image-service";
 
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
@@ -64,7 +64,7 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
     "grpc.max_receive_message_length": MAX_RECEIVE_BYTES,
     "grpc.max_send_message_length": -1,
   }).use(errorMapping(log));
-  server.add(ImageServiceDefinition, createImageService(registry));
+  server.add(withMalformedRequests(ImageServiceDefinition), createImageService(registry));
 
   // Created 0660 from the first instant: the umask covers the window before chmod.
   const previousUmask = process.umask(0o117);

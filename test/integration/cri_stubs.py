@@ -3,9 +3,11 @@
 The client side of every integration test is Debian's python3-grpcio (gRPC
 C-core): it shares no code with imagelet's server (Bun, grpc-js, protobufjs).
 """
+import atexit
 import importlib
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -20,6 +22,7 @@ def load(version="v1"):
     from grpc_tools import protoc
 
     out = tempfile.mkdtemp(prefix=f"cri-{version}-")
+    atexit.register(shutil.rmtree, out, True)
     src = os.path.join(ROOT, "proto", "runtime", version, "api.proto")
     pkg = os.path.join(out, f"cri_{version}")
     os.makedirs(pkg)

@@ -148,3 +148,10 @@ def test_endpoint_that_nobody_serves_fails_on_one_line(workdir):
     out = run_cli("images", "--endpoint", f"unix://{workdir}/none.sock", "--timeout", "2")
     assert out.returncode == 1
     assert out.stderr.startswith("imagelet: ") and len(out.stderr.splitlines()) == 1
+
+
+def test_binary_needs_neither_node_nor_bun(tmp_path):
+    # A PATH with nothing on it: the executable carries its runtime.
+    out = cli("images", "-q", env={"PATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [TOOLS_ID, HELLO_ID]

@@ -232,3 +232,17 @@ def test_store_change_is_visible_without_restart(serve, workdir):
         time.sleep(0.05)
     assert [i.id for i in s.list_images()] == [HELLO["id"]]
     assert not s.image_status("localhost/layout:2.0").HasField("image")
+
+
+@pytest.mark.parametrize("method", ["ImageStatus", "ListImages"])
+@pytest.mark.parametrize("payload", [b"\xff\xff\xff", b"\x0a\x05ab", b"\x0a\x02\x0a\xff"])
+def test_undecodable_request_is_invalid_argument_naming_the_message(server, method, payload):
+    raw = server.channel.unary_unary(
+        f"/runtime.v1.ImageService/{method}", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        raw(payload, timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"malformed runtime.v1.{method}Request: ")
+    # The server is still there for the next, well-formed call.
+    assert len(server.list_images()) == 3

@@ -1,11 +1,12 @@
-import { describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { builtinBackends } from "../../src/backends/index";
 import { ConfigError, configFromSource, defaultConfig, parseDuration, readConfigSource, validateConfig } from "../../src/config/config";
 
 const dir = mkdtempSync(join(tmpdir(), "imagelet-config-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 function load(text: string) {
   const file = join(dir, `c${Math.random().toString(36).slice(2)}.toml`);
   writeFileSync(file, text);
