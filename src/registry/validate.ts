@@ -1,25 +1,14 @@
 // Validation of what a backend returns. A backend is untrusted input (a
 // third-party plugin, or a store someone else writes), so every record is
 // checked and its names normalized before it can reach the merged view.
-import type { ImageKind, ImageRecord, Platform } from "../backend/contract";
+import type { ImageKind, ImageRecord } from "../backend/contract";
 import { isImageId } from "../model/digest";
 import { formatReference, parseNormalizedNamed, quote } from "../model/reference";
 
-/** A record that passed validation, with normalized references. */
-export interface ValidRecord {
-  id: string;
-  repoTags: string[];
-  repoDigests: string[];
-  size: number;
-  user?: string;
-  created?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  platform?: Platform;
-  config?: unknown;
-  kind: ImageKind;
-  source?: string;
-}
+declare const validated: unique symbol;
+
+/** A record that passed validateRecord(): references normalized, fields checked. Only validateRecord makes one. */
+export type ValidRecord = ImageRecord & { readonly [validated]: true };
 
 export class MalformedRecordError extends Error {
   constructor(index: number, reason: string) {
@@ -68,7 +57,7 @@ export function validateRecord(raw: unknown): ValidRecord {
   if (r.labels !== undefined && !isStringMap(r.labels)) throw new Error("labels is not a string map");
   if (r.annotations !== undefined && !isStringMap(r.annotations)) throw new Error("annotations is not a string map");
   if (r.source !== undefined && typeof r.source !== "string") throw new Error("source is not a string");
-  return {
+  const record: ImageRecord = {
     id: r.id,
     repoTags: unique(r.repoTags.map(normalizeTag)),
     repoDigests: unique(r.repoDigests.map(normalizeRepoDigest)),
@@ -82,6 +71,7 @@ export function validateRecord(raw: unknown): ValidRecord {
     kind: r.kind,
     source: r.source,
   };
+  return record as ValidRecord;
 }
 
 /** Validates a whole list; one bad record rejects the list (the last good snapshot is kept). */

@@ -24,20 +24,8 @@ export type ConflictReporter = (reference: string, keptId: string, keptBackend: 
 const HEX_PREFIX = /^(?:sha256:)?([a-f0-9]{3,64})$/;
 const MIN_PREFIX = 3;
 
-interface MutableImage {
-  id: string;
-  repoTags: string[];
-  repoDigests: string[];
-  size: number;
-  user?: string;
-  created?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  platform?: ValidRecord["platform"];
-  config?: unknown;
-  kind: ValidRecord["kind"];
-  backends: string[];
-}
+/** An Image while merge() is still building it. */
+type MutableImage = { -readonly [K in keyof Image]: Image[K] } & { repoTags: string[]; repoDigests: string[]; backends: string[] };
 
 export class ImageView {
   /** Every image, in configuration order of the first backend that holds it. */
