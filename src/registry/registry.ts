@@ -162,32 +162,23 @@ export class BackendRegistry {
 
   /**
    * Runs one hook under the backend's timeout. A call that outlives it is
-   * abandoned (its late result is ignored) and the backend is marked hung
-   * until that call settles, so a hung backend never has calls piling up.
+   * abandoned: the promise rejects with TimeoutError, the hook's AbortSignal
+   * fires, its late result is ignored, and `onLateSettle` runs when it finally
+   * ends (if ever).
    */
-  private call<T>(slot: Slot, fn: (ctx: CallContext) => T | Promise<T>): Promise<T> {
+  private call<T>(slot: Slot, fn: (ctx: CallContext) => T | Promise<T>, onLateSettle?: () => void): Promise<T> {
     const controller = new AbortController();
     const ms = slot.reg.timeoutMs;
     return new Promise<T>((resolve, reject) => {
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
-        slot.health.hung = true;
         controller.abort(new TimeoutError(ms));
         reject(new TimeoutError(ms));
       }, ms);
       const settle = () => {
         clearTimeout(timer);
-        if (timedOut) {
-          // The abandoned call finally ended: the slot is free again, and a
-          // refresh asked for meanwhile runs now rather than at the next poll.
-          slot.health.hung = false;
-          slot.inFlight = false;
-          if (slot.again) {
-            slot.again = false;
-            void this.refreshSlot(slot);
-          }
-        }
+        if (timedOut) onLateSettle?.();
       };
       let result: T | Promise<T>;
       try {
@@ -210,6 +201,16 @@ export class BackendRegistry {
     });
   }
 
+  /** An abandoned list() finally ended: the slot is free, and a refresh asked for meanwhile runs now. */
+  private listSettledLate(slot: Slot): void {
+    slot.health.hung = false;
+    slot.inFlight = false;
+    if (slot.again) {
+      slot.again = false;
+      void this.refreshSlot(slot);
+    }
+  }
+
   private async refreshSlot(slot: Slot): Promise<void> {
     if (slot.inFlight) {
       slot.again = true;
@@ -218,7 +219,7 @@ export class BackendRegistry {
     slot.inFlight = true;
     let abandoned = false;
     try {
-      const raw = await this.call(slot, (ctx) => slot.reg.backend.list(ctx));
+      const raw = await this.call(slot, (ctx) => slot.reg.backend.list(ctx), () => this.listSettledLate(slot));
       if (raw !== slot.lastRaw) {
         const records = validateRecords(raw);
         slot.lastRaw = raw;
@@ -232,9 +233,10 @@ export class BackendRegistry {
       if (wasFailing) this.options.log.info("backend recovered", { backend: slot.reg.name, images: slot.snapshot.length });
     } catch (e) {
       abandoned = e instanceof TimeoutError;
+      if (abandoned) slot.health.hung = true;
       this.fail(slot, `list(): ${errorText(e)}`);
     } finally {
-      // An abandoned call keeps the slot busy until it settles (see call()).
+      // An abandoned call keeps the slot busy until it settles (listSettledLate).
       if (!abandoned) slot.inFlight = false;
     }
     if (slot.again && !slot.inFlight) {

@@ -132,3 +132,21 @@ describe("isolation", () => {
     await registry.close();
   });
 });
+
+describe("status() under the timeout", () => {
+  test("a slow status() times out without freeing or marking the list slot", async () => {
+    let releaseStatus: (v: ImageRecord | undefined) => void = () => {};
+    const b = scripted(() => [record({ id: id("1"), repoTags: ["app:1"] })]);
+    const backend: Backend = { ...b.backend, status: () => new Promise((r) => (releaseStatus = r)) };
+    const { registry, log } = registryOf({ b: backend }, 30);
+    await registry.loadAll();
+    const image = registry.view.resolve("app:1")!;
+    expect(await registry.detail(image)).toBeUndefined();
+    expect(log.lines.some((l) => l.msg === "backend status() failed" && String(l.fields?.error).includes("timed out"))).toBe(true);
+    expect(registry.health()[0]).toMatchObject({ state: "ok", hung: false });
+    releaseStatus(undefined);
+    await Bun.sleep(1);
+    await registry.loadAll();
+    expect(b.calls()).toBe(2);
+  });
+});
