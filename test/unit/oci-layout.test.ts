@@ -235,3 +235,24 @@ describe("definition", () => {
     expect(() => ociLayout.create({ path: "/x", repository: "example.com/a:tag" }, ctx)).toThrow(/repository/);
   });
 });
+
+describe("blobs that are symlinks", () => {
+  test("a blob symlinked outside the layout is refused with the path; one inside is followed", () => {
+    const dir = copy("oci-umoci");
+    const manifest = join(dir, "blobs/sha256", expected[0]!.entryDigest.slice(7));
+    const moved = join(dir, "..", "outside-manifest");
+    cpSync(manifest, moved);
+    unlinkSync(manifest);
+    symlinkSync(moved, manifest);
+    const { store: s, log } = store(dir);
+    expect(s.list().map((r) => r.id)).not.toContain(expected[0]!.id);
+    expect(log.lines.some((l) => l.msg.includes("resolves outside the store"))).toBe(true);
+
+    const dir2 = copy("oci-umoci");
+    const m2 = join(dir2, "blobs/sha256", expected[0]!.entryDigest.slice(7));
+    cpSync(m2, join(dir2, "blobs", "kept"));
+    unlinkSync(m2);
+    symlinkSync("../kept", m2);
+    expect(store(dir2).store.list().map((r) => r.id)).toContain(expected[0]!.id);
+  });
+});

@@ -13,8 +13,8 @@ import {
 } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
 import { formatReference, isFullReference, isTag, parseNormalizedNamed, quote } from "../../model/reference";
+import { ProblemLog, StoreProblem, readStoreJson } from "../common/files";
 import {
-  LayoutProblem,
   MAX_INDEX_DEPTH,
   isIndexType,
   isManifestType,
@@ -22,7 +22,6 @@ import {
   parseManifest,
   pickPlatform,
   readJsonBlob,
-  readJsonFile,
   type Descriptor,
   type Manifest,
 } from "./layout";
@@ -68,13 +67,14 @@ export class OciLayoutStore {
   /** Blobs used by the scan in progress; the cache keeps only these afterwards. */
   private touched = new Map<string, { value: unknown; size: number }>();
   private cached?: { key: string; records: ImageRecord[] };
-  private readonly logged = new Set<string>();
+  private readonly problems: ProblemLog;
 
   constructor(
     readonly root: string,
     repository: string | undefined,
     private readonly ctx: BackendContext,
   ) {
+    this.problems = new ProblemLog(ctx.log, ctx.name);
     const repo = repository ?? `localhost/${basename(root).toLowerCase()}`;
     try {
       const ref = parseNormalizedNamed(repo);
@@ -92,7 +92,7 @@ export class OciLayoutStore {
       const st = statSync(indexPath);
       key = `${st.ino}:${st.size}:${st.mtimeMs}`;
     } catch (e) {
-      throw new LayoutProblem(`no index.json: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, indexPath);
+      throw new StoreProblem(`no index.json: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, indexPath);
     }
     // index.json is the layout's commit point: unchanged file, unchanged images.
     if (this.cached?.key === key) return this.cached.records;
@@ -114,13 +114,13 @@ export class OciLayoutStore {
     // events on the directory. The registry's poll interval covers the
     // directory itself being removed and recreated.
     const watcher = watch(this.root, { persistent: false }, () => onChange());
-    watcher.on("error", (e) => this.problem(`watch failed: ${e.message}`, this.root));
+    watcher.on("error", (e) => this.problems.report(`watch failed: ${e.message}`, this.root));
     return () => watcher.close();
   }
 
   private scan(indexPath: string): { records: ImageRecord[]; complete: boolean } {
-    const { index, invalid } = parseIndex(readJsonFile(indexPath).value, indexPath);
-    if (invalid > 0) this.problem(`${invalid} index.json entries are not valid descriptors (bad digest or size)`, indexPath);
+    const { index, invalid } = parseIndex(readStoreJson(this.root, indexPath).value, indexPath);
+    if (invalid > 0) this.problems.report(`${invalid} index.json entries are not valid descriptors (bad digest or size)`, indexPath);
     let complete = true;
     const byId = new Map<string, ImageRecord>();
     for (const entry of index.manifests) {
@@ -128,9 +128,8 @@ export class OciLayoutStore {
       try {
         resolved = this.resolveEntry(entry, 0);
       } catch (e) {
-        if (!(e instanceof LayoutProblem)) throw e;
         complete = false;
-        this.problem(`entry ${entry.digest} skipped: ${e.message}`, e.path);
+        this.problems.skip(e, `entry ${entry.digest}`);
         continue;
       }
       if (!resolved) continue;
@@ -161,7 +160,7 @@ export class OciLayoutStore {
       return { manifest: parseManifest(value, d.digest), manifestSize: size, platform: d.platform };
     }
     if (isIndexType(d.mediaType)) {
-      if (depth >= MAX_INDEX_DEPTH) throw new LayoutProblem(`indexes nested deeper than ${MAX_INDEX_DEPTH}`, d.digest);
+      if (depth >= MAX_INDEX_DEPTH) throw new StoreProblem(`indexes nested deeper than ${MAX_INDEX_DEPTH}`, d.digest);
       const { index } = parseIndex(this.blob(d.digest).value, d.digest);
       const child = pickPlatform(index.manifests, this.ctx.platform);
       if (!child) {
@@ -179,8 +178,8 @@ export class OciLayoutStore {
     try {
       value = this.blob(digest).value;
     } catch (e) {
-      if (!(e instanceof LayoutProblem)) throw e;
-      this.problem(`config unavailable, listed without it: ${e.message}`, e.path);
+      if (!(e instanceof StoreProblem)) throw e;
+      this.problems.report(`config unavailable, listed without it: ${e.message}`, e.path);
       return undefined;
     }
     if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
@@ -205,7 +204,7 @@ export class OciLayoutStore {
   private toRecord(entry: Descriptor, { manifest, manifestSize, platform }: ResolvedEntry): ImageRecord | undefined {
     const id = manifest.config.digest;
     if (!isImageId(id)) {
-      this.problem(`entry ${entry.digest} skipped: config digest ${id} is not sha256`, this.root);
+      this.problems.report(`entry ${entry.digest} skipped: config digest ${id} is not sha256`, this.root);
       return undefined;
     }
     const repoTags = this.namesOf(entry);
@@ -239,7 +238,7 @@ export class OciLayoutStore {
     if (containerdName !== undefined) {
       const tag = this.tagOf(containerdName);
       if (tag) return [tag];
-      this.problem(`entry ${entry.digest}: ${CONTAINERD_IMAGE_NAME} ${quote(containerdName)} is not a reference`, this.root);
+      this.problems.report(`entry ${entry.digest}: ${CONTAINERD_IMAGE_NAME} ${quote(containerdName)} is not a reference`, this.root);
     }
     const refName = annotations[OCI_REF_NAME];
     if (refName === undefined) return [];
@@ -248,7 +247,7 @@ export class OciLayoutStore {
       if (tag) return [tag];
     }
     if (isTag(refName)) return [`${this.repository}:${refName}`];
-    this.problem(`entry ${entry.digest}: ${OCI_REF_NAME} ${quote(refName)} is neither a reference nor a tag`, this.root);
+    this.problems.report(`entry ${entry.digest}: ${OCI_REF_NAME} ${quote(refName)} is neither a reference nor a tag`, this.root);
     return [];
   }
 
@@ -260,13 +259,5 @@ export class OciLayoutStore {
     } catch {
       return undefined;
     }
-  }
-
-  /** Logs a store problem once per message, with the backend and path. */
-  private problem(message: string, path: string): void {
-    const key = `${path}\0${message}`;
-    if (this.logged.has(key)) return;
-    this.logged.add(key);
-    this.ctx.log.warn(message, { backend: this.ctx.name, path });
   }
 }

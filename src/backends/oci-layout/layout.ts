@@ -2,10 +2,10 @@
 // indexes and manifests from blobs/<alg>/<encoded>. Pure reading and
 // interpretation; the backend object in index.ts adds caching and watching.
 import { createHash } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Platform } from "../../backend/contract";
 import { digestParts, isDigest } from "../../model/digest";
+import { StoreProblem, parseJson, readStoreFile } from "../common/files";
 
 export const MEDIA = {
   ociIndex: "application/vnd.oci.image.index.v1+json",
@@ -17,8 +17,6 @@ export const MEDIA = {
 const INDEX_TYPES: ReadonlySet<string> = new Set([MEDIA.ociIndex, MEDIA.dockerList]);
 const MANIFEST_TYPES: ReadonlySet<string> = new Set([MEDIA.ociManifest, MEDIA.dockerManifest]);
 
-/** Manifests, indexes and configs are small; anything bigger is not one (or is hostile). */
-export const MAX_JSON_BYTES = 16 * 1024 * 1024;
 /** Nested indexes deeper than this are refused (a cycle would otherwise recurse forever). */
 const MAX_INDEX_DEPTH = 8;
 
@@ -42,17 +40,6 @@ export interface IndexDocument {
   manifests: Descriptor[];
 }
 
-/** A problem with one entry or blob: the entry is skipped and the problem logged. */
-export class LayoutProblem extends Error {
-  constructor(
-    message: string,
-    readonly path: string,
-  ) {
-    super(message);
-    this.name = "LayoutProblem";
-  }
-}
-
 export function isIndexType(mediaType: string | undefined): boolean {
   return mediaType !== undefined && INDEX_TYPES.has(mediaType);
 }
@@ -61,46 +48,23 @@ export function isManifestType(mediaType: string | undefined): boolean {
   return mediaType !== undefined && MANIFEST_TYPES.has(mediaType);
 }
 
-/** Reads a JSON file of bounded size. */
-export function readJsonFile(path: string): { value: unknown; bytes: Buffer } {
-  let size: number;
-  try {
-    const st = statSync(path);
-    // A FIFO or device here would block a read forever; stores hold regular files.
-    if (!st.isFile()) throw new LayoutProblem("not a regular file", path);
-    size = st.size;
-  } catch (e) {
-    if (e instanceof LayoutProblem) throw e;
-    throw new LayoutProblem(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path);
-  }
-  if (size > MAX_JSON_BYTES) throw new LayoutProblem(`larger than ${MAX_JSON_BYTES} bytes`, path);
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(path);
-  } catch (e) {
-    throw new LayoutProblem(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path);
-  }
-  try {
-    return { value: JSON.parse(bytes.toString("utf8")), bytes };
-  } catch (e) {
-    throw new LayoutProblem(`not valid JSON: ${(e as Error).message}`, path);
-  }
-}
-
 /** The path of a blob. The digest grammar check is what keeps it inside blobs/. */
 export function blobPath(root: string, digest: string): string {
   const { algorithm, encoded } = digestParts(digest);
   return join(root, "blobs", algorithm, encoded);
 }
 
-/** Reads a JSON blob and checks that its bytes hash to the digest that named it. */
+/**
+ * Reads a JSON blob (inside the layout, bounded) and checks that its bytes
+ * hash to the digest that named it.
+ */
 export function readJsonBlob(root: string, digest: string): { value: unknown; size: number } {
   const path = blobPath(root, digest);
-  const { value, bytes } = readJsonFile(path);
+  const bytes = readStoreFile(root, path);
   const { algorithm, encoded } = digestParts(digest);
   const actual = createHash(algorithm).update(bytes).digest("hex");
-  if (actual !== encoded) throw new LayoutProblem(`content does not match its digest (${algorithm}:${actual})`, path);
-  return { value, size: bytes.length };
+  if (actual !== encoded) throw new StoreProblem(`content does not match its digest (${algorithm}:${actual})`, path);
+  return { value: parseJson(bytes, path), size: bytes.length };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -133,7 +97,7 @@ export function parseDescriptor(v: unknown): Descriptor | undefined {
 }
 
 export function parseIndex(v: unknown, path: string): { index: IndexDocument; invalid: number } {
-  if (!isObject(v) || !Array.isArray(v.manifests)) throw new LayoutProblem("not an image index (no manifests array)", path);
+  if (!isObject(v) || !Array.isArray(v.manifests)) throw new StoreProblem("not an image index (no manifests array)", path);
   const manifests: Descriptor[] = [];
   let invalid = 0;
   for (const entry of v.manifests) {
@@ -145,14 +109,14 @@ export function parseIndex(v: unknown, path: string): { index: IndexDocument; in
 }
 
 export function parseManifest(v: unknown, path: string): Manifest {
-  if (!isObject(v)) throw new LayoutProblem("manifest is not an object", path);
+  if (!isObject(v)) throw new StoreProblem("manifest is not an object", path);
   const config = parseDescriptor(v.config);
-  if (!config) throw new LayoutProblem("manifest has no valid config descriptor", path);
-  if (!Array.isArray(v.layers)) throw new LayoutProblem("manifest has no layers array", path);
+  if (!config) throw new StoreProblem("manifest has no valid config descriptor", path);
+  if (!Array.isArray(v.layers)) throw new StoreProblem("manifest has no layers array", path);
   const layers: Descriptor[] = [];
   for (const l of v.layers) {
     const d = parseDescriptor(l);
-    if (!d) throw new LayoutProblem("manifest has an invalid layer descriptor", path);
+    if (!d) throw new StoreProblem("manifest has an invalid layer descriptor", path);
     layers.push(d);
   }
   return { mediaType: typeof v.mediaType === "string" ? v.mediaType : undefined, config, layers, annotations: stringMap(v.annotations) };

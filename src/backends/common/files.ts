@@ -1,0 +1,114 @@
+// Reading files out of an image store someone else writes. Every backend
+// reads through here, so the rules hold everywhere: a file is read only if it
+// resolves (symlinks followed) to a regular file inside the store's root, and
+// only up to a size bound; problems are StoreProblem values that carry the
+// path, for the one-line log the registry and backends write.
+import { readFileSync, realpathSync, statSync } from "node:fs";
+import { isAbsolute, relative, resolve, sep } from "node:path";
+import type { Logger } from "../../backend/contract";
+
+/** Manifests, indexes, configs and store metadata are small; anything bigger is not one (or is hostile). */
+export const MAX_JSON_BYTES = 16 * 1024 * 1024;
+
+/** A problem with one store file: the entry is skipped and the problem logged with the path. */
+export class StoreProblem extends Error {
+  constructor(
+    message: string,
+    readonly path: string,
+  ) {
+    super(message);
+    this.name = "StoreProblem";
+  }
+}
+
+function errnoText(e: unknown): string {
+  return (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+}
+
+/** Whether `path` is `root` or below it (both already resolved). */
+export function isInside(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel === "" || (!rel.startsWith(`..${sep}`) && rel !== ".." && !isAbsolute(rel));
+}
+
+/**
+ * Reads a file that must resolve inside `root`: a symlink that leaves the
+ * store (or loops) is refused, as is anything but a regular file (a FIFO
+ * would block the read forever) and anything over `maxBytes`.
+ */
+export function readStoreFile(root: string, path: string, maxBytes = MAX_JSON_BYTES): Buffer {
+  let real: string;
+  let realRoot: string;
+  try {
+    realRoot = realpathSync(root);
+    real = realpathSync(resolve(root, path));
+  } catch (e) {
+    throw new StoreProblem(`cannot read: ${errnoText(e)}`, path);
+  }
+  if (!isInside(realRoot, real)) throw new StoreProblem(`resolves outside the store (${real})`, path);
+  let size: number;
+  try {
+    const st = statSync(real);
+    if (!st.isFile()) throw new StoreProblem("not a regular file", path);
+    size = st.size;
+  } catch (e) {
+    if (e instanceof StoreProblem) throw e;
+    throw new StoreProblem(`cannot read: ${errnoText(e)}`, path);
+  }
+  if (size > maxBytes) throw new StoreProblem(`larger than ${maxBytes} bytes`, path);
+  try {
+    return readFileSync(real);
+  } catch (e) {
+    throw new StoreProblem(`cannot read: ${errnoText(e)}`, path);
+  }
+}
+
+/** Parses JSON bytes, naming the file when they are not JSON. */
+export function parseJson(bytes: Buffer, path: string): unknown {
+  try {
+    return JSON.parse(bytes.toString("utf8"));
+  } catch (e) {
+    throw new StoreProblem(`not valid JSON: ${(e as Error).message}`, path);
+  }
+}
+
+/** readStoreFile + parseJson. */
+export function readStoreJson(root: string, path: string, maxBytes = MAX_JSON_BYTES): { value: unknown; bytes: Buffer } {
+  const bytes = readStoreFile(root, path, maxBytes);
+  return { value: parseJson(bytes, path), bytes };
+}
+
+/**
+ * Logs each distinct store problem once (per backend instance), with the
+ * backend and the path: a broken file is reported when it breaks, not on
+ * every re-scan.
+ */
+export class ProblemLog {
+  private readonly seen = new Set<string>();
+  constructor(
+    private readonly log: Logger,
+    private readonly backend: string,
+  ) {}
+
+  report(message: string, path: string): void {
+    const key = `${path}\0${message}`;
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    this.log.warn(message, { backend: this.backend, path });
+  }
+
+  /** Logs a StoreProblem; rethrows anything else (a bug, not bad input). */
+  skip(e: unknown, what: string): void {
+    if (!(e instanceof StoreProblem)) throw e;
+    this.report(`${what} skipped: ${e.message}`, e.path);
+  }
+}
+
+/**
+ * containers/storage makeBigDataBaseName (store.go), also used by iSulad: a
+ * key made only of [a-z0-9.] is its own file name; any other key is stored
+ * as "=" + base64(key).
+ */
+export function bigDataFileName(key: string): string {
+  return /^[a-z0-9.]*$/.test(key) ? key : `=${Buffer.from(key, "utf8").toString("base64")}`;
+}
