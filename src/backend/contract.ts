@@ -69,6 +69,12 @@ export interface BackendContext {
   baseDir: string;
   /** The host platform, for picking a manifest from an index. */
   platform: Platform;
+  /**
+   * Sets (or clears, with undefined) a one-line notice about this store that
+   * `imagelet plugins` shows: something the operator should know that is not
+   * a failure, such as a store mode this backend cannot read.
+   */
+  setNotice(notice: string | undefined): void;
 }
 
 /** A configured, running backend: the hooks the registry calls. */

@@ -123,6 +123,6 @@ export function serialize(value: unknown, format: "json" | "yaml"): string {
 export function pluginsTable(health: BackendHealth[]): string {
   return renderTable(
     ["NAME", "TYPE", "STATE", "IMAGES", "LAST ERROR"],
-    health.map((h) => [h.name, h.type, h.hung ? `${h.state} (hung)` : h.state, String(h.images), h.notice ?? h.lastError ?? ""]),
+    health.map((h) => [h.name, h.type, h.hung ? `${h.state} (hung)` : h.state, String(h.images), (h.state === "failing" ? h.lastError : h.notice) ?? ""]),
   );
 }

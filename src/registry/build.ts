@@ -50,19 +50,24 @@ export async function buildRegistry(
     const definition = definitions.find((d) => d.name === entry.type);
     if (!definition) throw new ConfigError(config.file ?? "(defaults)", `backend[${i}].type`, `unknown backend type ${entry.type}`);
     let backend: Backend;
+    let notice: string | undefined;
     try {
       backend = await definition.create(entry.options as never, {
         name: entry.name,
         log: backendLogger(log, entry.name),
         baseDir: config.baseDir,
         platform,
+        setNotice: (text) => {
+          if (text !== undefined && text !== notice) log.warn(text, { backend: entry.name });
+          notice = text;
+        },
       });
     } catch (e) {
       if (e instanceof OptionError) throw new ConfigError(config.file ?? "(defaults)", `backend[${i}].${e.key}`, e.message);
       log.error("backend could not be created", { backend: entry.name, error: errorText(e) });
       backend = failedBackend(errorText(e));
     }
-    registered.push({ name: entry.name, type: entry.type, backend, timeoutMs: entry.timeoutMs });
+    registered.push({ name: entry.name, type: entry.type, backend, timeoutMs: entry.timeoutMs, notice: () => notice });
   }
   const registry = new BackendRegistry(registered, { log, pollIntervalMs: opts.watch ? config.pollIntervalMs : 0 });
   await registry.loadAll();

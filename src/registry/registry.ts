@@ -30,6 +30,8 @@ export interface RegisteredBackend {
   backend: Backend;
   /** Per-call timeout in milliseconds. */
   timeoutMs: number;
+  /** The backend's current notice (see BackendContext.setNotice). */
+  notice?: () => string | undefined;
 }
 
 class TimeoutError extends Error {
@@ -85,7 +87,7 @@ export class BackendRegistry {
   }
 
   health(): BackendHealth[] {
-    return this.slots.map((s) => ({ ...s.health }));
+    return this.slots.map((s) => ({ ...s.health, notice: s.reg.notice?.() }));
   }
 
   /** Lists every backend once (concurrently); resolves when all have settled or timed out. */

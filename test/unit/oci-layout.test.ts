@@ -32,7 +32,7 @@ function copy(layout: string): string {
 
 function store(path: string, opts: { repository?: string; platform?: Platform } = {}) {
   const log = memoryLogger();
-  const ctx: BackendContext = { name: "test", log, baseDir: "/", platform: opts.platform ?? amd64 };
+  const ctx: BackendContext = { name: "test", log, baseDir: "/", platform: opts.platform ?? amd64, setNotice() {} };
   return { store: new OciLayoutStore(path, opts.repository, ctx), log };
 }
 
@@ -230,7 +230,7 @@ describe("damaged and hostile layouts", () => {
 describe("definition", () => {
   test("options: path is required, repository must be a repository name", () => {
     expect(ociLayout.options.path.required).toBe(true);
-    const ctx: BackendContext = { name: "t", log: memoryLogger(), baseDir: "/", platform: amd64 };
+    const ctx: BackendContext = { name: "t", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} };
     expect(() => ociLayout.create({ path: "/x", repository: "Bad Repo" }, ctx)).toThrow(/repository/);
     expect(() => ociLayout.create({ path: "/x", repository: "example.com/a:tag" }, ctx)).toThrow(/repository/);
   });
