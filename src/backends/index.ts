@@ -1,6 +1,7 @@
 // The built-in backend types. They are registered exactly as plugins will be:
 // each is a BackendDefinition with the same contract.
 import type { BackendDefinition } from "../backend/contract";
+import docker from "./docker/index";
 import ociLayout from "./oci-layout/index";
 
-export const builtinBackends: readonly BackendDefinition[] = [ociLayout as unknown as BackendDefinition];
+export const builtinBackends: readonly BackendDefinition[] = [ociLayout, docker] as unknown as BackendDefinition[];

@@ -17,6 +17,7 @@ export const DEFAULT_POLL_INTERVAL_MS = 10_000;
  */
 export const WELL_KNOWN_STORES: readonly { type: string; name: string; path: string }[] = [
   { type: "oci-layout", name: "imagelet-oci", path: "/var/lib/imagelet/oci" },
+  { type: "docker", name: "docker", path: "/var/lib/docker" },
 ];
 
 export interface BackendConfig {

@@ -1,0 +1,305 @@
+// Backend for Docker engine's classic image store (graphdriver mode):
+// <root>/image/<driver>/{repositories.json, imagedb, layerdb}. It answers what
+// `docker images` (without -a) shows, sized as Docker sizes images. See
+// reference-image-stores.md §4 and docs/backends/docker.md.
+import { lstatSync, readdirSync, statSync, watch, type FSWatcher } from "node:fs";
+import { join, resolve } from "node:path";
+import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord } from "../../backend/contract";
+import { isImageId } from "../../model/digest";
+import { quote } from "../../model/reference";
+import { ProblemLog, StoreProblem, parseJson, readStoreFile, readStoreJson } from "../common/files";
+import { chainIds, parseImageConfig, parseLayerSize, parseRepositories, sha256Hex, type ImageConfig, type ImageNames } from "./metadata";
+import { DEFAULT_DAEMON_CONFIG, DEFAULT_ROOT, locateStore, type StoreLocation } from "./mode";
+
+const HEX_ID = /^[a-f0-9]{64}$/;
+/** Storage driver names are plain directory names (overlay2, vfs, btrfs, zfs, fuse-overlayfs…). */
+const DRIVER_NAME = /^[a-z0-9][a-z0-9._-]*$/;
+/** layerdb size and imagedb parent files hold one short line. */
+const SMALL_FILE_BYTES = 1024;
+const NO_IMAGES: readonly ImageRecord[] = Object.freeze([]);
+
+export interface DockerStoreOptions {
+  root: string;
+  driver?: string;
+  daemonConfig?: string;
+}
+
+export default defineBackend({
+  name: "docker",
+  apiVersion: BACKEND_API_VERSION,
+  description: "Docker engine store (classic storage-driver mode)",
+  options: {
+    path: { type: "string", required: true, description: `The Docker root (Docker's default: ${DEFAULT_ROOT})` },
+    driver: { type: "string", description: "Storage driver directory under image/ (default: detected)" },
+    daemon_config: {
+      type: "string",
+      description: `daemon.json checked for the containerd image store (default: ${DEFAULT_DAEMON_CONFIG} when path is ${DEFAULT_ROOT})`,
+    },
+  },
+  create(options, ctx) {
+    if (options.driver !== undefined && !DRIVER_NAME.test(options.driver)) {
+      throw new OptionError("driver", `driver ${quote(options.driver)} is not a storage driver name`);
+    }
+    const root = resolve(ctx.baseDir, options.path);
+    // The system's daemon.json describes the system's Docker only: a copied or test root must not inherit it.
+    const daemonConfig =
+      options.daemon_config !== undefined ? resolve(ctx.baseDir, options.daemon_config) : root === DEFAULT_ROOT ? DEFAULT_DAEMON_CONFIG : undefined;
+    return new DockerStore({ root, driver: options.driver, daemonConfig }, ctx);
+  },
+});
+
+interface CachedConfig {
+  parsed: ImageConfig;
+  bytes: number;
+}
+
+/** One image config that loaded, with what the scan learnt about it. */
+interface LoadedImage {
+  id: string;
+  path: string;
+  config: CachedConfig;
+  parent?: string;
+}
+
+export class DockerStore {
+  private readonly problems: ProblemLog;
+  /** Configs by image ID: content-addressed and verified, so never stale. */
+  private configs = new Map<string, CachedConfig>();
+  /** layerdb sizes by chain ID: a chain ID names one layer content for good. */
+  private layerSizes = new Map<string, number>();
+  private cached?: { key: string; records: readonly ImageRecord[] };
+  /** The last scan's answer, complete or not, for status(). */
+  private records: readonly ImageRecord[] = NO_IMAGES;
+  private location?: StoreLocation;
+
+  constructor(
+    private readonly opts: DockerStoreOptions,
+    private readonly ctx: BackendContext,
+  ) {
+    this.problems = new ProblemLog(ctx.log, ctx.name);
+  }
+
+  get root(): string {
+    return this.opts.root;
+  }
+
+  list(): readonly ImageRecord[] {
+    const location = this.locate();
+    if (location.mode === "containerd") {
+      this.cached = undefined;
+      this.records = NO_IMAGES;
+      return NO_IMAGES;
+    }
+    const key = this.changeKey(location.dir);
+    // repositories.json and the content directory change on every tag, pull, build and removal.
+    if (this.cached?.key === key) return this.cached.records;
+    const { records, complete } = this.scan(location.dir);
+    this.records = records;
+    // A scan that missed a layer file is retried next time, since nothing else would notice the repair.
+    this.cached = complete ? { key, records } : undefined;
+    return records;
+  }
+
+  status(id: string): ImageRecord | undefined {
+    return this.records.find((r) => r.id === id);
+  }
+
+  watch(onChange: () => void): () => void {
+    const dirs = [join(this.root, "image")];
+    const location = this.location ?? this.tryLocate();
+    if (location?.mode === "classic") {
+      // repositories.json is replaced by rename (an event on its directory); configs and parents are added and removed.
+      dirs.push(location.dir, join(location.dir, "imagedb", "content", "sha256"), join(location.dir, "imagedb", "metadata", "sha256"));
+    }
+    const watchers: FSWatcher[] = [];
+    for (const dir of dirs) {
+      try {
+        const w = watch(dir, { persistent: false }, () => onChange());
+        w.on("error", (e) => this.problems.report(`watch failed: ${e.message}`, dir));
+        watchers.push(w);
+      } catch (e) {
+        // A directory that does not exist yet is covered by the registry's poll interval.
+        this.ctx.log.debug("not watched", { backend: this.ctx.name, path: dir, error: (e as Error).message });
+      }
+    }
+    return () => {
+      for (const w of watchers) w.close();
+    };
+  }
+
+  private tryLocate(): StoreLocation | undefined {
+    try {
+      return locateStore(this.opts, this.problems);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Finds the store and keeps the notice in step with the mode. */
+  private locate(): StoreLocation {
+    const location = locateStore(this.opts, this.problems);
+    const previous = this.location;
+    this.location = location;
+    if (location.mode === "containerd") {
+      if (previous?.mode !== "containerd") this.ctx.log.info("Docker uses the containerd image store", { backend: this.ctx.name, path: this.root, reason: location.reason });
+      this.ctx.setNotice(`Docker at ${this.root} uses the containerd image store; read it with a containerd backend`);
+      return location;
+    }
+    this.ctx.setNotice(undefined);
+    if (location.others.length > 0) {
+      this.problems.report(
+        `several storage drivers have a repositories.json; reading ${location.driver} (the newest), not ${location.others.join(", ")}`,
+        join(this.root, "image"),
+      );
+    }
+    return location;
+  }
+
+  private changeKey(dir: string): string {
+    const repositories = join(dir, "repositories.json");
+    const stamp = (path: string, required: boolean): string => {
+      try {
+        const st = statSync(path);
+        return `${st.ino}:${st.size}:${st.mtimeMs}`;
+      } catch (e) {
+        if (required) throw new StoreProblem(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path);
+        return "-";
+      }
+    };
+    return [
+      dir,
+      stamp(repositories, true),
+      stamp(join(dir, "imagedb", "content", "sha256"), true),
+      stamp(join(dir, "imagedb", "metadata", "sha256"), false),
+    ].join("|");
+  }
+
+  private scan(dir: string): { records: ImageRecord[]; complete: boolean } {
+    const repositoriesPath = join(dir, "repositories.json");
+    const { byId: names, rejected } = parseRepositories(readStoreJson(this.root, repositoriesPath).value, repositoriesPath);
+    for (const reason of rejected) this.problems.report(`repositories.json entry skipped: ${reason}`, repositoriesPath);
+    const { images, present } = this.loadImages(dir);
+    for (const id of names.keys()) {
+      // A name for an image skipped above was already logged with that image's path.
+      if (!present.has(id)) this.problems.report(`repositories.json names ${id}, which is not in imagedb`, repositoriesPath);
+    }
+    // Docker's `docker images` hides untagged images that are another image's parent (build intermediates).
+    const parents = new Set<string>();
+    for (const image of images.values()) if (image.parent !== undefined && images.has(image.parent)) parents.add(image.parent);
+
+    const touchedLayers = new Map<string, number>();
+    let complete = true;
+    const records: ImageRecord[] = [];
+    for (const image of images.values()) {
+      const imageNames = names.get(image.id) ?? { repoTags: [], repoDigests: [] };
+      if (imageNames.repoTags.length === 0 && imageNames.repoDigests.length === 0 && parents.has(image.id)) continue;
+      let layerBytes: number;
+      try {
+        layerBytes = this.layerBytes(dir, image.config.parsed.diffIds, touchedLayers);
+      } catch (e) {
+        complete = false;
+        this.problems.skip(e, `image ${image.id}`);
+        continue;
+      }
+      records.push(this.toRecord(image, imageNames, layerBytes));
+    }
+    this.layerSizes = touchedLayers;
+    return { records, complete };
+  }
+
+  /** Every config in imagedb/content/sha256 that verifies and parses, by ID, with its parent; `present` also has the ones that did not. */
+  private loadImages(dir: string): { images: Map<string, LoadedImage>; present: Set<string> } {
+    const contentDir = join(dir, "imagedb", "content", "sha256");
+    let names: string[];
+    try {
+      names = readdirSync(contentDir).sort();
+    } catch (e) {
+      throw new StoreProblem(`cannot list: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, contentDir);
+    }
+    const touched = new Map<string, CachedConfig>();
+    const images = new Map<string, LoadedImage>();
+    const present = new Set<string>();
+    for (const hex of names) {
+      // Docker's atomic writes leave ".tmp-*" files here for a moment; only digests are images.
+      if (!HEX_ID.test(hex)) continue;
+      const id = `sha256:${hex}`;
+      present.add(id);
+      const path = join(contentDir, hex);
+      let config: CachedConfig;
+      try {
+        config = this.configs.get(id) ?? this.readConfig(path, hex);
+      } catch (e) {
+        this.problems.skip(e, `image ${id}`);
+        continue;
+      }
+      touched.set(id, config);
+      images.set(id, { id, path, config, parent: this.readParent(dir, hex) });
+    }
+    // Keep only configs still in the store, so churn cannot grow memory.
+    this.configs = touched;
+    return { images, present };
+  }
+
+  /** Reads a config and checks it is what its name says: Docker verifies the same on load. */
+  private readConfig(path: string, hex: string): CachedConfig {
+    const bytes = readStoreFile(this.root, path);
+    const actual = sha256Hex(bytes);
+    if (actual !== hex) throw new StoreProblem(`content does not match its name (sha256 is ${actual})`, path);
+    return { parsed: parseImageConfig(parseJson(bytes, path), path), bytes: bytes.length };
+  }
+
+  /** imagedb/metadata/sha256/<id>/parent: set by builds and commits; absent for loaded and pulled images. */
+  private readParent(dir: string, hex: string): string | undefined {
+    const path = join(dir, "imagedb", "metadata", "sha256", hex, "parent");
+    try {
+      lstatSync(path);
+    } catch {
+      return undefined;
+    }
+    try {
+      const parent = readStoreFile(this.root, path, SMALL_FILE_BYTES).toString("utf8").trim();
+      if (isImageId(parent)) return parent;
+      this.problems.report(`parent ${quote(parent)} is not an image ID; ignored`, path);
+    } catch (e) {
+      this.problems.skip(e, "parent");
+    }
+    return undefined;
+  }
+
+  /**
+   * Docker's image size: the sum of layerdb sizes along the layer chain
+   * (moby daemon/images/image_list.go). A missing layer throws: Docker itself
+   * does not load an image whose layers are gone.
+   */
+  private layerBytes(dir: string, diffIds: readonly string[], touched: Map<string, number>): number {
+    let total = 0;
+    for (const chainId of chainIds(diffIds)) {
+      let size = touched.get(chainId) ?? this.layerSizes.get(chainId);
+      if (size === undefined) {
+        const path = join(dir, "layerdb", "sha256", chainId.slice("sha256:".length), "size");
+        size = parseLayerSize(readStoreFile(this.root, path, SMALL_FILE_BYTES).toString("utf8"), path);
+      }
+      touched.set(chainId, size);
+      total += size;
+    }
+    return total;
+  }
+
+  private toRecord(image: LoadedImage, names: ImageNames, layerBytes: number): ImageRecord {
+    const { parsed, bytes } = image.config;
+    return {
+      id: image.id,
+      repoTags: names.repoTags,
+      repoDigests: names.repoDigests,
+      // Docker reports 0 for an image whose layers are all empty; kubelet refuses size 0, so the config's own bytes stand in.
+      size: layerBytes > 0 ? layerBytes : bytes,
+      user: parsed.user,
+      created: parsed.created,
+      labels: parsed.labels,
+      platform: parsed.platform,
+      config: parsed.config,
+      kind: "oci",
+      source: image.path,
+    };
+  }
+}

@@ -1,0 +1,135 @@
+// The files of Docker's classic image store, parsed without touching the
+// disk: repositories.json (moby daemon/internal/refstore/store.go), the image
+// configs in imagedb (daemon/internal/image/fs.go) and the layer chain IDs
+// that name layerdb directories (image-spec identity/chainid.go). See
+// reference-image-stores.md §4.
+import { createHash } from "node:crypto";
+import type { Platform } from "../../backend/contract";
+import { isImageId } from "../../model/digest";
+import { formatReference, parseNormalizedNamed, quote } from "../../model/reference";
+import { StoreProblem } from "../common/files";
+
+/** The names repositories.json gives one image, normalized. */
+export interface ImageNames {
+  repoTags: string[];
+  repoDigests: string[];
+}
+
+export interface Repositories {
+  byId: Map<string, ImageNames>;
+  /** Entries that could not be used, with why: logged, never fatal. */
+  rejected: string[];
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/**
+ * repositories.json: {"Repositories": {repo: {ref: imageID}}}. Docker keeps
+ * familiar names (`busybox-alias:mytag`); a `repo@digest` ref is a repo digest
+ * (recorded on pull and push), anything else a tag. A file that is not this
+ * shape throws: without it no image has a name, so the last good view is
+ * better than a store of nameless images.
+ */
+export function parseRepositories(value: unknown, path: string): Repositories {
+  if (!isObject(value)) throw new StoreProblem("not a JSON object", path);
+  const repositories = value.Repositories ?? {};
+  if (!isObject(repositories)) throw new StoreProblem('"Repositories" is not an object', path);
+  const byId = new Map<string, ImageNames>();
+  const rejected: string[] = [];
+  for (const [repo, refs] of Object.entries(repositories)) {
+    if (!isObject(refs)) {
+      rejected.push(`repository ${quote(repo)} is not an object`);
+      continue;
+    }
+    for (const [name, id] of Object.entries(refs)) {
+      if (!isImageId(id)) {
+        rejected.push(`${quote(name)} names ${quote(String(id))}, not an image ID`);
+        continue;
+      }
+      const normalized = normalizeName(name);
+      if (typeof normalized !== "object") {
+        rejected.push(`${quote(name)} is not a reference: ${normalized}`);
+        continue;
+      }
+      const names = byId.get(id) ?? { repoTags: [], repoDigests: [] };
+      byId.set(id, names);
+      const list = normalized.digest ? names.repoDigests : names.repoTags;
+      if (!list.includes(normalized.text)) list.push(normalized.text);
+    }
+  }
+  return { byId, rejected };
+}
+
+/** A repositories.json key in CRI's normalized form, or why it is not a reference. */
+function normalizeName(name: string): { text: string; digest: boolean } | string {
+  try {
+    const ref = parseNormalizedNamed(name);
+    // Docker never writes name:tag@digest, but if it appears the digest is what identifies the content.
+    if (ref.digest !== undefined) return { text: formatReference({ repository: ref.repository, digest: ref.digest }), digest: true };
+    return { text: formatReference({ repository: ref.repository, tag: ref.tag ?? "latest" }), digest: false };
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/** What imagelet needs from one image config (the Docker form of the OCI config). */
+export interface ImageConfig {
+  config: Record<string, unknown>;
+  diffIds: string[];
+  user?: string;
+  labels?: Record<string, string>;
+  created?: string;
+  platform?: Platform;
+}
+
+const DIFF_ID = /^sha256:[a-f0-9]{64}$/;
+
+/** Parses a config from imagedb/content; a config without a valid rootfs cannot be sized and is refused. */
+export function parseImageConfig(value: unknown, path: string): ImageConfig {
+  if (!isObject(value)) throw new StoreProblem("image config is not a JSON object", path);
+  const rootfs = value.rootfs;
+  // Docker writes `"rootfs":{"type":"layers"}` with no diff_ids for an image without layers.
+  const diffIds = isObject(rootfs) ? (rootfs.diff_ids ?? []) : undefined;
+  if (!Array.isArray(diffIds)) throw new StoreProblem("image config has no rootfs.diff_ids list", path);
+  const bad = diffIds.find((d) => typeof d !== "string" || !DIFF_ID.test(d));
+  if (bad !== undefined) throw new StoreProblem(`image config has a diff ID that is not sha256: ${quote(String(bad))}`, path);
+  const inner = isObject(value.config) ? value.config : {};
+  return {
+    config: value,
+    diffIds: diffIds as string[],
+    user: typeof inner.User === "string" ? inner.User : undefined,
+    labels: isObject(inner.Labels)
+      ? Object.fromEntries(Object.entries(inner.Labels).filter((e): e is [string, string] => typeof e[1] === "string"))
+      : undefined,
+    created: typeof value.created === "string" ? value.created : undefined,
+    platform:
+      typeof value.os === "string" && typeof value.architecture === "string"
+        ? { os: value.os, architecture: value.architecture, variant: typeof value.variant === "string" ? value.variant : undefined }
+        : undefined,
+  };
+}
+
+/** sha256 hex of some bytes. */
+export function sha256Hex(data: Buffer | string): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/**
+ * The chain IDs of a layer stack: the first is its diff ID, each next one
+ * sha256(parent chain ID + " " + diff ID). layerdb/sha256/<hex> is keyed by these.
+ */
+export function chainIds(diffIds: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const diffId of diffIds) {
+    const parent = out[out.length - 1];
+    out.push(parent === undefined ? diffId : `sha256:${sha256Hex(`${parent} ${diffId}`)}`);
+  }
+  return out;
+}
+
+/** layerdb's `size` file: a decimal byte count of the layer's unpacked files. */
+export function parseLayerSize(text: string, path: string): number {
+  const trimmed = text.trim();
+  if (!/^[0-9]{1,15}$/.test(trimmed)) throw new StoreProblem(`layer size ${quote(trimmed)} is not a byte count`, path);
+  return Number(trimmed);
+}
