@@ -2,6 +2,7 @@
 // each is a BackendDefinition with the same contract.
 import type { BackendDefinition } from "../backend/contract";
 import docker from "./docker/index";
+import isulad from "./isulad/index";
 import ociLayout from "./oci-layout/index";
 
-export const builtinBackends: readonly BackendDefinition[] = [ociLayout, docker] as unknown as BackendDefinition[];
+export const builtinBackends: readonly BackendDefinition[] = [ociLayout, docker, isulad] as unknown as BackendDefinition[];

@@ -18,6 +18,7 @@ export const DEFAULT_POLL_INTERVAL_MS = 10_000;
 export const WELL_KNOWN_STORES: readonly { type: string; name: string; path: string }[] = [
   { type: "oci-layout", name: "imagelet-oci", path: "/var/lib/imagelet/oci" },
   { type: "docker", name: "docker", path: "/var/lib/docker" },
+  { type: "isulad", name: "isulad", path: "/var/lib/isulad" },
 ];
 
 export interface BackendConfig {

@@ -1,0 +1,216 @@
+// Backend for iSulad's graph root (default /var/lib/isulad): its OCI image
+// store and its embedded images. See ../shared/docs/reference-image-stores.md
+// §5 and docs/backends/isulad.md.
+import { statSync, watch, type FSWatcher } from "node:fs";
+import { join, resolve } from "node:path";
+import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord } from "../../backend/contract";
+import { quote } from "../../model/reference";
+import { ProblemLog, StoreProblem } from "../common/files";
+import { EmbeddedManifestDir, embeddedRecords, readEmbeddedDb, type EmbeddedImage } from "./embedded";
+import { IsuladImageStore, detectDrivers } from "./oci-store";
+import { listDir, statKey } from "./paths";
+
+/** db_common.h DBNAME, in the graph root (db_common_init). */
+const DB_FILE = "sqlite.db";
+const DRIVER_NAME = /^[a-z0-9][a-z0-9_.-]*$/;
+
+export interface IsuladOptions {
+  root: string;
+  driver?: string;
+  manifestsDir?: string;
+}
+
+export default defineBackend({
+  name: "isulad",
+  apiVersion: BACKEND_API_VERSION,
+  description: "iSulad store: OCI images and embedded images",
+  options: {
+    path: { type: "string", required: true, description: "iSulad's graph root (its default is /var/lib/isulad)" },
+    driver: { type: "string", description: "Storage driver of the OCI image store (default: the storage/<driver>-images found)" },
+    embedded_manifests: { type: "string", description: "A directory of embedded-image *.manifest files, each with its .sgn" },
+  },
+  create(options, ctx) {
+    if (options.driver !== undefined && !DRIVER_NAME.test(options.driver)) {
+      throw new OptionError("driver", `driver ${quote(options.driver)} is not a storage driver name`);
+    }
+    return new IsuladStore(
+      {
+        root: resolve(ctx.baseDir, options.path),
+        driver: options.driver,
+        manifestsDir: options.embedded_manifests === undefined ? undefined : resolve(ctx.baseDir, options.embedded_manifests),
+      },
+      ctx,
+    );
+  },
+});
+
+/** What one source (db, OCI store, manifests dir) gave at a given stat key. */
+interface Part<T> {
+  key: string;
+  value: T;
+  /** False when an entry was skipped: such a part is re-read next time, as the entry may be fixed. */
+  complete: boolean;
+}
+
+export class IsuladStore {
+  private readonly problems: ProblemLog;
+  private readonly manifests?: EmbeddedManifestDir;
+  private db?: Part<EmbeddedImage[]>;
+  private dir?: Part<EmbeddedImage[]>;
+  private oci?: Part<ImageRecord[]>;
+  private records?: ImageRecord[];
+
+  constructor(
+    private readonly options: IsuladOptions,
+    private readonly ctx: BackendContext,
+  ) {
+    this.problems = new ProblemLog(ctx.log, ctx.name);
+    if (options.manifestsDir !== undefined) this.manifests = new EmbeddedManifestDir(options.manifestsDir, this.problems);
+  }
+
+  private get root(): string {
+    return this.options.root;
+  }
+
+  list(): ImageRecord[] {
+    try {
+      if (!statSync(this.root).isDirectory()) throw new StoreProblem("graph root is not a directory", this.root);
+    } catch (e) {
+      if (e instanceof StoreProblem) throw e;
+      throw new StoreProblem(`no graph root: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, this.root);
+    }
+    const changed = [this.refreshDb(), this.refreshOci(), this.refreshDir()].some(Boolean);
+    // Unchanged stores give the same array, so the registry can skip rebuilding its view.
+    if (!changed && this.records) return this.records;
+    this.records = this.merge();
+    return this.records;
+  }
+
+  status(id: string): ImageRecord | undefined {
+    return this.records?.find((r) => r.id === id);
+  }
+
+  watch(onChange: () => void): () => void {
+    // sqlite.db (and its -wal) change in the graph root; images.json is replaced
+    // inside its image directory, hence the recursive watch there; manifests
+    // change in their directory. The poll interval covers the rest (a store
+    // created later, a directory replaced).
+    let imagesDir: string | undefined;
+    try {
+      imagesDir = this.ociStore()?.imagesDir;
+    } catch (e) {
+      this.problems.skip(e, "OCI image store");
+    }
+    const targets: [string | undefined, boolean][] = [
+      [this.root, false],
+      [imagesDir, true],
+      [this.options.manifestsDir, false],
+    ];
+    const watchers: FSWatcher[] = [];
+    for (const [dir, recursive] of targets) {
+      if (dir === undefined) continue;
+      try {
+        const watcher = watch(dir, { persistent: false, recursive }, () => onChange());
+        watcher.on("error", (e) => this.problems.report(`watch failed: ${e.message}`, dir));
+        watchers.push(watcher);
+      } catch (e) {
+        this.ctx.log.debug("not watching", { backend: this.ctx.name, path: dir, error: (e as Error).message });
+      }
+    }
+    return () => {
+      for (const w of watchers) w.close();
+    };
+  }
+
+  /**
+   * Re-reads one source when its stat key changed, or when its last read
+   * skipped an entry (the entry may have been fixed since). Returns whether
+   * what it holds changed.
+   */
+  private refresh<T>(part: Part<T> | undefined, key: string, read: () => { value: T; complete: boolean }): { part: Part<T>; changed: boolean } {
+    if (part && part.key === key && part.complete) return { part, changed: false };
+    const { value, complete } = read();
+    const next = { key, value, complete };
+    // A broken entry re-read with the same result is no change: the same array goes back.
+    const same = part !== undefined && JSON.stringify(part.value) === JSON.stringify(value);
+    return { part: same ? { ...part, key, complete } : next, changed: !same };
+  }
+
+  /** sqlite.db (and its write-ahead log). */
+  private refreshDb(): boolean {
+    const file = join(this.root, DB_FILE);
+    const key = `${statKey(file)};${statKey(`${file}-wal`)}`;
+    const { part, changed } = this.refresh(this.db, key, () => {
+      // No database: iSulad built without embedded images, or none loaded yet.
+      if (key === "-;-") return { value: [], complete: true };
+      try {
+        return { value: readEmbeddedDb(this.root, file, this.problems), complete: true };
+      } catch (e) {
+        this.problems.skip(e, "embedded images from the database");
+        return { value: [], complete: false };
+      }
+    });
+    this.db = part;
+    return changed;
+  }
+
+  private ociStore(): IsuladImageStore | undefined {
+    const storage = join(this.root, "storage");
+    let driver = this.options.driver;
+    if (driver === undefined) {
+      const found = detectDrivers(storage);
+      driver = found[0];
+      this.ctx.setNotice(found.length > 1 ? `several image stores under ${storage}; reading ${driver}-images (set driver to choose)` : undefined);
+    }
+    return driver === undefined ? undefined : new IsuladImageStore(this.root, driver, this.problems);
+  }
+
+  /** storage/<driver>-images and -layers. */
+  private refreshOci(): boolean {
+    let store: IsuladImageStore | undefined;
+    let key: string;
+    try {
+      store = this.ociStore();
+      key = store ? `${store.driver}:${store.key()}` : "none";
+    } catch (e) {
+      // The store directory vanished or cannot be listed: serve the embedded images.
+      this.problems.skip(e, "OCI image store");
+      store = undefined;
+      key = "error";
+    }
+    const { part, changed } = this.refresh(this.oci, key, () => {
+      if (key === "error") return { value: [], complete: false };
+      return store ? store.scan() : { value: [], complete: true };
+    });
+    this.oci = part;
+    return changed;
+  }
+
+  /** The embedded manifests directory, when configured. */
+  private refreshDir(): boolean {
+    const manifests = this.manifests;
+    if (!manifests) return false;
+    let key: string;
+    try {
+      key = [statKey(manifests.dir), ...listDir(manifests.dir).map((name) => `${name}=${statKey(join(manifests.dir, name))}`)].join(",");
+    } catch (e) {
+      this.problems.skip(e, "embedded manifests directory");
+      key = "error";
+    }
+    const { part, changed } = this.refresh(this.dir, key, () => (key === "error" ? { value: [], complete: false } : manifests.scan()));
+    this.dir = part;
+    return changed;
+  }
+
+  /** OCI images, then embedded images; one record per ID (the same manifest in the db and the directory is one image). */
+  private merge(): ImageRecord[] {
+    const byId = new Map<string, ImageRecord>();
+    const embedded = embeddedRecords([...(this.db?.value ?? []), ...(this.dir?.value ?? [])]);
+    for (const record of [...(this.oci?.value ?? []), ...embedded]) {
+      const existing = byId.get(record.id);
+      if (!existing) byId.set(record.id, { ...record, repoTags: [...record.repoTags], repoDigests: [...record.repoDigests] });
+      else for (const t of record.repoTags) if (!existing.repoTags.includes(t)) existing.repoTags.push(t);
+    }
+    return [...byId.values()];
+  }
+}
