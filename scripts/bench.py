@@ -30,6 +30,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import cri_stubs  # noqa: E402
 import grpc  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import pct, rss_kib, timed, wait_for_list  # noqa: E402
+
 ROOT = cri_stubs.ROOT
 BIN = os.environ.get("IMAGELET_BIN", os.path.join(ROOT, "dist", "imagelet"))
 
@@ -73,20 +76,6 @@ def write_layout(path, n):
     return ids
 
 
-def pct(samples, p):
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
-
-def timed(fn, k):
-    out = []
-    for _ in range(k):
-        t = time.perf_counter_ns()
-        fn()
-        out.append((time.perf_counter_ns() - t) / 1e6)
-    return out
-
-
 def h2load(sock, method, request_bytes, n, work, concurrency=1):
     """Latencies (ms) of n sequential gRPC unary calls sent by h2load (nghttp2, C)
     over the unix socket: a POST of a length-prefixed message. Nothing is decoded
@@ -105,14 +94,6 @@ def h2load(sock, method, request_bytes, n, work, concurrency=1):
         raise SystemExit(f"h2load failed: {out.stdout}{out.stderr}")
     with open(log) as f:
         return [int(line.split("\t")[2]) / 1000 for line in f if line.strip()]
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def client_floor(pb, pbg, k, list_response, list_k):
@@ -152,6 +133,7 @@ def main():
     ap.add_argument("--images", type=int, default=10_000)
     ap.add_argument("--list-calls", type=int, default=200)
     ap.add_argument("--status-calls", type=int, default=5000)
+    ap.add_argument("--no-scans", action="store_true", help="skip the store-scan benchmarks")
     args = ap.parse_args()
     pb, pbg = cri_stubs.load()
 
@@ -168,21 +150,8 @@ def main():
 
         start = time.perf_counter()
         proc = subprocess.Popen([BIN, "serve", "--config", cfg], stderr=open(os.path.join(work, "log"), "w"))
-        # A fresh channel per attempt: a C-core channel whose first connect failed
-        # waits out its reconnect backoff, which would be measured as start-up time.
-        while True:
-            if time.perf_counter() - start > 60:
-                raise SystemExit("imagelet did not answer within 60 s")
-            if proc.poll() is not None:
-                raise SystemExit(f"imagelet exited: {open(os.path.join(work, 'log')).read()}")
-            if os.path.exists(sock):
-                channel = grpc.insecure_channel(f"unix:{sock}")
-                try:
-                    first = pbg.ImageServiceStub(channel).ListImages(pb.ListImagesRequest(), timeout=5)
-                    break
-                except grpc.RpcError:
-                    channel.close()
-            time.sleep(0.002)
+        channel, first_images, _ = wait_for_list(pb, pbg, sock, proc, os.path.join(work, "log"), start, limit_s=60)
+        first = pb.ListImagesResponse(images=first_images)
         cold_ms = (time.perf_counter() - start) * 1000
         stub = pbg.ImageServiceStub(channel)
         assert len(first.images) == args.images, len(first.images)
@@ -243,6 +212,29 @@ def main():
             proc.terminate()
             proc.wait(timeout=15)
         shutil.rmtree(work, ignore_errors=True)
+    if not args.no_scans:
+        scan_benchmarks()
+
+
+def scan_benchmarks():
+    """Time to first answer for the store backends that scan many files (one module each)."""
+    print("\nstore scans (process start → ListImages listing every image; a change → visible):")
+    for module, fn, label in (
+        ("bench_archives", "bench_archives", "archives: 1,000 tarballs"),
+        ("bench_containers_storage", "bench_containers_storage", "containers-storage: 10,000 images"),
+    ):
+        try:
+            bench = getattr(__import__(module), fn)
+        except ImportError:
+            continue
+        work = tempfile.mkdtemp(prefix=f"imagelet-{module}-")
+        try:
+            r = bench(BIN, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        first = r.get("all_listed_ms", r.get("first_answer_ms"))
+        change = r.get("added_visible_ms", r.get("change_visible_ms"))
+        print(f"  {label:40} first full answer {first} ms; change visible in {change} ms")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ export const DEFAULT_POLL_INTERVAL_MS = 10_000;
  */
 export const WELL_KNOWN_STORES: readonly { type: string; name: string; path: string }[] = [
   { type: "oci-layout", name: "imagelet-oci", path: "/var/lib/imagelet/oci" },
+  { type: "archives", name: "imagelet-archives", path: "/var/lib/imagelet/archives" },
+  { type: "containers-storage", name: "containers-storage", path: "/var/lib/containers/storage" },
   { type: "docker", name: "docker", path: "/var/lib/docker" },
   { type: "isulad", name: "isulad", path: "/var/lib/isulad" },
 ];

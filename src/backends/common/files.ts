@@ -3,7 +3,7 @@
 // resolves (symlinks followed) to a regular file inside the store's root, and
 // only up to a size bound; problems are StoreProblem values that carry the
 // path, for the one-line log the registry and backends write.
-import { readFileSync, realpathSync, statSync } from "node:fs";
+import { readFileSync, realpathSync, statSync, watch, type FSWatcher, type Stats } from "node:fs";
 import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { Logger } from "../../backend/contract";
 
@@ -32,34 +32,49 @@ export function isInside(root: string, path: string): boolean {
 }
 
 /**
- * Reads a file that must resolve inside `root`: a symlink that leaves the
- * store (or loops) is refused, as is anything but a regular file (a FIFO
- * would block the read forever) and anything over `maxBytes`.
+ * The real path and stat of `path` (relative to `root`, or absolute), which
+ * must resolve inside `root`: a symlink that leaves the store, or loops, is
+ * refused with the path. `realRoot` saves resolving the root again when a
+ * caller reads many files of one store.
  */
-export function readStoreFile(root: string, path: string, maxBytes = MAX_JSON_BYTES): Buffer {
+export function resolveInside(root: string, path: string, realRoot?: string): { real: string; stat: Stats } {
   let real: string;
-  let realRoot: string;
   try {
-    realRoot = realpathSync(root);
+    realRoot ??= realpathSync(root);
     real = realpathSync(resolve(root, path));
   } catch (e) {
     throw new StoreProblem(`cannot read: ${errnoText(e)}`, path);
   }
   if (!isInside(realRoot, real)) throw new StoreProblem(`resolves outside the store (${real})`, path);
-  let size: number;
   try {
-    const st = statSync(real);
-    if (!st.isFile()) throw new StoreProblem("not a regular file", path);
-    size = st.size;
+    return { real, stat: statSync(real) };
   } catch (e) {
-    if (e instanceof StoreProblem) throw e;
     throw new StoreProblem(`cannot read: ${errnoText(e)}`, path);
   }
-  if (size > maxBytes) throw new StoreProblem(`larger than ${maxBytes} bytes`, path);
+}
+
+/**
+ * Reads a file that must resolve inside `root` (see resolveInside), and is a
+ * regular file (a FIFO would block the read forever) of at most `maxBytes`.
+ */
+export function readStoreFile(root: string, path: string, maxBytes = MAX_JSON_BYTES, realRoot?: string): Buffer {
+  const { real, stat } = resolveInside(root, path, realRoot);
+  if (!stat.isFile()) throw new StoreProblem("not a regular file", path);
+  if (stat.size > maxBytes) throw new StoreProblem(`larger than ${maxBytes} bytes`, path);
   try {
     return readFileSync(real);
   } catch (e) {
     throw new StoreProblem(`cannot read: ${errnoText(e)}`, path);
+  }
+}
+
+/** Identity of a file's current content, for cache keys; "-" when it does not exist. */
+export function statKey(path: string): string {
+  try {
+    const st = statSync(path);
+    return `${st.ino}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    return "-";
   }
 }
 
@@ -102,6 +117,34 @@ export class ProblemLog {
     if (!(e instanceof StoreProblem)) throw e;
     this.report(`${what} skipped: ${e.message}`, e.path);
   }
+}
+
+/**
+ * Watches directories for a backend's watch() hook: any event means "the
+ * store may have changed", and the registry re-lists (debounced). A directory
+ * that does not exist yet is left to the registry's poll interval; any other
+ * failure to watch is reported once.
+ */
+export function watchDirectories(
+  dirs: readonly (string | { dir: string; recursive: boolean })[],
+  onChange: () => void,
+  problems: ProblemLog,
+): () => void {
+  const watchers: FSWatcher[] = [];
+  for (const entry of dirs) {
+    const { dir, recursive } = typeof entry === "string" ? { dir: entry, recursive: false } : entry;
+    try {
+      const w = watch(dir, { persistent: false, recursive }, () => onChange());
+      w.on("error", (e) => problems.report(`watch failed: ${e.message}`, dir));
+      watchers.push(w);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT") problems.report(`cannot watch (changes are seen at the poll interval): ${code ?? (e as Error).message}`, dir);
+    }
+  }
+  return () => {
+    for (const w of watchers) w.close();
+  };
 }
 
 /**

@@ -2,12 +2,12 @@
 // <root>/image/<driver>/{repositories.json, imagedb, layerdb}. It answers what
 // `docker images` (without -a) shows, sized as Docker sizes images. See
 // reference-image-stores.md §4 and docs/backends/docker.md.
-import { lstatSync, readdirSync, statSync, watch, type FSWatcher } from "node:fs";
+import { lstatSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
 import { quote } from "../../model/reference";
-import { ProblemLog, StoreProblem, parseJson, readStoreFile, readStoreJson } from "../common/files";
+import { ProblemLog, StoreProblem, parseJson, readStoreFile, readStoreJson, watchDirectories } from "../common/files";
 import { chainIds, parseImageConfig, parseLayerSize, parseRepositories, sha256Hex, type ImageConfig, type ImageNames } from "./metadata";
 import { DEFAULT_DAEMON_CONFIG, DEFAULT_ROOT, locateStore, type StoreLocation } from "./mode";
 
@@ -111,20 +111,7 @@ export class DockerStore {
       // repositories.json is replaced by rename (an event on its directory); configs and parents are added and removed.
       dirs.push(location.dir, join(location.dir, "imagedb", "content", "sha256"), join(location.dir, "imagedb", "metadata", "sha256"));
     }
-    const watchers: FSWatcher[] = [];
-    for (const dir of dirs) {
-      try {
-        const w = watch(dir, { persistent: false }, () => onChange());
-        w.on("error", (e) => this.problems.report(`watch failed: ${e.message}`, dir));
-        watchers.push(w);
-      } catch (e) {
-        // A directory that does not exist yet is covered by the registry's poll interval.
-        this.ctx.log.debug("not watched", { backend: this.ctx.name, path: dir, error: (e as Error).message });
-      }
-    }
-    return () => {
-      for (const w of watchers) w.close();
-    };
+    return watchDirectories(dirs, onChange, this.problems);
   }
 
   private tryLocate(): StoreLocation | undefined {

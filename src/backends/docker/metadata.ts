@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import type { Platform } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
 import { formatReference, parseNormalizedNamed, quote } from "../../model/reference";
+import { configFacts } from "../common/oci-config";
 import { StoreProblem } from "../common/files";
 
 /** The names repositories.json gives one image, normalized. */
@@ -93,20 +94,7 @@ export function parseImageConfig(value: unknown, path: string): ImageConfig {
   if (!Array.isArray(diffIds)) throw new StoreProblem("image config has no rootfs.diff_ids list", path);
   const bad = diffIds.find((d) => typeof d !== "string" || !DIFF_ID.test(d));
   if (bad !== undefined) throw new StoreProblem(`image config has a diff ID that is not sha256: ${quote(String(bad))}`, path);
-  const inner = isObject(value.config) ? value.config : {};
-  return {
-    config: value,
-    diffIds: diffIds as string[],
-    user: typeof inner.User === "string" ? inner.User : undefined,
-    labels: isObject(inner.Labels)
-      ? Object.fromEntries(Object.entries(inner.Labels).filter((e): e is [string, string] => typeof e[1] === "string"))
-      : undefined,
-    created: typeof value.created === "string" ? value.created : undefined,
-    platform:
-      typeof value.os === "string" && typeof value.architecture === "string"
-        ? { os: value.os, architecture: value.architecture, variant: typeof value.variant === "string" ? value.variant : undefined }
-        : undefined,
-  };
+  return { ...configFacts(value)!, diffIds: diffIds as string[] };
 }
 
 /** sha256 hex of some bytes. */

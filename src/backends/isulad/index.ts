@@ -1,11 +1,11 @@
 // Backend for iSulad's graph root (default /var/lib/isulad): its OCI image
 // store and its embedded images. See ../shared/docs/reference-image-stores.md
 // §5 and docs/backends/isulad.md.
-import { statSync, watch, type FSWatcher } from "node:fs";
+import { statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord } from "../../backend/contract";
 import { quote } from "../../model/reference";
-import { ProblemLog, StoreProblem } from "../common/files";
+import { ProblemLog, StoreProblem, watchDirectories } from "../common/files";
 import { EmbeddedManifestDir, embeddedRecords, readEmbeddedDb, type EmbeddedImage } from "./embedded";
 import { IsuladImageStore, detectDrivers } from "./oci-store";
 import { listDir, statKey } from "./paths";
@@ -101,25 +101,12 @@ export class IsuladStore {
     } catch (e) {
       this.problems.skip(e, "OCI image store");
     }
-    const targets: [string | undefined, boolean][] = [
-      [this.root, false],
-      [imagesDir, true],
-      [this.options.manifestsDir, false],
+    const dirs = [
+      { dir: this.root, recursive: false },
+      ...(imagesDir === undefined ? [] : [{ dir: imagesDir, recursive: true }]),
+      ...(this.options.manifestsDir === undefined ? [] : [{ dir: this.options.manifestsDir, recursive: false }]),
     ];
-    const watchers: FSWatcher[] = [];
-    for (const [dir, recursive] of targets) {
-      if (dir === undefined) continue;
-      try {
-        const watcher = watch(dir, { persistent: false, recursive }, () => onChange());
-        watcher.on("error", (e) => this.problems.report(`watch failed: ${e.message}`, dir));
-        watchers.push(watcher);
-      } catch (e) {
-        this.ctx.log.debug("not watching", { backend: this.ctx.name, path: dir, error: (e as Error).message });
-      }
-    }
-    return () => {
-      for (const w of watchers) w.close();
-    };
+    return watchDirectories(dirs, onChange, this.problems);
   }
 
   /**

@@ -5,10 +5,11 @@
 //   <graph>/storage/<driver>-layers/<id>/layer.json
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import type { ImageRecord, Platform } from "../../backend/contract";
+import type { ImageRecord } from "../../backend/contract";
 import { isDigest } from "../../model/digest";
 import { formatReference, parseNormalizedNamed, quote } from "../../model/reference";
 import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson } from "../common/files";
+import { configFacts, type ConfigFacts } from "../common/oci-config";
 import { SHA256_HEX, isDirectory, listDir, statKey } from "./paths";
 
 /** image_store.c IMAGE_DIGEST_BIG_DATA_KEY. */
@@ -46,30 +47,11 @@ export function detectDrivers(storageDir: string): string[] {
   return drivers.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 }
 
-interface ParsedConfig {
-  config: Record<string, unknown>;
-  user?: string;
-  labels?: Record<string, string>;
-  created?: string;
-  platform?: Platform;
-}
 
-function parseConfig(value: unknown, path: string): ParsedConfig {
-  if (!isRecord(value)) throw new StoreProblem("image config is not a JSON object", path);
-  const inner = isRecord(value.config) ? value.config : {};
-  const labels = isRecord(inner.Labels)
-    ? Object.fromEntries(Object.entries(inner.Labels).filter((e): e is [string, string] => typeof e[1] === "string"))
-    : undefined;
-  return {
-    config: value,
-    user: typeof inner.User === "string" ? inner.User : undefined,
-    labels,
-    created: typeof value.created === "string" ? value.created : undefined,
-    platform:
-      typeof value.os === "string" && typeof value.architecture === "string"
-        ? { os: value.os, architecture: value.architecture, variant: typeof value.variant === "string" ? value.variant : undefined }
-        : undefined,
-  };
+function parseConfig(value: unknown, path: string): ConfigFacts {
+  const facts = configFacts(value);
+  if (!facts) throw new StoreProblem("image config is not a JSON object", path);
+  return facts;
 }
 
 /** Reads the images of one driver's store. */

@@ -60,7 +60,11 @@ export function blobPath(root: string, digest: string): string {
  */
 export function readJsonBlob(root: string, digest: string): { value: unknown; size: number } {
   const path = blobPath(root, digest);
-  const bytes = readStoreFile(root, path);
+  return verifiedJsonBlob(readStoreFile(root, path), digest, path);
+}
+
+/** Parses blob bytes after checking that they hash to the digest that named them (`path` is for messages). */
+export function verifiedJsonBlob(bytes: Buffer, digest: string, path: string): { value: unknown; size: number } {
   const { algorithm, encoded } = digestParts(digest);
   const actual = createHash(algorithm).update(bytes).digest("hex");
   if (actual !== encoded) throw new StoreProblem(`content does not match its digest (${algorithm}:${actual})`, path);

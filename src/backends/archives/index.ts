@@ -1,0 +1,227 @@
+// Backend for a directory of image tarballs, the way edge devices usually
+// receive images: docker-archive (`docker save`, skopeo, podman save),
+// oci-archive, and Docker >= 25 `docker save` (an OCI layout in the tar), as
+// .tar or .tar.gz. Only tar headers and small JSON members are read, and a
+// tarball is read again only when its size, mtime or inode changes, so a
+// rescan of a large directory costs one stat per tarball.
+import { closeSync, fstatSync, openSync, readSync, readdirSync, realpathSync, type Stats } from "node:fs";
+import { join, resolve } from "node:path";
+import { BACKEND_API_VERSION, defineBackend, type BackendContext, type CallContext, type ImageRecord } from "../../backend/contract";
+import { ProblemLog, StoreProblem, resolveInside, watchDirectories } from "../common/files";
+import { mergeNames, repositoryOption } from "../oci-layout/images";
+import { archiveImages, type ArchiveContext } from "./archive";
+import { scanGzipTar, scanPlainTar, type TarContents } from "./tar";
+
+/** Plain tars are parsed synchronously; the event loop gets a turn at least this often (ms) during a scan. */
+const YIELD_EVERY_MS = 10;
+
+/** The file names this backend reads; anything else in the directory is ignored. */
+const TARBALL = /\.(tar|tar\.gz|tgz)$/;
+
+export default defineBackend({
+  name: "archives",
+  apiVersion: BACKEND_API_VERSION,
+  description: "Archive directory (docker-archive, oci-archive, Docker >= 25 save; .tar and .tar.gz)",
+  options: {
+    path: { type: "string", required: true, description: "The directory of image tarballs" },
+    repository: {
+      type: "string",
+      description: "Repository for bare-tag ref.names in OCI archives (default localhost/<tarball name>)",
+    },
+  },
+  create(options, ctx) {
+    return new ArchiveDirStore(resolve(ctx.baseDir, options.path), options.repository, ctx);
+  },
+});
+
+/** One tarball's images, valid while its stat key is unchanged. */
+interface CachedTarball {
+  key: string;
+  records: ImageRecord[];
+}
+
+/**
+ * The repository a tarball's bare-tag ref.names belong to when none is
+ * configured: `localhost/<file name without .tar/.tar.gz/.tgz>`, with every
+ * run of characters a repository may not hold made one `-`.
+ */
+export function defaultRepository(fileName: string): string {
+  const stem = fileName.replace(TARBALL, "").toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "");
+  return `localhost/${stem || "archive"}`;
+}
+
+function errnoText(e: unknown): string {
+  return (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+}
+
+export class ArchiveDirStore {
+  private readonly problems: ProblemLog;
+  private readonly repository?: string;
+  private tarballs = new Map<string, CachedTarball>();
+  private merged?: { fingerprint: string; records: ImageRecord[] };
+  private notify?: () => void;
+  /** Tarballs opened and parsed since start: how tests see that unchanged ones are not re-read. */
+  tarballsRead = 0;
+
+  constructor(
+    readonly root: string,
+    repository: string | undefined,
+    private readonly ctx: BackendContext,
+  ) {
+    this.problems = new ProblemLog(ctx.log, ctx.name);
+    this.repository = repository === undefined ? undefined : repositoryOption(repository);
+  }
+
+  async list(call?: CallContext): Promise<ImageRecord[]> {
+    const { realRoot, names } = this.tarballNames();
+    const seen = new Map<string, CachedTarball>();
+    let lastYield = performance.now();
+    for (const name of names) {
+      // Serve requests (and let the call timeout fire) during a long first scan.
+      if (performance.now() - lastYield > YIELD_EVERY_MS) {
+        await new Promise((r) => setImmediate(r));
+        lastYield = performance.now();
+      }
+      if (call?.signal.aborted) return this.interrupted(seen.size, names.length);
+      const path = join(this.root, name);
+      const cached = await this.tarball(realRoot, path, name);
+      if (cached) seen.set(path, cached);
+    }
+    // Tarballs that left the directory leave the cache with them.
+    this.tarballs = seen;
+    const fingerprint = [...seen].map(([path, t]) => `${path}\0${t.key}`).join("\n");
+    if (this.merged?.fingerprint !== fingerprint) this.merged = { fingerprint, records: mergeByImage([...seen.values()]) };
+    return this.merged.records;
+  }
+
+  status(id: string): ImageRecord | undefined {
+    return this.merged?.records.find((r) => r.id === id);
+  }
+
+  watch(onChange: () => void): () => void {
+    this.notify = onChange;
+    // A tarball copied in, renamed, replaced or removed shows as an event on
+    // the directory; the poll interval covers the directory itself going away.
+    const stop = watchDirectories([this.root], onChange, this.problems);
+    return () => {
+      this.notify = undefined;
+      stop();
+    };
+  }
+
+  /**
+   * The registry gave up on this call (its timeout). The tarballs read so
+   * far stay cached, and a change notification makes the registry list
+   * again once this call has settled, so a first scan too big for one call
+   * finishes over several.
+   */
+  private interrupted(done: number, total: number): never {
+    this.notify?.();
+    throw new Error(`scan interrupted by the call timeout after ${done} of ${total} tarballs; continuing`);
+  }
+
+  /** The tarball names in the directory, sorted (the order decides tag conflicts and merged fields). */
+  private tarballNames(): { realRoot: string; names: string[] } {
+    try {
+      return { realRoot: realpathSync(this.root), names: readdirSync(this.root).filter((n) => TARBALL.test(n)).sort() };
+    } catch (e) {
+      throw new StoreProblem(`cannot list the archive directory: ${errnoText(e)}`, this.root);
+    }
+  }
+
+  /** One tarball's images, from the cache when unchanged; undefined when it cannot be opened now. */
+  private async tarball(realRoot: string, path: string, name: string): Promise<CachedTarball | undefined> {
+    let real: string;
+    let st: Stats;
+    try {
+      ({ real, stat: st } = resolveInside(this.root, path, realRoot));
+    } catch (e) {
+      // Not cached: a permission or link fixed later must be picked up without a content change.
+      this.problems.skip(e, "tarball");
+      return undefined;
+    }
+    if (!st.isFile()) {
+      // A FIFO would block the read forever; a directory is no tarball.
+      this.problems.report("tarball skipped: not a regular file", path);
+      return undefined;
+    }
+    const key = `${st.ino}:${st.size}:${st.mtimeMs}`;
+    const cached = this.tarballs.get(path);
+    if (cached?.key === key) return cached;
+    let fd: number;
+    try {
+      fd = openSync(real, "r");
+    } catch (e) {
+      // Not cached either: a permission fixed later (chmod leaves size and mtime alone) must be picked up.
+      this.problems.skip(new StoreProblem(`cannot read: ${errnoText(e)}`, path), "tarball");
+      return undefined;
+    }
+    let records: ImageRecord[] = [];
+    try {
+      records = await this.readTarball(fd, path, real, name);
+    } catch (e) {
+      // A truncated or corrupt tarball stays skipped until it changes (a copy still in progress will).
+      this.problems.skip(e, "tarball");
+    } finally {
+      closeSync(fd);
+    }
+    // Cached at once, so a scan interrupted after this tarball keeps it.
+    const fresh = { key, records };
+    this.tarballs.set(path, fresh);
+    return fresh;
+  }
+
+  private async readTarball(fd: number, path: string, real: string, name: string): Promise<ImageRecord[]> {
+    this.tarballsRead++;
+    try {
+      const contents: TarContents = isGzip(fd) ? await scanGzipTar(path, real) : scanPlainTar(fd, fstatSync(fd).size, path);
+      return archiveImages(contents, path, this.archiveContext(name));
+    } catch (e) {
+      if (e instanceof StoreProblem) throw e;
+      // A read error, or a file that shrank under us: the tarball, not the service, is at fault.
+      throw new StoreProblem(`cannot read: ${errnoText(e)}`, path);
+    }
+  }
+
+  private archiveContext(name: string): ArchiveContext {
+    return {
+      repository: this.repository ?? repositoryOption(defaultRepository(name)),
+      platform: this.ctx.platform,
+      problems: this.problems,
+      log: this.ctx.log,
+      backend: this.ctx.name,
+    };
+  }
+}
+
+/** Whether the file starts with the gzip magic (names lie; bytes do not). */
+function isGzip(fd: number): boolean {
+  const magic = Buffer.alloc(2);
+  return readSync(fd, magic, 0, 2, 0) === 2 && magic[0] === 0x1f && magic[1] === 0x8b;
+}
+
+/**
+ * One record per image across tarballs: the union of their tags and digests;
+ * other fields from the first tarball (in name order) that has them. Copies,
+ * so the cached per-tarball records are never changed.
+ */
+function mergeByImage(tarballs: readonly CachedTarball[]): ImageRecord[] {
+  const byId = new Map<string, ImageRecord>();
+  for (const t of tarballs) {
+    for (const r of t.records) {
+      const existing = byId.get(r.id);
+      if (!existing) {
+        byId.set(r.id, { ...r, repoTags: [...r.repoTags], repoDigests: [...r.repoDigests] });
+        continue;
+      }
+      mergeNames(existing, r);
+      existing.config ??= r.config;
+      existing.user ??= r.user;
+      existing.created ??= r.created;
+      existing.labels ??= r.labels;
+      existing.annotations ??= r.annotations;
+      existing.platform ??= r.platform;
+    }
+  }
+  return [...byId.values()];
+}

@@ -1,0 +1,194 @@
+// The images of an OCI image layout, wherever its blobs live: a layout
+// directory (index.ts) or a layout inside a tarball (oci-archive, Docker >= 25
+// `docker save`; ../archives). Pure interpretation of index.json, nested
+// indexes, manifests and configs; reading, caching and watching belong to the
+// caller, which hands in a blob reader. See
+// ../shared/docs/reference-image-stores.md §1 for the naming rules.
+import { OptionError, type ImageRecord, type Logger, type Platform } from "../../backend/contract";
+import { isImageId } from "../../model/digest";
+import { formatReference, isFullReference, isTag, parseNormalizedNamed, quote } from "../../model/reference";
+import { StoreProblem, type ProblemLog } from "../common/files";
+import { configFacts, type ConfigFacts } from "../common/oci-config";
+import {
+  MAX_INDEX_DEPTH,
+  isIndexType,
+  isManifestType,
+  parseIndex,
+  parseManifest,
+  pickPlatform,
+  type Descriptor,
+  type Manifest,
+} from "./layout";
+
+const CONTAINERD_IMAGE_NAME = "io.containerd.image.name";
+const OCI_REF_NAME = "org.opencontainers.image.ref.name";
+
+/** A parsed JSON blob and its length in bytes, already checked against its digest. */
+export interface Blob {
+  value: unknown;
+  size: number;
+}
+
+/** Where a layout's images are read from, and how they are named. */
+export interface LayoutSource {
+  /** Repository for ref.name values that are bare tags. */
+  repository: string;
+  platform: Platform;
+  problems: ProblemLog;
+  log: Logger;
+  backend: string;
+  /** The store path that records and problem reports name (layout directory or tarball). */
+  path: string;
+  /** Reads a JSON blob by a digest that isDigest() accepted; throws StoreProblem when it cannot. */
+  blob(digest: string): Blob;
+}
+
+/** What one index.json entry resolves to on this host. */
+interface ResolvedEntry {
+  manifest: Manifest;
+  manifestSize: number;
+  platform?: Platform;
+}
+
+type ParsedConfig = ConfigFacts;
+
+/** Checks a `repository` option value: a repository name without tag or digest, normalized. */
+export function repositoryOption(repo: string, key = "repository"): string {
+  try {
+    const ref = parseNormalizedNamed(repo);
+    if (ref.tag !== undefined || ref.digest !== undefined) throw new Error("has a tag or digest");
+    return ref.repository;
+  } catch (e) {
+    throw new OptionError(key, `repository ${quote(repo)} is not a repository name: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * The images an index.json names. `complete` is false when an entry was
+ * skipped for a problem that may go away (a blob not there yet).
+ */
+export function layoutImages(indexValue: unknown, indexPath: string, src: LayoutSource): { records: ImageRecord[]; complete: boolean } {
+  const { index, invalid } = parseIndex(indexValue, indexPath);
+  if (invalid > 0) src.problems.report(`${invalid} index.json entries are not valid descriptors (bad digest or size)`, indexPath);
+  let complete = true;
+  const byId = new Map<string, ImageRecord>();
+  for (const entry of index.manifests) {
+    let resolved: ResolvedEntry | undefined;
+    try {
+      resolved = resolveEntry(src, entry, 0);
+    } catch (e) {
+      complete = false;
+      src.problems.skip(e, `entry ${entry.digest}`);
+      continue;
+    }
+    if (!resolved) continue;
+    const record = toRecord(src, entry, resolved);
+    if (!record) continue;
+    const existing = byId.get(record.id);
+    if (!existing) byId.set(record.id, record);
+    else mergeNames(existing, record);
+  }
+  return { records: [...byId.values()], complete };
+}
+
+/** Adds `from`'s tags and digests to `into` (several entries, or tarballs, for one image). */
+export function mergeNames(into: ImageRecord, from: ImageRecord): void {
+  for (const t of from.repoTags) if (!into.repoTags.includes(t)) into.repoTags.push(t);
+  for (const d of from.repoDigests) if (!into.repoDigests.includes(d)) into.repoDigests.push(d);
+}
+
+/** Follows nested indexes down to the host platform's manifest. */
+function resolveEntry(src: LayoutSource, d: Descriptor, depth: number): ResolvedEntry | undefined {
+  if (isManifestType(d.mediaType)) {
+    const { value, size } = src.blob(d.digest);
+    return { manifest: parseManifest(value, d.digest), manifestSize: size, platform: d.platform };
+  }
+  if (isIndexType(d.mediaType)) {
+    if (depth >= MAX_INDEX_DEPTH) throw new StoreProblem(`indexes nested deeper than ${MAX_INDEX_DEPTH}`, d.digest);
+    const { index } = parseIndex(src.blob(d.digest).value, d.digest);
+    const child = pickPlatform(index.manifests, src.platform);
+    if (!child) {
+      src.log.debug("index has no manifest for this platform", { backend: src.backend, digest: d.digest });
+      return undefined;
+    }
+    return resolveEntry(src, child, depth + 1);
+  }
+  // Unknown media types (artifacts, attestations) must not cause errors.
+  return undefined;
+}
+
+/** The image facts of an OCI/Docker image config (also used for docker-archive configs). */
+export const parseConfig = configFacts;
+
+function configOf(src: LayoutSource, digest: string): ParsedConfig | undefined {
+  let value: unknown;
+  try {
+    value = src.blob(digest).value;
+  } catch (e) {
+    if (!(e instanceof StoreProblem)) throw e;
+    src.problems.report(`config unavailable, listed without it: ${e.message}`, e.path);
+    return undefined;
+  }
+  return parseConfig(value);
+}
+
+function toRecord(src: LayoutSource, entry: Descriptor, { manifest, manifestSize, platform }: ResolvedEntry): ImageRecord | undefined {
+  const id = manifest.config.digest;
+  if (!isImageId(id)) {
+    src.problems.report(`entry ${entry.digest} skipped: config digest ${id} is not sha256`, src.path);
+    return undefined;
+  }
+  const repoTags = namesOf(src, entry);
+  const repositories = [...new Set(repoTags.map((t) => parseNormalizedNamed(t).repository))];
+  const config = configOf(src, id);
+  const size = manifestSize + manifest.config.size + manifest.layers.reduce((n, l) => n + l.size, 0);
+  return {
+    id,
+    repoTags,
+    repoDigests: repositories.map((repository) => formatReference({ repository, digest: entry.digest })),
+    size,
+    user: config?.user,
+    created: config?.created,
+    labels: config?.labels,
+    annotations: manifest.annotations,
+    platform: platform ?? config?.platform,
+    config: config?.config,
+    kind: "oci",
+    source: src.path,
+  };
+}
+
+/**
+ * The tags of an index.json entry: io.containerd.image.name, else a
+ * ref.name that is a full reference, else ref.name as a tag of the
+ * configured repository (reference-image-stores.md §1).
+ */
+function namesOf(src: LayoutSource, entry: Descriptor): string[] {
+  const annotations = entry.annotations ?? {};
+  const containerdName = annotations[CONTAINERD_IMAGE_NAME];
+  if (containerdName !== undefined) {
+    const tag = tagOf(containerdName);
+    if (tag) return [tag];
+    src.problems.report(`entry ${entry.digest}: ${CONTAINERD_IMAGE_NAME} ${quote(containerdName)} is not a reference`, src.path);
+  }
+  const refName = annotations[OCI_REF_NAME];
+  if (refName === undefined) return [];
+  if (isFullReference(refName)) {
+    const tag = tagOf(refName);
+    if (tag) return [tag];
+  }
+  if (isTag(refName)) return [`${src.repository}:${refName}`];
+  src.problems.report(`entry ${entry.digest}: ${OCI_REF_NAME} ${quote(refName)} is neither a reference nor a tag`, src.path);
+  return [];
+}
+
+/** A reference as a normalized `repository:tag` (`latest` when it has none); undefined when it is not one. */
+export function tagOf(name: string): string | undefined {
+  try {
+    const ref = parseNormalizedNamed(name);
+    if (ref.digest !== undefined && ref.tag === undefined) return undefined;
+    return formatReference({ repository: ref.repository, tag: ref.tag ?? "latest" });
+  } catch {
+    return undefined;
+  }
+}
