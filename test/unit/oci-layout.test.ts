@@ -2,7 +2,7 @@
 // (scripts/make-fixtures), checked against what skopeo reported about them
 // (test/fixtures/expected.json), and on damaged copies of them.
 import { afterEach, describe, expect, test } from "bun:test";
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -254,5 +254,23 @@ describe("blobs that are symlinks", () => {
     unlinkSync(m2);
     symlinkSync("../kept", m2);
     expect(store(dir2).store.list().map((r) => r.id)).toContain(expected[0]!.id);
+  });
+});
+
+describe("files the service may not read", () => {
+  // Root reads everything: scripts/test runs "(unprivileged)" tests again as nobody.
+  test.skipIf(process.getuid?.() === 0)("an unreadable manifest blob skips its entry, logged with the path (unprivileged)", () => {
+    const dir = copy("oci-umoci");
+    const manifest = join(dir, "blobs/sha256", expected[0]!.entryDigest.slice(7));
+    chmodSync(manifest, 0o000);
+    const { store: s, log } = store(dir);
+    expect(s.list().map((r) => r.id)).toEqual([expected[3]!.id]);
+    expect(log.lines.some((l) => l.fields?.path === manifest && l.msg.includes("EACCES"))).toBe(true);
+  });
+
+  test.skipIf(process.getuid?.() === 0)("an unreadable index.json fails the list with the path (unprivileged)", () => {
+    const dir = copy("oci-umoci");
+    chmodSync(join(dir, "index.json"), 0o000);
+    expect(() => store(dir).store.list()).toThrow(/EACCES/);
   });
 });
