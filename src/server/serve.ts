@@ -8,10 +8,9 @@ import { dirname } from "node:path";
 import { createServer } from "nice-grpc";
 import type { BackendDefinition, Logger } from "../backend/contract";
 import type { ImageletConfig } from "../config/config";
-import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import { buildRegistry } from "../registry/build";
-import { errorMapping, withMalformedRequests } from "./errors";
-import { createImageService } from "./image-service";
+import { errorMapping } from "./errors";
+import { servedServices } from "./services";
 
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
 export const MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
@@ -64,7 +63,7 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
     "grpc.max_receive_message_length": MAX_RECEIVE_BYTES,
     "grpc.max_send_message_length": -1,
   }).use(errorMapping(log));
-  server.add(withMalformedRequests(ImageServiceDefinition), createImageService(registry));
+  for (const { definition, implementation } of servedServices(registry)) server.add(definition, implementation as never);
 
   // Created 0660 from the first instant: the umask covers the window before chmod.
   const previousUmask = process.umask(0o117);
