@@ -5,12 +5,15 @@
 //   bun scripts/gen-proto.ts        (run by `npm run build` and `npm test`)
 //
 // Output goes to src/gen/ (not committed: it is a pure function of proto/).
-import { mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import protobuf from "protobufjs";
 
 const root = join(dirname(new URL(import.meta.url).pathname), "..");
-const outDir = join(root, "src/gen");
+const finalDir = join(root, "src/gen");
+// Generated aside and swapped in by rename, so a build running meanwhile
+// never sees a half-written src/gen.
+const outDir = join(root, `src/.gen-${process.pid}`);
 const bin = (name: string) => join(root, "node_modules/.bin", name);
 
 type ProtoPackage = { proto: string; pkg: string; out: string; services: string[] };
@@ -27,7 +30,6 @@ function lowerFirst(s: string): string {
   return s.charAt(0).toLowerCase() + s.slice(1);
 }
 
-rmSync(outDir, { recursive: true, force: true });
 mkdirSync(outDir, { recursive: true });
 
 for (const p of packages) {
@@ -84,3 +86,8 @@ for (const p of packages) {
   writeFileSync(join(outDir, `${p.out}-services.ts`), ts);
   console.log(`gen-proto: ${p.proto} -> src/gen/${p.out}{.js,.d.ts,-services.ts}`);
 }
+
+const old = join(root, `src/.gen-old-${process.pid}`);
+if (existsSync(finalDir)) renameSync(finalDir, old);
+renameSync(outDir, finalDir);
+rmSync(old, { recursive: true, force: true });

@@ -50,15 +50,33 @@ export function verboseInfo(config: unknown): Record<string, string> {
 
 const m = runtime.v1;
 
+/** StreamImages batch size: containerd's DefaultStreamBatchSize (CRI-O uses 3000). */
+export const STREAM_BATCH = 5000;
+
+/** Images in StreamImagesResponse batches of at most STREAM_BATCH; none for no images. */
+export function encodeStreamBatches(images: readonly Image[]): Uint8Array[] {
+  const batches: Uint8Array[] = [];
+  for (let i = 0; i < images.length; i += STREAM_BATCH) {
+    batches.push(m.StreamImagesResponse.encode({ images: images.slice(i, i + STREAM_BATCH).map((image) => toCriImage(image)) }).finish());
+  }
+  return batches;
+}
+
 /** Per-view encoded answers; dropped with the view. */
 class EncodedAnswers {
   private listAll?: Uint8Array;
+  private streamAll?: Uint8Array[];
   private readonly status = new Map<string, Uint8Array>();
   constructor(private readonly view: ImageView) {}
 
   listImages(): Uint8Array {
     this.listAll ??= m.ListImagesResponse.encode({ images: this.view.images.map((i) => toCriImage(i)) }).finish();
     return this.listAll;
+  }
+
+  streamImages(): Uint8Array[] {
+    this.streamAll ??= encodeStreamBatches(this.view.images);
+    return this.streamAll;
   }
 
   imageStatus(image: Image): Uint8Array {

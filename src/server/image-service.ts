@@ -2,7 +2,7 @@
 // ask the registry's current view, convert. Resolution lives in the view,
 // conversion in cri/convert, error mapping in errors.ts.
 import { ServerError, Status, type ServiceImplementation } from "nice-grpc";
-import { IMAGE_NOT_FOUND, encodedAnswers, toCriImage, verboseInfo } from "../cri/convert";
+import { IMAGE_NOT_FOUND, encodeStreamBatches, encodedAnswers, toCriImage, verboseInfo } from "../cri/convert";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import type { BackendRegistry } from "../registry/registry";
 
@@ -42,8 +42,16 @@ export function createImageService(registry: BackendRegistry): ImageService {
       throw new ServerError(Status.UNIMPLEMENTED, "ImageFsInfo is not implemented yet");
     },
 
-    async *streamImages() {
-      throw new ServerError(Status.UNIMPLEMENTED, "StreamImages is not implemented yet; use ListImages");
+    // The same images and filter as ListImages, in batches; never an empty
+    // message; the client cancelling stops the stream between batches.
+    async *streamImages(request, context) {
+      const view = registry.view;
+      const filter = request.filter?.image?.image;
+      const batches = filter ? encodeStreamBatches(view.filter(filter)) : encodedAnswers(view).streamImages();
+      for (const batch of batches) {
+        if (context.signal.aborted) return;
+        yield batch;
+      }
     },
   };
 }
