@@ -44,7 +44,7 @@ export async function inProcessSource(
   log: Logger,
 ): Promise<ImageSource> {
   const registry: BackendRegistry = await buildRegistry(config, definitions, log, { watch: false });
-  const service = createImageService(registry);
+  const service = createImageService(registry, log);
   return {
     async listImages(filter) {
       const response = await service.listImages({ filter: filter ? { image: { image: filter } } : undefined } as never, localContext());

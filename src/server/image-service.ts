@@ -4,6 +4,7 @@
 import { ServerError, Status, type ServiceImplementation } from "nice-grpc";
 import { IMAGE_NOT_FOUND, encodeStreamBatches, encodedAnswers, toCriImage, verboseInfo } from "../cri/convert";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
+import type { Logger } from "../backend/contract";
 import type { BackendRegistry } from "../registry/registry";
 
 export type ImageService = ServiceImplementation<typeof ImageServiceDefinition>;
@@ -12,12 +13,27 @@ const PRELOAD_HINT =
   "imagelet serves the images already on this device and does not pull or remove; " +
   "preload images into a configured store instead (for example `skopeo copy docker://REF oci:/var/lib/imagelet/oci:TAG`)";
 
-export function createImageService(registry: BackendRegistry): ImageService {
+/** kubelet's CRI client refuses answers above this (k8s.io/cri-client MaxMsgSize). */
+export const KUBELET_MAX_RECEIVE_BYTES = 16 * 1024 * 1024;
+
+export function createImageService(registry: BackendRegistry, log: Logger): ImageService {
+  let warnedBigList = false;
   return {
     async listImages(request) {
       const view = registry.view;
       const filter = request.filter?.image?.image;
-      if (!filter) return encodedAnswers(view).listImages();
+      if (!filter) {
+        const bytes = encodedAnswers(view).listImages();
+        if (bytes.length > KUBELET_MAX_RECEIVE_BYTES && !warnedBigList) {
+          warnedBigList = true;
+          log.warn("ListImages answer is larger than kubelet accepts; enable kubelet's CRIListStreaming feature gate so it uses StreamImages", {
+            bytes: bytes.length,
+            limit: KUBELET_MAX_RECEIVE_BYTES,
+            images: view.size,
+          });
+        }
+        return bytes;
+      }
       return { images: view.filter(filter).map((image) => toCriImage(image)) };
     },
 

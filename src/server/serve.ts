@@ -63,7 +63,7 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
     "grpc.max_receive_message_length": MAX_RECEIVE_BYTES,
     "grpc.max_send_message_length": -1,
   }).use(errorMapping(log));
-  for (const { definition, implementation } of servedServices(registry)) server.add(definition, implementation as never);
+  for (const { definition, implementation } of servedServices(registry, log)) server.add(definition, implementation as never);
 
   // Created 0660 from the first instant: the umask covers the window before chmod.
   const previousUmask = process.umask(0o117);

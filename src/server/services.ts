@@ -2,6 +2,7 @@
 // decides how connections reach them; this file decides what they answer.
 import type { CompatServiceDefinition } from "nice-grpc";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
+import type { Logger } from "../backend/contract";
 import type { BackendRegistry } from "../registry/registry";
 import { withMalformedRequests } from "./errors";
 import { createImageService } from "./image-service";
@@ -11,7 +12,7 @@ export interface ServedService {
   implementation: object;
 }
 
-export function servedServices(registry: BackendRegistry): ServedService[] {
-  const imageService = createImageService(registry);
+export function servedServices(registry: BackendRegistry, log: Logger): ServedService[] {
+  const imageService = createImageService(registry, log);
   return [{ definition: withMalformedRequests(ImageServiceDefinition), implementation: imageService }];
 }

@@ -246,3 +246,17 @@ def test_undecodable_request_is_invalid_argument_naming_the_message(server, meth
     assert err.value.details().startswith(f"malformed runtime.v1.{method}Request: ")
     # The server is still there for the next, well-formed call.
     assert len(server.list_images()) == 3
+
+
+def test_request_over_4_mib_is_resource_exhausted_and_others_are_served(serve):
+    s = serve(oci_backend(os.path.join(EXAMPLES, "sample-oci")))
+    big = grpc.insecure_channel(f"unix:{s.socket}", options=[("grpc.max_send_message_length", 64 << 20)])
+    raw = big.unary_unary("/runtime.v1.ImageService/ImageStatus", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    image = b"a" * (5 << 20)
+    spec = b"\x0a" + bytes([0x80, 0x80, 0xC0, 0x02]) + image  # ImageSpec{image: 5 MiB}, varint length 5242880
+    request = b"\x0a" + bytes([0x85, 0x80, 0xC0, 0x02]) + spec
+    with pytest.raises(grpc.RpcError) as err:
+        raw(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    big.close()
+    assert len(s.list_images()) == 2
