@@ -16,10 +16,27 @@ const finalDir = join(root, "src/gen");
 const outDir = join(root, `src/.gen-${process.pid}`);
 const bin = (name: string) => join(root, "node_modules/.bin", name);
 
-type ProtoPackage = { proto: string; pkg: string; out: string; services: string[] };
+type ProtoPackage = { proto: string; pkg: string; out: string; services: string[]; stripGogo?: boolean };
 const packages: ProtoPackage[] = [
   { proto: "proto/runtime/v1/api.proto", pkg: "runtime.v1", out: "runtime-v1", services: ["ImageService"] },
+  // kubelet <= 1.25 and iSulad-era clients. Its gogo.proto import carries Go
+  // code-generation options only (no wire meaning; see proto/README.md), so
+  // a copy without them is compiled.
+  { proto: "proto/runtime/v1alpha2/api.proto", pkg: "runtime.v1alpha2", out: "runtime-v1alpha2", services: ["ImageService"], stripGogo: true },
 ];
+
+/** The .proto to compile: the vendored file, or a copy without gogo options. */
+function protoSource(p: ProtoPackage): string {
+  if (!p.stripGogo) return join(root, p.proto);
+  const text = readFileSync(join(root, p.proto), "utf8")
+    .replace(/^import "github.com\/gogo\/protobuf\/gogoproto\/gogo.proto";\n/m, "")
+    .replace(/^option \(gogoproto\.[a-z_]+\)\s*=\s*[a-z]+;\n/gm, "")
+    .replace(/ \[\(gogoproto\.[^\]]*\]/g, "");
+  if (text.includes("gogoproto")) throw new Error(`${p.proto}: gogoproto options left after stripping`);
+  const copy = join(outDir, `${p.out}.proto`);
+  writeFileSync(copy, text);
+  return copy;
+}
 
 function run(cmd: string[]): void {
   const r = Bun.spawnSync(cmd, { cwd: root, stdout: "inherit", stderr: "inherit" });
@@ -31,10 +48,14 @@ function lowerFirst(s: string): string {
 }
 
 mkdirSync(outDir, { recursive: true });
+process.on("exit", (code) => {
+  if (code !== 0) rmSync(outDir, { recursive: true, force: true });
+});
 
 for (const p of packages) {
   const js = join(outDir, `${p.out}.js`);
-  const reflected = protobuf.loadSync(join(root, p.proto));
+  const source = protoSource(p);
+  const reflected = protobuf.loadSync(source);
   const ns = reflected.lookup(p.pkg) as protobuf.Namespace;
   const services = ns.nestedArray.filter(
     (n): n is protobuf.Service => n instanceof protobuf.Service && p.services.includes(n.name),
@@ -45,7 +66,10 @@ for (const p of packages) {
   run([
     bin("pbjs"), "-t", "static-module", "-w", "esm", "--es6", "--force-number",
     "--no-verify", "--no-delimited", "--no-service", "--no-typeurl", "--no-convert",
-    "--dependency", "protobufjs/minimal.js", "-o", js, p.proto,
+    // Each package gets its own protobufjs root: both would otherwise assign
+    // roots.default.runtime, and the later one would replace the object the
+    // earlier one's nested decoders look up at run time.
+    "--root", p.out, "--dependency", "protobufjs/minimal.js", "-o", js, source,
   ]);
   run([bin("pbts"), "--no-comments", "-o", join(outDir, `${p.out}.d.ts`), js]);
   // protobufjs decodes 64-bit fields as Long whenever the long package is
@@ -58,6 +82,7 @@ for (const p of packages) {
       `import $protobuf from "protobufjs/minimal.js";\n$protobuf.util.Long = undefined;\n$protobuf.configure();\n`,
   );
   writeFileSync(js, `import "./protobuf-numbers.js";\n${readFileSync(js, "utf8")}`);
+  if (p.stripGogo) rmSync(source);
 
   // Service definitions in nice-grpc's native shape. A response serializer
   // also accepts already-encoded bytes, so handlers can serve answers that

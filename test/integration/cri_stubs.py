@@ -31,6 +31,9 @@ def load(version="v1"):
     # Debian's protoc (grpc-tools 1.51) predates the debug_redact field option;
     # it carries no wire meaning (see ../shared/cri/README.md).
     text = re.sub(r"\s*\[debug_redact = true\]", "", text)
+    # v1alpha2 imports gogo.proto for Go code-generation options only (no wire meaning).
+    text = re.sub(r'^import "github.com/gogo/protobuf/gogoproto/gogo.proto";\n', "", text, flags=re.M)
+    text = re.sub(r"^option \(gogoproto\.[a-z_]+\)\s*=\s*[a-z]+;\n", "", text, flags=re.M)
     with open(os.path.join(pkg, "api.proto"), "w") as f:
         f.write(text)
     rc = protoc.main(["protoc", f"-I{out}", f"--python_out={out}", f"--grpc_python_out={out}", f"cri_{version}/api.proto"])
