@@ -64,6 +64,7 @@ export class BackendRegistry {
   private readonly slots: Slot[];
   private currentView: ImageView = ImageView.empty;
   private readonly listeners = new Set<(view: ImageView) => void>();
+  private readonly healthListeners = new Set<() => void>();
   private readonly reportedConflicts = new Set<string>();
   private pollTimer?: ReturnType<typeof setInterval>;
   private readonly debounceTimers = new Map<Slot, ReturnType<typeof setTimeout>>();
@@ -113,6 +114,17 @@ export class BackendRegistry {
       }, every);
       this.pollTimer.unref?.();
     }
+  }
+
+  /** Whether every backend has listed successfully at least once (gRPC health: SERVING). */
+  allLoadedOnce(): boolean {
+    return this.slots.every((s) => s.health.lastSuccessAt !== undefined);
+  }
+
+  /** Called when a backend's state changes (pending → ok, ok ↔ failing). */
+  onHealthChange(listener: () => void): () => void {
+    this.healthListeners.add(listener);
+    return () => this.healthListeners.delete(listener);
   }
 
   onViewChange(listener: (view: ImageView) => void): () => void {
@@ -229,10 +241,12 @@ export class BackendRegistry {
         this.publish();
       }
       const wasFailing = slot.health.state === "failing";
+      const changed = slot.health.state !== "ok";
       slot.health.state = "ok";
       slot.health.images = slot.snapshot.length;
       slot.health.lastSuccessAt = new Date().toISOString();
       if (wasFailing) this.options.log.info("backend recovered", { backend: slot.reg.name, images: slot.snapshot.length });
+      if (changed) this.notifyHealth();
     } catch (e) {
       abandoned = e instanceof TimeoutError;
       if (abandoned) slot.health.hung = true;
@@ -249,10 +263,12 @@ export class BackendRegistry {
 
   private fail(slot: Slot, message: string): void {
     const repeated = slot.health.state === "failing" && slot.health.lastError === message;
+    const changed = slot.health.state !== "failing";
     slot.health.state = "failing";
     slot.health.lastError = message;
     slot.health.lastErrorAt = new Date().toISOString();
     slot.health.images = slot.snapshot.length;
+    if (changed) this.notifyHealth();
     // Log a failure once, not on every poll while it persists.
     if (!repeated) {
       this.options.log.error("backend failed; serving its last good snapshot", {
@@ -261,6 +277,10 @@ export class BackendRegistry {
         images: slot.snapshot.length,
       });
     }
+  }
+
+  private notifyHealth(): void {
+    for (const l of this.healthListeners) l();
   }
 
   private publish(): void {

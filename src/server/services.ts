@@ -1,6 +1,9 @@
 // Which gRPC services imagelet serves, with their implementations. serve.ts
 // decides how connections reach them; this file decides what they answer.
 import type { CompatServiceDefinition } from "nice-grpc";
+import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
+import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
+import { CRI_PROTOSET } from "../gen/protoset";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import { ImageServiceDefinition as V1alpha2ImageServiceDefinition } from "../gen/runtime-v1alpha2-services";
 import type { Logger } from "../backend/contract";
@@ -13,6 +16,23 @@ export interface ServedService {
   implementation: object;
 }
 
+const IMAGE_SERVICES = ["runtime.v1.ImageService", "runtime.v1alpha2.ImageService"];
+
+/**
+ * gRPC health: SERVING ("healthy") once every configured backend has listed
+ * successfully at least once, for the server ("") and each image service.
+ */
+function healthFrom(registry: BackendRegistry): HealthState {
+  const state = HealthState();
+  const update = () => {
+    const status = registry.allLoadedOnce() ? "healthy" : "unhealthy";
+    for (const service of ["", ...IMAGE_SERVICES]) state.setStatus(status, service);
+  };
+  update();
+  registry.onHealthChange(update);
+  return state;
+}
+
 export function servedServices(registry: BackendRegistry, log: Logger): ServedService[] {
   const imageService = createImageService(registry, log);
   return [
@@ -22,5 +42,9 @@ export function servedServices(registry: BackendRegistry, log: Logger): ServedSe
     // v1 handlers serve them; their v1 answers, some already encoded, are
     // valid v1alpha2 bytes. StreamImages has no v1alpha2 method and is not bound.
     { definition: withMalformedRequests(V1alpha2ImageServiceDefinition), implementation: imageService },
+    { definition: HealthDefinition, implementation: HealthServiceImpl(healthFrom(registry)) },
+    // Reflection describes the services whose protos are vendored in proto/ (the health
+    // package ships no descriptor; health clients such as grpc_health_probe need none).
+    { definition: ServerReflectionService, implementation: ServerReflection(CRI_PROTOSET, IMAGE_SERVICES) },
   ];
 }

@@ -150,3 +150,23 @@ describe("status() under the timeout", () => {
     expect(b.calls()).toBe(2);
   });
 });
+
+describe("health transitions", () => {
+  test("allLoadedOnce follows first successes; listeners hear state changes only", async () => {
+    const b = scripted(() => {
+      throw new Error("not yet");
+    });
+    const { registry } = registryOf({ good: healthy(), b: b.backend });
+    let changes = 0;
+    registry.onHealthChange(() => changes++);
+    await registry.loadAll();
+    expect(registry.allLoadedOnce()).toBe(false);
+    expect(changes).toBe(2); // good: pending → ok; b: pending → failing
+    await registry.loadAll();
+    expect(changes).toBe(2); // ok → ok and failing → failing are not changes
+    b.set(() => []);
+    await registry.loadAll();
+    expect(changes).toBe(3); // b: failing → ok
+    expect(registry.allLoadedOnce()).toBe(true);
+  });
+});
