@@ -39,10 +39,16 @@ export interface ImageRecord {
   source?: string;
 }
 
-/** Filesystem usage of a store, for ImageFsInfo. */
+/**
+ * What a store's image data uses on disk, for ImageFsInfo. The registry finds
+ * the filesystem holding `path` and adds up the stores that share it.
+ */
 export interface FsUsage {
-  mountpoint: string;
+  /** A directory holding the image data (the store root). */
+  path: string;
+  /** Bytes allocated on disk (as du counts them). */
   usedBytes: number;
+  /** Files, directories and links, the directory itself included. */
   inodesUsed: number;
 }
 
@@ -85,6 +91,7 @@ export interface Backend {
   status?(id: string, ctx: CallContext): ImageRecord | undefined | Promise<ImageRecord | undefined>;
   /** Calls `onChange` when the store may have changed; returns a function that stops watching. */
   watch?(onChange: () => void): () => void;
+  /** Disk usage of the image data; called in the background, never per RPC, so it may walk the store. */
   fsInfo?(ctx: CallContext): FsUsage[] | Promise<FsUsage[]>;
   close?(): void | Promise<void>;
 }

@@ -10,6 +10,7 @@ export const DEFAULT_CONFIG_FILE = "/etc/imagelet/config.toml";
 export const DEFAULT_SOCKET = "/run/imagelet/imagelet.sock";
 export const DEFAULT_BACKEND_TIMEOUT_MS = 2000;
 export const DEFAULT_POLL_INTERVAL_MS = 10_000;
+export const DEFAULT_FS_INFO_INTERVAL_MS = 60_000;
 
 /**
  * Stores imagelet looks for when there is no config file, in this order.
@@ -41,6 +42,8 @@ export interface ImageletConfig {
   socketGroup?: string;
   backendTimeoutMs: number;
   pollIntervalMs: number;
+  /** How often ImageFsInfo's disk usage is measured. */
+  fsInfoIntervalMs: number;
   logLevel: LogLevel;
   backends: BackendConfig[];
 }
@@ -84,7 +87,7 @@ function checkOption(spec: OptionSpec, v: unknown): boolean {
   }
 }
 
-const TOP_KEYS = new Set(["socket", "socket_group", "plugin_dir", "backend_timeout", "poll_interval", "log_level", "backend"]);
+const TOP_KEYS = new Set(["socket", "socket_group", "plugin_dir", "backend_timeout", "poll_interval", "fs_info_interval", "log_level", "backend"]);
 const ENTRY_KEYS = new Set(["type", "name", "timeout"]);
 
 /**
@@ -151,6 +154,7 @@ export function validateConfig(
     pluginDir: pluginDirOf({ file, raw }),
     backendTimeoutMs,
     pollIntervalMs: duration("poll_interval", raw.poll_interval, DEFAULT_POLL_INTERVAL_MS),
+    fsInfoIntervalMs: duration("fs_info_interval", raw.fs_info_interval, DEFAULT_FS_INFO_INTERVAL_MS),
     logLevel: logLevel as LogLevel,
     backends,
   };
@@ -205,6 +209,7 @@ export function defaultConfig(exists: (path: string) => boolean = existsSync): I
     socket: DEFAULT_SOCKET,
     backendTimeoutMs: DEFAULT_BACKEND_TIMEOUT_MS,
     pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
+    fsInfoIntervalMs: DEFAULT_FS_INFO_INTERVAL_MS,
     logLevel: "info",
     backends: WELL_KNOWN_STORES.filter((s) => exists(s.path)).map((s) => ({
       type: s.type,

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { runtime } from "../gen/runtime-v1.js";
 import { criUser, type Image } from "../model/image";
+import type { FilesystemUsage } from "../registry/filesystems";
 import type { ImageView } from "../registry/view";
 
 type CriImage = runtime.v1.Image.$Properties;
@@ -46,6 +47,16 @@ export function verboseInfo(config: unknown): Record<string, string> {
   if (chain) info.chainID = chain;
   info.imageSpec = config ?? {};
   return { info: JSON.stringify(info) };
+}
+
+/** ImageFsInfo entries; timestamps are nanoseconds since the epoch. */
+export function toFilesystemUsage(filesystems: readonly FilesystemUsage[]): runtime.v1.FilesystemUsage.$Properties[] {
+  return filesystems.map((f) => ({
+    timestamp: f.measuredAt * 1e6,
+    fsId: { mountpoint: f.mountpoint },
+    usedBytes: { value: f.usedBytes },
+    inodesUsed: { value: f.inodesUsed },
+  }));
 }
 
 const m = runtime.v1;

@@ -69,7 +69,11 @@ export async function buildRegistry(
     }
     registered.push({ name: entry.name, type: entry.type, backend, timeoutMs: entry.timeoutMs, notice: () => notice });
   }
-  const registry = new BackendRegistry(registered, { log, pollIntervalMs: opts.watch ? config.pollIntervalMs : 0 });
+  const registry = new BackendRegistry(registered, {
+    log,
+    pollIntervalMs: opts.watch ? config.pollIntervalMs : 0,
+    fsIntervalMs: config.fsInfoIntervalMs,
+  });
   await registry.loadAll();
   if (opts.watch) registry.startWatching();
   return registry;

@@ -4,8 +4,9 @@
 // its last good snapshot in the view, and its failure is logged with its name
 // and shown by `imagelet plugins`. Nothing a backend does can empty the view
 // of the others.
-import type { Backend, CallContext, ImageRecord, Logger } from "../backend/contract";
+import type { Backend, CallContext, FsUsage, ImageRecord, Logger } from "../backend/contract";
 import type { Image } from "../model/image";
+import { groupByFilesystem, type FilesystemUsage } from "./filesystems";
 import { validateRecords, type ValidRecord } from "./validate";
 import { ImageView } from "./view";
 
@@ -58,7 +59,12 @@ export interface RegistryOptions {
   pollIntervalMs?: number;
   /** Coalesces bursts of watch notifications, in ms. */
   debounceMs?: number;
+  /** Re-measures the stores' disk usage (ImageFsInfo) this often, in ms. */
+  fsIntervalMs?: number;
 }
+
+/** Walking a store can take longer than listing it: fsInfo() gets at least this long. */
+const FS_INFO_MIN_TIMEOUT_MS = 60_000;
 
 export class BackendRegistry {
   private readonly slots: Slot[];
@@ -67,6 +73,9 @@ export class BackendRegistry {
   private readonly healthListeners = new Set<() => void>();
   private readonly reportedConflicts = new Set<string>();
   private pollTimer?: ReturnType<typeof setInterval>;
+  private fsTimer?: ReturnType<typeof setInterval>;
+  private filesystems?: FilesystemUsage[];
+  private fsMeasuring?: Promise<void>;
   private readonly debounceTimers = new Map<Slot, ReturnType<typeof setTimeout>>();
 
   constructor(
@@ -107,6 +116,10 @@ export class BackendRegistry {
         this.fail(slot, `watch() failed: ${errorText(e)}`);
       }
     }
+    const fsEvery = this.options.fsIntervalMs ?? 60_000;
+    void this.measureFilesystems();
+    this.fsTimer = setInterval(() => void this.measureFilesystems(), fsEvery);
+    this.fsTimer.unref?.();
     const every = this.options.pollIntervalMs ?? 0;
     if (every > 0) {
       this.pollTimer = setInterval(() => {
@@ -149,8 +162,40 @@ export class BackendRegistry {
     return undefined;
   }
 
+  /**
+   * ImageFsInfo: the stores' disk usage per filesystem, primary first, as
+   * last measured in the background (the first call waits for the first
+   * measurement).
+   */
+  async imageFilesystems(): Promise<FilesystemUsage[]> {
+    if (!this.filesystems) await this.measureFilesystems();
+    return this.filesystems ?? [];
+  }
+
+  /** Asks every backend for its usage (one measurement at a time); a failing backend is logged and left out. */
+  measureFilesystems(): Promise<void> {
+    this.fsMeasuring ??= (async () => {
+      const usages: FsUsage[] = [];
+      for (const slot of this.slots) {
+        const fsInfo = slot.reg.backend.fsInfo;
+        if (!fsInfo) continue;
+        try {
+          const reported = await this.call(slot, (ctx) => fsInfo.call(slot.reg.backend, ctx), undefined, Math.max(slot.reg.timeoutMs, FS_INFO_MIN_TIMEOUT_MS));
+          if (Array.isArray(reported)) usages.push(...reported.filter((u) => typeof u?.path === "string" && u.usedBytes >= 0 && u.inodesUsed >= 0));
+        } catch (e) {
+          this.options.log.warn("backend fsInfo() failed; its store is left out of ImageFsInfo", { backend: slot.reg.name, error: errorText(e) });
+        }
+      }
+      this.filesystems = groupByFilesystem(usages, Date.now());
+    })().finally(() => {
+      this.fsMeasuring = undefined;
+    });
+    return this.fsMeasuring;
+  }
+
   async close(): Promise<void> {
     if (this.pollTimer) clearInterval(this.pollTimer);
+    if (this.fsTimer) clearInterval(this.fsTimer);
     for (const t of this.debounceTimers.values()) clearTimeout(t);
     for (const slot of this.slots) {
       try {
@@ -180,9 +225,9 @@ export class BackendRegistry {
    * fires, its late result is ignored, and `onLateSettle` runs when it finally
    * ends (if ever).
    */
-  private call<T>(slot: Slot, fn: (ctx: CallContext) => T | Promise<T>, onLateSettle?: () => void): Promise<T> {
+  private call<T>(slot: Slot, fn: (ctx: CallContext) => T | Promise<T>, onLateSettle?: () => void, timeoutMs?: number): Promise<T> {
     const controller = new AbortController();
-    const ms = slot.reg.timeoutMs;
+    const ms = timeoutMs ?? slot.reg.timeoutMs;
     return new Promise<T>((resolve, reject) => {
       let timedOut = false;
       const timer = setTimeout(() => {

@@ -2,7 +2,7 @@
 // ask the registry's current view, convert. Resolution lives in the view,
 // conversion in cri/convert, error mapping in errors.ts.
 import { ServerError, Status, type ServiceImplementation } from "nice-grpc";
-import { IMAGE_NOT_FOUND, encodeStreamBatches, encodedAnswers, toCriImage, verboseInfo } from "../cri/convert";
+import { IMAGE_NOT_FOUND, encodeStreamBatches, encodedAnswers, toCriImage, toFilesystemUsage, verboseInfo } from "../cri/convert";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import type { Logger } from "../backend/contract";
 import type { BackendRegistry } from "../registry/registry";
@@ -54,8 +54,11 @@ export function createImageService(registry: BackendRegistry, log: Logger): Imag
       throw new ServerError(Status.UNIMPLEMENTED, `RemoveImage: ${PRELOAD_HINT}`);
     },
 
+    // One entry per filesystem holding a store, primary first (kubelet reads
+    // the first), measured in the background; container_filesystems is left
+    // empty, as containerd does: imagelet holds no container layers.
     async imageFsInfo() {
-      throw new ServerError(Status.UNIMPLEMENTED, "ImageFsInfo is not implemented yet");
+      return { imageFilesystems: toFilesystemUsage(await registry.imageFilesystems()) };
     },
 
     // The same images and filter as ListImages, in batches; never an empty

@@ -208,9 +208,6 @@ def test_pull_and_remove_are_unimplemented_with_advice(server):
             call(req, timeout=5)
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "preload" in err.value.details()
-    with pytest.raises(grpc.RpcError) as err:
-        server.stub.ImageFsInfo(pb.ImageFsInfoRequest(), timeout=5)
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_store_change_is_visible_without_restart(serve, workdir):

@@ -6,8 +6,8 @@
 // rescan of a large directory costs one stat per tarball.
 import { closeSync, fstatSync, openSync, readSync, readdirSync, realpathSync, type Stats } from "node:fs";
 import { join, resolve } from "node:path";
-import { BACKEND_API_VERSION, defineBackend, type BackendContext, type CallContext, type ImageRecord } from "../../backend/contract";
-import { ProblemLog, StoreProblem, resolveInside, watchDirectories } from "../common/files";
+import { BACKEND_API_VERSION, defineBackend, type BackendContext, type CallContext, type ImageRecord, type FsUsage } from "../../backend/contract";
+import { ProblemLog, StoreProblem, resolveInside, watchDirectories, directoryUsage } from "../common/files";
 import { mergeNames, repositoryOption } from "../oci-layout/images";
 import { archiveImages, type ArchiveContext } from "./archive";
 import { scanGzipTar, scanPlainTar, type TarContents } from "./tar";
@@ -96,6 +96,11 @@ export class ArchiveDirStore {
 
   status(id: string): ImageRecord | undefined {
     return this.merged?.records.find((r) => r.id === id);
+  }
+
+  /** ImageFsInfo: the whole store root is image data. */
+  async fsInfo(ctx: CallContext): Promise<FsUsage[]> {
+    return [await directoryUsage(this.root, ctx.signal)];
   }
 
   watch(onChange: () => void): () => void {

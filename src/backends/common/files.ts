@@ -4,6 +4,8 @@
 // only up to a size bound; problems are StoreProblem values that carry the
 // path, for the one-line log the registry and backends write.
 import { readFileSync, realpathSync, statSync, watch, type FSWatcher, type Stats } from "node:fs";
+import { lstat, readdir } from "node:fs/promises";
+import type { FsUsage } from "../../backend/contract";
 import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { Logger } from "../../backend/contract";
 
@@ -145,6 +147,49 @@ export function watchDirectories(
   return () => {
     for (const w of watchers) w.close();
   };
+}
+
+/**
+ * du-style usage of a directory tree for ImageFsInfo: allocated blocks and
+ * entries, symlinks not followed, hard links counted once. It runs in the
+ * background, yields to the event loop as it goes so calls keep being
+ * answered, and stops when `signal` aborts.
+ */
+export async function directoryUsage(path: string, signal?: AbortSignal): Promise<FsUsage> {
+  const seen = new Set<string>();
+  let usedBytes = 0;
+  let inodesUsed = 0;
+  const pending = [path];
+  let sinceYield = 0;
+  while (pending.length > 0) {
+    if (signal?.aborted) throw signal.reason ?? new Error("aborted");
+    const current = pending.pop()!;
+    let st: Stats;
+    try {
+      st = await lstat(current);
+    } catch {
+      continue; // gone meanwhile, or unreadable: not counted
+    }
+    if (st.nlink > 1 && !st.isDirectory()) {
+      const key = `${st.dev}:${st.ino}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+    }
+    usedBytes += st.blocks * 512;
+    inodesUsed += 1;
+    if (st.isDirectory()) {
+      try {
+        for (const name of await readdir(current)) pending.push(`${current}/${name}`);
+      } catch {
+        // an unreadable directory counts as itself only
+      }
+    }
+    if (++sinceYield >= 256) {
+      sinceYield = 0;
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+  return { path, usedBytes, inodesUsed };
 }
 
 /**

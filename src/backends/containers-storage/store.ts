@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
 import { join } from "node:path";
-import type { BackendContext, ImageRecord, Platform } from "../../backend/contract";
+import type { BackendContext, ImageRecord, Platform, CallContext, FsUsage } from "../../backend/contract";
 import { isDigest } from "../../model/digest";
 import { quote } from "../../model/reference";
 import {
@@ -24,7 +24,7 @@ import {
   type StorageLayer,
 } from "../common/cstorage";
 import { configFacts } from "../common/oci-config";
-import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson, watchDirectories } from "../common/files";
+import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
 
 /**
  * Probed in this order when no driver is configured; the first whose
@@ -144,6 +144,11 @@ export class ContainersStore {
 
   status(id: string): ImageRecord | undefined {
     return this.snapshot?.byId.get(id);
+  }
+
+  /** ImageFsInfo: the whole store root is image data. */
+  async fsInfo(ctx: CallContext): Promise<FsUsage[]> {
+    return [await directoryUsage(this.root, ctx.signal)];
   }
 
   watch(onChange: () => void): () => void {

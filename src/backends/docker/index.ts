@@ -4,10 +4,10 @@
 // reference-image-stores.md §4 and docs/backends/docker.md.
 import { lstatSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord } from "../../backend/contract";
+import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
 import { quote } from "../../model/reference";
-import { ProblemLog, StoreProblem, parseJson, readStoreFile, readStoreJson, watchDirectories } from "../common/files";
+import { ProblemLog, StoreProblem, parseJson, readStoreFile, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
 import { chainIds, parseImageConfig, parseLayerSize, parseRepositories, sha256Hex, type ImageConfig, type ImageNames } from "./metadata";
 import { DEFAULT_DAEMON_CONFIG, DEFAULT_ROOT, locateStore, type StoreLocation } from "./mode";
 
@@ -102,6 +102,11 @@ export class DockerStore {
 
   status(id: string): ImageRecord | undefined {
     return this.records.find((r) => r.id === id);
+  }
+
+  /** ImageFsInfo: the whole store root is image data. */
+  async fsInfo(ctx: CallContext): Promise<FsUsage[]> {
+    return [await directoryUsage(this.root, ctx.signal)];
   }
 
   watch(onChange: () => void): () => void {

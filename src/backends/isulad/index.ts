@@ -3,9 +3,9 @@
 // §5 and docs/backends/isulad.md.
 import { statSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord } from "../../backend/contract";
+import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
 import { quote } from "../../model/reference";
-import { ProblemLog, StoreProblem, watchDirectories } from "../common/files";
+import { ProblemLog, StoreProblem, watchDirectories, directoryUsage } from "../common/files";
 import { EmbeddedManifestDir, embeddedRecords, readEmbeddedDb, type EmbeddedImage } from "./embedded";
 import { IsuladImageStore, detectDrivers } from "./oci-store";
 import { listDir, statKey } from "./paths";
@@ -88,6 +88,11 @@ export class IsuladStore {
 
   status(id: string): ImageRecord | undefined {
     return this.records?.find((r) => r.id === id);
+  }
+
+  /** ImageFsInfo: the whole store root is image data. */
+  async fsInfo(ctx: CallContext): Promise<FsUsage[]> {
+    return [await directoryUsage(this.root, ctx.signal)];
   }
 
   watch(onChange: () => void): () => void {

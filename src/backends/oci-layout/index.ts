@@ -4,8 +4,8 @@
 // interpretation itself is in images.ts, shared with the archives backend.
 import { statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { BACKEND_API_VERSION, defineBackend, type BackendContext, type ImageRecord } from "../../backend/contract";
-import { ProblemLog, StoreProblem, readStoreJson, watchDirectories } from "../common/files";
+import { BACKEND_API_VERSION, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
+import { ProblemLog, StoreProblem, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
 import { layoutImages, repositoryOption, type Blob, type LayoutSource } from "./images";
 import { readJsonBlob } from "./layout";
 
@@ -73,6 +73,11 @@ export class OciLayoutStore {
 
   status(id: string): ImageRecord | undefined {
     return this.cached?.records.find((r) => r.id === id);
+  }
+
+  /** ImageFsInfo: the whole store root is image data. */
+  async fsInfo(ctx: CallContext): Promise<FsUsage[]> {
+    return [await directoryUsage(this.root, ctx.signal)];
   }
 
   watch(onChange: () => void): () => void {
