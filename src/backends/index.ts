@@ -4,7 +4,8 @@ import type { BackendDefinition } from "../backend/contract";
 import archives from "./archives/index";
 import containersStorage from "./containers-storage/index";
 import docker from "./docker/index";
+import exec from "./exec/index";
 import isulad from "./isulad/index";
 import ociLayout from "./oci-layout/index";
 
-export const builtinBackends: readonly BackendDefinition[] = [ociLayout, archives, containersStorage, docker, isulad] as unknown as BackendDefinition[];
+export const builtinBackends: readonly BackendDefinition[] = [ociLayout, archives, containersStorage, docker, isulad, exec] as unknown as BackendDefinition[];
