@@ -1,22 +1,29 @@
-"""imagelet benchmark, first form (issue: foundation).
+"""imagelet beside containerd (issue #7).
 
-Generates an OCI image layout with N small distinct images, starts the
-compiled binary on it, and measures through the unix socket with Debian's
-python3-grpcio (C-core):
-  - cold start: process start → first answered ListImages;
-  - ListImages p50/p99 (no filter) and its response size;
-  - ImageStatus p50/p99 by tag, by short ID prefix and for a missing image;
-  - the client's own floor: the same client calling a trivial gRPC server
-    in this process (C-core, no Python handler work), so a reader can see
-    how much of each figure is the client;
-  - server RSS after the run.
-All traffic is on a unix socket in a temp directory; every loop is bounded.
+For each N (default 1,000, 10,000 and 50,000 small distinct images) it writes
+one OCI layout, serves it with imagelet and imports the same images into
+containerd (Debian's, its own root, state and socket, CRI plugin, native
+snapshotter; `ctr images import --no-unpack`), then drives both with the same
+h2load requests over their unix sockets and measures, per server:
+  - start → first ListImages that lists every image (cold scan);
+  - ListImages p50/p99, ImageStatus p50/p99 at concurrency 1, ImageStatus
+    throughput at concurrency 32 (32 connections, and 1 connection × 32
+    streams), StreamImages time to the last batch;
+  - a store change → visible to ImageStatus (imagelet: index.json replaced;
+    containerd: `ctr images tag`);
+  - CPU used during an idle window, RSS peak (VmHWM) and steady (VmRSS after it).
+imagelet's other scanning backends (containers/storage, archive directory)
+get their own cold-scan and change figures. Every answer is checked once with
+python3-grpcio before it is timed with h2load, and h2load's received bytes
+are checked against the answer's size.
 
-  scripts/bench [--images N] [--list-calls K] [--status-calls K]
+The run's figures go below the marker in docs/performance.md, with the plot
+docs/performance.svg. `--quick` is a smoke run with small N into run/bench/.
 """
 import argparse
+import json
 import os
-import random
+import platform
 import shutil
 import statistics
 import subprocess
@@ -24,177 +31,352 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "integration"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "test", "integration"))
+sys.path.insert(0, HERE)
 import cri_stubs  # noqa: E402
 import grpc  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import pct, rss_kib, timed, wait_for_list  # noqa: E402
+from bench_common import channel as grpc_channel, cpu_seconds, grpc_body, h2load, pct, proc_status_kib, wait_for_list  # noqa: E402
+from bench_containerd import Containerd, version as containerd_version  # noqa: E402
+from bench_report import MARKER, markdown, svg_plot  # noqa: E402
 from synthetic import write_layout  # noqa: E402
 
 ROOT = cri_stubs.ROOT
 BIN = os.environ.get("IMAGELET_BIN", os.path.join(ROOT, "dist", "imagelet"))
+CHANGED_TAG = "bench.local/edge/changed:1.0"
 
 
-def h2load(sock, method, request_bytes, n, work, concurrency=1):
-    """Latencies (ms) of n sequential gRPC unary calls sent by h2load (nghttp2, C)
-    over the unix socket: a POST of a length-prefixed message. Nothing is decoded
-    client-side, so this is the server's time plus HTTP/2 transport."""
-    body = os.path.join(work, f"{method}.body")
-    with open(body, "wb") as f:
-        f.write(b"\x00" + len(request_bytes).to_bytes(4, "big") + request_bytes)
-    log = os.path.join(work, f"{method}.h2log")
-    out = subprocess.run(
-        ["h2load", "--base-uri", f"unix:{sock}", "-n", str(n), "-c", str(concurrency), "-m", "1", "-d", body,
-         "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", log,
-         f"http://localhost/runtime.v1.ImageService/{method}"],
-        capture_output=True, text=True, timeout=300,
-    )
-    if f"{n} succeeded" not in out.stdout:
-        raise SystemExit(f"h2load failed: {out.stdout}{out.stderr}")
-    with open(log) as f:
-        return [int(line.split("\t")[2]) / 1000 for line in f if line.strip()]
+class Calls:
+    """How many calls each measurement makes; fewer for big answers so a size takes seconds, not minutes."""
+
+    def __init__(self, n, quick):
+        self.list = max(20, min(200, 2_000_000 // n)) if not quick else 20
+        self.status = 5000 if not quick else 1000
+        self.throughput = 40_000 if not quick else 5000
 
 
-def client_floor(pb, pbg, k, list_response, list_k):
-    """The same client and channel type against an in-process C-core server
-    whose handlers return prebuilt answers (the same ListImages response)."""
-    from concurrent import futures
+class Served:
+    """One server under test: its name, socket, process and how to change its store."""
 
-    class Empty(pbg.ImageServiceServicer):
-        def ImageStatus(self, request, context):
-            return pb.ImageStatusResponse()
+    def __init__(self, name, socket, proc, change):
+        self.name, self.socket, self.proc, self.change = name, socket, proc, change
 
-        def ListImages(self, request, context):
-            return list_response
 
-    d = tempfile.mkdtemp(prefix="imagelet-floor-")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    pbg.add_ImageServiceServicer_to_server(Empty(), server)
-    server.add_insecure_port(f"unix:{d}/floor.sock")
-    server.start()
+def start_imagelet(work, layout, n, pb, pbg, name="imagelet", binary=BIN):
+    sock = os.path.join(work, f"{name}.sock")
+    cfg = os.path.join(work, f"{name}.toml")
+    with open(cfg, "w") as f:
+        f.write(f'socket = "{sock}"\nlog_level = "warn"\n[[backend]]\ntype = "oci-layout"\npath = "{layout}"\n')
+    log_path = os.path.join(work, f"{name}.log")
+    with open(log_path, "w") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen([binary, "serve", "--config", cfg], stdout=log, stderr=subprocess.STDOUT)
+    channel, _, _ = wait_for_list(pb, pbg, sock, proc, log_path, start, want=n, limit_s=300)
+    cold_ms = (time.perf_counter() - start) * 1000
+    channel.close()
+
+    def change():
+        """One more index.json entry (a new tag for an existing manifest), replaced atomically."""
+        index_path = os.path.join(layout, "index.json")
+        with open(index_path) as f:
+            index = json.load(f)
+        entry = dict(index["manifests"][0], annotations={"org.opencontainers.image.ref.name": CHANGED_TAG})
+        index["manifests"].append(entry)
+        with open(index_path + ".tmp", "w") as f:
+            json.dump(index, f)
+        os.rename(index_path + ".tmp", index_path)
+
+    return Served(name, sock, proc, change), cold_ms
+
+
+def start_containerd(work, layout, n, pb, pbg):
+    """Imports the layout into a fresh containerd, restarts it, and times the restart's cold scan."""
+    ctd = Containerd(work)
+    tarball = os.path.join(work, "images.tar")
+    subprocess.run(["tar", "-C", layout, "-cf", tarball, "."], check=True)
     try:
-        stub = pbg.ImageServiceStub(grpc.insecure_channel(f"unix:{d}/floor.sock"))
-        req = pb.ImageStatusRequest(image=pb.ImageSpec(image="x"))
-        for _ in range(200):
-            stub.ImageStatus(req)
-        status = timed(lambda: stub.ImageStatus(req), k)
-        list_req = pb.ListImagesRequest()
-        for _ in range(5):
-            stub.ListImages(list_req)
-        return status, timed(lambda: stub.ListImages(list_req), list_k)
+        ctd.start()
+        ctd.wait_socket()
+        import_s = ctd.import_archive(tarball)
+        os.unlink(tarball)
+        # The CRI plugin learns of imported images from events; wait until it has them all
+        # (every half second: a ListImages of every image is no small call for containerd).
+        channel, _, _ = wait_for_list(pb, pbg, ctd.socket, ctd.proc, ctd.log_path, time.perf_counter(), want=n,
+                                      limit_s=1800, every_s=0.5)
+        channel.close()
+        ctd.stop()
+        start = ctd.start()
+        channel, _, _ = wait_for_list(pb, pbg, ctd.socket, ctd.proc, ctd.log_path, start, want=n, limit_s=600)
+        cold_ms = (time.perf_counter() - start) * 1000
+        channel.close()
+    except BaseException:
+        ctd.stop()
+        raise
+
+    def change():
+        ctd.ctr("images", "tag", "bench.local/edge/app0:1.0", CHANGED_TAG)
+
+    return Served("containerd", ctd.socket, ctd.proc, change), ctd, cold_ms, import_s
+
+
+class Driven:
+    """A server with its answers checked once by python3-grpcio, and the h2load request bodies."""
+
+    def __init__(self, server, n, work, pb, pbg):
+        self.server, self.pb = server, pb
+        self.channel = grpc_channel(server.socket)
+        self.stub = stub = pbg.ImageServiceStub(self.channel)
+        listed = stub.ListImages(pb.ListImagesRequest(), timeout=60)
+        assert len(listed.images) == n, f"{server.name} lists {len(listed.images)} images, not {n}"
+        status_req = pb.ImageStatusRequest(image=pb.ImageSpec(image=f"bench.local/edge/app{n // 2}:1.0"))
+        status = stub.ImageStatus(status_req, timeout=10)
+        assert status.HasField("image"), f"{server.name} does not find {status_req.image.image}"
+        try:
+            streamed = sum(len(batch.images) for batch in stub.StreamImages(pb.StreamImagesRequest(), timeout=60))
+            assert streamed == n, f"{server.name} streams {streamed} images, not {n}"
+            self.streams = True
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            self.streams = False  # containerd 1.6 predates StreamImages
+        self.list_bytes, self.status_bytes = listed.ByteSize(), status.ByteSize()
+        self.dir = os.path.join(work, f"h2-{server.name}")
+        os.makedirs(self.dir, exist_ok=True)
+        self.list_body = grpc_body(os.path.join(self.dir, "list.body"), pb.ListImagesRequest().SerializeToString())
+        self.status_body = grpc_body(os.path.join(self.dir, "status.body"), status_req.SerializeToString())
+        self.stream_body = grpc_body(os.path.join(self.dir, "stream.body"), pb.StreamImagesRequest().SerializeToString())
+
+    def h2load(self, method, body, k, want_bytes, **kw):
+        r = h2load(self.server.socket, method, body, k, self.dir, **kw)
+        # Every call must have received a whole answer (h2load checks only the HTTP status).
+        if r.data_bytes < k * want_bytes:
+            raise SystemExit(f"{self.server.name} {method}: {r.data_bytes} bytes for {k} calls, expected {want_bytes} each")
+        return r
+
+    def warm_up(self):
+        self.h2load("ImageStatus", self.status_body, 2000, self.status_bytes)
+        self.h2load("ListImages", self.list_body, 5, self.list_bytes)
+
+    def round(self, calls):
+        """One round of the timed calls."""
+        lr = self.h2load("ListImages", self.list_body, calls.list, self.list_bytes)
+        sr = self.h2load("ImageStatus", self.status_body, calls.status, self.status_bytes)
+        c32 = self.h2load("ImageStatus", self.status_body, calls.throughput, self.status_bytes, connections=32)
+        s32 = self.h2load("ImageStatus", self.status_body, calls.throughput, self.status_bytes, connections=1, streams=32)
+        out = {
+            "list_p50": pct(lr.latencies, 50), "list_p99": pct(lr.latencies, 99), "list_mb": self.list_bytes / 1e6,
+            "status_p50": pct(sr.latencies, 50), "status_p99": pct(sr.latencies, 99),
+            "status_rps_c32": c32.req_per_s, "status_rps_s32": s32.req_per_s,
+            "client_cpu_c32": c32.client_cpu_s / c32.wall_s, "client_cpu_s32": s32.client_cpu_s / s32.wall_s,
+        }
+        if self.streams:
+            out["stream_p50"] = pct(self.h2load("StreamImages", self.stream_body, calls.list, 0).latencies, 50)
+        return out
+
+    def change_visible_ms(self):
+        """The store change → the first ImageStatus that finds the new tag."""
+        req = self.pb.ImageStatusRequest(image=self.pb.ImageSpec(image=CHANGED_TAG))
+        assert not self.stub.ImageStatus(req, timeout=10).HasField("image")
+        self.server.change()
+        t = time.perf_counter()
+        while not self.stub.ImageStatus(req, timeout=10).HasField("image"):
+            if time.perf_counter() - t > 120:
+                raise SystemExit(f"{self.server.name}: the store change was not visible within 120 s")
+            time.sleep(0.002)
+        return (time.perf_counter() - t) * 1000
+
+    def close(self):
+        self.channel.close()
+
+
+def median_of_rounds(rounds):
+    """Each figure's median over the rounds: the machine is shared, and one disturbed round should not decide."""
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+def idle_window(servers, seconds):
+    """CPU ms each server uses while nobody calls it, then its RSS (steady) and VmHWM (peak)."""
+    time.sleep(2)  # let the last calls' work drain
+    before = {s.name: cpu_seconds(s.proc.pid) for s in servers}
+    time.sleep(seconds)
+    out = {}
+    for s in servers:
+        out[s.name] = {
+            "idle_cpu_ms": (cpu_seconds(s.proc.pid) - before[s.name]) * 1000,
+            "rss_steady_mib": proc_status_kib(s.proc.pid, "VmRSS") / 1024,
+            "rss_peak_mib": proc_status_kib(s.proc.pid, "VmHWM") / 1024,
+        }
+    return out
+
+
+def scans(n, work, quick):
+    """imagelet's cold scan and change figures for the containers/storage and archives backends."""
+    from bench_archives import bench_archives
+    from bench_containers_storage import bench_containers_storage
+
+    out = {}
+    d = os.path.join(work, "cstorage")
+    r = bench_containers_storage(BIN, d, n)
+    out["containers-storage"] = {"images": n, "all_ms": r["first_answer_ms"], "change_ms": r["change_visible_ms"], "rss_mib": r["rss_mib"]}
+    shutil.rmtree(d, ignore_errors=True)
+    tarballs = min(n, 1000 if quick else 10_000)
+    d = os.path.join(work, "archives")
+    r = bench_archives(BIN, d, tarballs)
+    out["archives (one tarball per image)"] = {"images": tarballs, "all_ms": r["all_listed_ms"], "change_ms": r["added_visible_ms"]}
+    shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def bench_size(n, args, root_work, pb, pbg):
+    work = os.path.join(root_work, f"n{n}")
+    os.makedirs(work)
+    calls = Calls(n, args.quick)
+    t = time.perf_counter()
+    layout = os.path.join(work, "layout")
+    write_layout(layout, n)
+    print(f"[{n:,}] generated the OCI layout in {time.perf_counter() - t:.1f} s", flush=True)
+    servers, run, ctd, import_s = [], {}, None, None
+    try:
+        with_containerd = not args.no_containerd and (args.containerd_max is None or n <= args.containerd_max)
+        if with_containerd:
+            # A copy: imagelet's change rewrites index.json, and containerd imports its own archive.
+            ctd_layout = os.path.join(work, "layout-containerd")
+            shutil.copytree(layout, ctd_layout)
+            served, ctd, cold_ms, import_s = start_containerd(os.path.join(work, "containerd"), ctd_layout, n, pb, pbg)
+            shutil.rmtree(ctd_layout)
+            servers.append(served)
+            run["containerd"] = {"cold_ms": cold_ms}
+            print(f"[{n:,}] containerd: imported in {import_s:.1f} s, cold start {cold_ms:,.0f} ms", flush=True)
+        if args.compare:
+            # An earlier build, on its own copy of the layout: before/after figures from one run.
+            before_layout = os.path.join(work, "layout-before")
+            shutil.copytree(layout, before_layout)
+            served, cold_ms = start_imagelet(work, before_layout, n, pb, pbg, "before", args.compare)
+            servers.insert(0, served)
+            run["before"] = {"cold_ms": cold_ms}
+            print(f"[{n:,}] before ({args.compare}): cold start {cold_ms:,.0f} ms", flush=True)
+        served, cold_ms = start_imagelet(work, layout, n, pb, pbg)
+        servers.insert(0, served)
+        run["imagelet"] = {"cold_ms": cold_ms}
+        print(f"[{n:,}] imagelet: cold start {cold_ms:,.0f} ms", flush=True)
+        driven = [Driven(s, n, work, pb, pbg) for s in servers]
+        for d in driven:
+            d.warm_up()
+        # Rounds alternate between the servers, so a busy moment on the shared machine hits both.
+        rounds = {d.server.name: [] for d in driven}
+        for _ in range(args.rounds):
+            for d in driven:
+                rounds[d.server.name].append(d.round(calls))
+        for d in driven:
+            r = run[d.server.name]
+            r.update(median_of_rounds(rounds[d.server.name]))
+            r["change_ms"] = d.change_visible_ms()
+            d.close()
+            print(f"[{n:,}] {d.server.name}: ListImages p50 {r['list_p50']:.2f} ms, ImageStatus p50 {r['status_p50']:.3f} ms, "
+                  f"{r['status_rps_c32']:,.0f}/s (32 conns), {r['status_rps_s32']:,.0f}/s (32 streams), "
+                  f"change {r['change_ms']:.0f} ms", flush=True)
+        for name, figures in idle_window(servers, args.idle).items():
+            run[name].update(figures)
+        for s in servers:
+            r = run[s.name]
+            print(f"[{n:,}] {s.name}: RSS peak {r['rss_peak_mib']:.0f} MiB, steady {r['rss_steady_mib']:.0f} MiB, "
+                  f"idle CPU {r['idle_cpu_ms']:.0f} ms in {args.idle} s", flush=True)
     finally:
-        server.stop(0)
-        shutil.rmtree(d, ignore_errors=True)
+        for s in servers:
+            if s.name != "containerd" and s.proc.poll() is None:
+                s.proc.terminate()
+                s.proc.wait(timeout=30)
+        if ctd is not None:
+            ctd.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    if not args.no_scans:
+        run["scans"] = scans(n, root_work, args.quick)
+        for name, r in run["scans"].items():
+            print(f"[{n:,}] scan {name}: {r['images']:,} listed {r['all_ms']:,.0f} ms after start, change visible in {r['change_ms']:,.0f} ms", flush=True)
+    return run, import_s
+
+
+def machine(args, fs):
+    with open("/proc/meminfo") as f:
+        mem_kib = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    git = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": os.cpu_count(),
+        "mem_gib": mem_kib / 1024 / 1024,
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "command": "scripts/bench" + ("" if not sys.argv[1:] else " " + " ".join(sys.argv[1:])),
+        "imagelet": subprocess.run([BIN, "version"], capture_output=True, text=True).stdout.split()[1],
+        "git": git or "?",
+        "containerd": containerd_version() if not args.no_containerd else "not run",
+        "h2load": subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout.strip(),
+        "fs": fs,
+        "import_s": {},
+    }
+
+
+def write_report(results, out_dir, doc_name):
+    os.makedirs(out_dir, exist_ok=True)
+    doc = os.path.join(out_dir, doc_name)
+    plot = os.path.splitext(doc_name)[0] + ".svg"
+    above = "# Performance\n\n"
+    if os.path.exists(doc):
+        with open(doc) as f:
+            text = f.read()
+        if MARKER in text:
+            above = text[: text.index(MARKER)]
+    with open(doc, "w") as f:
+        f.write(above + markdown(results, plot))
+    with open(os.path.join(out_dir, plot), "w") as f:
+        f.write(svg_plot(results))
+    with open(os.path.join(out_dir, os.path.splitext(doc_name)[0] + ".json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return doc
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=10_000)
-    ap.add_argument("--list-calls", type=int, default=200)
-    ap.add_argument("--status-calls", type=int, default=5000)
-    ap.add_argument("--no-scans", action="store_true", help="skip the store-scan benchmarks")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default=None, help="comma-separated N (default 1000,10000,50000; --quick: 100,1000)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: small N, fewer calls, 5 s idle window, report into run/bench/")
+    ap.add_argument("--idle", type=int, default=None, help="idle window in seconds (default 60)")
+    ap.add_argument("--no-containerd", action="store_true", help="imagelet only")
+    ap.add_argument("--containerd-max", type=int, default=None, help="skip containerd for N above this (its import is the slow part)")
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds per server, alternating; medians are reported (default 3, --quick: 1)")
+    ap.add_argument("--compare", metavar="BIN", help="also measure this (earlier) imagelet binary, as the server \"before\"")
+    ap.add_argument("--no-scans", action="store_true", help="skip the containers-storage and archives scans")
+    ap.add_argument("--out", default=None, help="report directory (default docs/, or run/bench/ with --quick)")
     args = ap.parse_args()
+    sizes = [int(s) for s in (args.sizes or ("100,1000" if args.quick else "1000,10000,50000")).split(",")]
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.idle = args.idle if args.idle is not None else (5 if args.quick else 60)
+    out_dir = args.out or (os.path.join(ROOT, "run", "bench") if args.quick else os.path.join(ROOT, "docs"))
+    if not args.no_containerd and os.geteuid() != 0:
+        raise SystemExit("containerd needs root: run scripts/bench as root, or pass --no-containerd")
     pb, pbg = cri_stubs.load()
 
-    work = tempfile.mkdtemp(prefix="imagelet-bench-")
-    proc = None
+    # Both servers' stores on the same filesystem; tmpfs when there is one, so containerd's
+    # import (bbolt syncs every transaction) takes minutes rather than tens of minutes.
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    work = tempfile.mkdtemp(prefix="imagelet-bench-", dir=base)
+    fs = "tmpfs (/dev/shm)" if base else f"the temp directory's filesystem ({tempfile.gettempdir()})"
+    results = {"meta": machine(args, fs), "idle_s": args.idle, "rounds": args.rounds, "runs": {}}
     try:
-        t = time.time()
-        ids = write_layout(os.path.join(work, "layout"), args.images)
-        print(f"generated OCI layout with {args.images} images in {time.time() - t:.1f} s")
-        sock = os.path.join(work, "imagelet.sock")
-        cfg = os.path.join(work, "imagelet.toml")
-        with open(cfg, "w") as f:
-            f.write(f'socket = "{sock}"\nlog_level = "warn"\n[[backend]]\ntype = "oci-layout"\npath = "{work}/layout"\n')
-
-        start = time.perf_counter()
-        proc = subprocess.Popen([BIN, "serve", "--config", cfg], stderr=open(os.path.join(work, "log"), "w"))
-        channel, first_images, _ = wait_for_list(pb, pbg, sock, proc, os.path.join(work, "log"), start, limit_s=60)
-        first = pb.ListImagesResponse(images=first_images)
-        cold_ms = (time.perf_counter() - start) * 1000
-        stub = pbg.ImageServiceStub(channel)
-        assert len(first.images) == args.images, len(first.images)
-        list_bytes = first.ByteSize()
-
-        list_req = pb.ListImagesRequest()
-        for _ in range(5):
-            stub.ListImages(list_req)
-        lst = timed(lambda: stub.ListImages(list_req), args.list_calls)
-
-        rng = random.Random(1)
-        tag_reqs = [pb.ImageStatusRequest(image=pb.ImageSpec(image=f"bench.local/edge/app{rng.randrange(args.images)}:1.0")) for _ in range(args.status_calls)]
-        for r in tag_reqs[:200]:
-            stub.ImageStatus(r)
-        it = iter(tag_reqs)
-        by_tag = timed(lambda: stub.ImageStatus(next(it)), args.status_calls)
-        assert stub.ImageStatus(tag_reqs[0]).HasField("image")
-
-        prefix_reqs = iter([pb.ImageStatusRequest(image=pb.ImageSpec(image=ids[rng.randrange(args.images)][:12])) for _ in range(args.status_calls)])
-        by_prefix = timed(lambda: stub.ImageStatus(next(prefix_reqs)), args.status_calls)
-        missing_req = pb.ImageStatusRequest(image=pb.ImageSpec(image="not.here/x:1"))
-        missing = timed(lambda: stub.ImageStatus(missing_req), args.status_calls)
-        h2 = []
-        if shutil.which("h2load"):
-            h2 = [
-                ("ListImages (no filter)", h2load(sock, "ListImages", b"", args.list_calls, work)),
-                ("ImageStatus by tag", h2load(sock, "ImageStatus", tag_reqs[0].SerializeToString(), args.status_calls, work)),
-            ]
-        rss = rss_kib(proc.pid)
-        floor, list_floor = client_floor(pb, pbg, args.status_calls, first, args.list_calls)
-
-        rows = [
-            ("ListImages (no filter)", lst),
-            ("ImageStatus by tag", by_tag),
-            ("ImageStatus by ID prefix", by_prefix),
-            ("ImageStatus, not found", missing),
-            ("client floor: ImageStatus, trivial server", floor),
-            ("client floor: ListImages, same response", list_floor),
-        ]
-        print(f"\nimagelet {subprocess.run([BIN, 'version'], capture_output=True, text=True).stdout.split()[1]}, "
-              f"{args.images} images, nproc {os.cpu_count()}, {time.strftime('%Y-%m-%d')}")
-        print(f"cold start to first ListImages: {cold_ms:.0f} ms; ListImages response {list_bytes / 1e6:.2f} MB; server RSS {rss / 1024:.0f} MiB")
-        def table(title, rows):
-            print(f"\n{title}")
-            print(f"{'call':42} {'n':>6} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
-            for name, s in rows:
-                print(f"{name:42} {len(s):6d} {pct(s, 50):9.3f} {pct(s, 99):9.3f} {statistics.fmean(s):9.3f}")
-
-        if h2:
-            table("h2load (nghttp2, C; responses not decoded), sequential:", h2)
-        else:
-            print("\n(h2load not found: apt-get install nghttp2-client for the server-side figures)")
-        table("python3-grpcio (C-core; responses decoded into Python objects), sequential:", rows)
-        print(f"\np50 above the client floor: ListImages {pct(lst, 50) - pct(list_floor, 50):.3f} ms, "
-              f"ImageStatus by tag {pct(by_tag, 50) - pct(floor, 50):.3f} ms")
+        for n in sizes:
+            run, import_s = bench_size(n, args, work, pb, pbg)
+            results["runs"][n] = run
+            if import_s is not None:
+                results["meta"]["import_s"][n] = import_s
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=15)
         shutil.rmtree(work, ignore_errors=True)
-    if not args.no_scans:
-        scan_benchmarks()
-
-
-def scan_benchmarks():
-    """Time to first answer for the store backends that scan many files (one module each)."""
-    print("\nstore scans (process start → ListImages listing every image; a change → visible):")
-    for module, fn, label in (
-        ("bench_archives", "bench_archives", "archives: 1,000 tarballs"),
-        ("bench_containers_storage", "bench_containers_storage", "containers-storage: 10,000 images"),
-    ):
-        try:
-            bench = getattr(__import__(module), fn)
-        except ImportError:
-            continue
-        work = tempfile.mkdtemp(prefix=f"imagelet-{module}-")
-        try:
-            r = bench(BIN, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        first = r.get("all_listed_ms", r.get("first_answer_ms"))
-        change = r.get("added_visible_ms", r.get("change_visible_ms"))
-        print(f"  {label:40} first full answer {first} ms; change visible in {change} ms")
+    doc = write_report(results, out_dir, "performance.md")
+    print(f"\nwrote {doc} and its plot")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,21 @@
-"""Pieces every imagelet benchmark script uses: timing, percentiles, RSS, and
-waiting for the first ListImages answer of a freshly started server."""
+"""Pieces every imagelet benchmark script uses: timing, percentiles, RSS and
+CPU of a process, h2load runs, and waiting for the first ListImages answer of
+a freshly started server."""
 import os
+import resource
+import re
+import subprocess
 import time
 
 import grpc
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# ListImages answers pass C-core's default 4 MiB receive limit at tens of thousands of images.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
+
+
+def channel(sock):
+    return grpc.insecure_channel(f"unix:{sock}", options=CHANNEL_OPTIONS)
 
 
 def pct(samples, p):
@@ -21,35 +33,94 @@ def timed(fn, k):
     return out
 
 
-def rss_kib(pid):
+def proc_status_kib(pid, field):
+    """A /proc/PID/status memory field (VmRSS, VmHWM, ...) in KiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
 
-def wait_for_list(pb, pbg, sock, proc, log_path, start, want=None, limit_s=120):
+def rss_kib(pid):
+    return proc_status_kib(pid, "VmRSS")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time the process (all its threads) has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name may hold spaces; the fields after it are fixed.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def grpc_body(path, request_bytes):
+    """A gRPC request body: an uncompressed, length-prefixed message."""
+    with open(path, "wb") as f:
+        f.write(b"\x00" + len(request_bytes).to_bytes(4, "big") + request_bytes)
+    return path
+
+
+class H2Run:
+    """One h2load run: per-request latencies (ms), throughput, DATA bytes received, client CPU."""
+
+    def __init__(self, latencies, req_per_s, data_bytes, client_cpu_s, wall_s):
+        self.latencies = latencies
+        self.req_per_s = req_per_s
+        self.data_bytes = data_bytes
+        self.client_cpu_s = client_cpu_s
+        self.wall_s = wall_s
+
+
+def h2load(sock, method, body, n, work, connections=1, streams=1, service="runtime.v1.ImageService", timeout=600):
+    """n gRPC unary (or server-streaming) calls sent by h2load (nghttp2, C) over the unix
+    socket as POSTs of a length-prefixed message. Nothing is decoded client-side, so the
+    figures are the server's time plus HTTP/2 transport. A call's latency is until the
+    end of its response (trailers), so for StreamImages it is the time to the last batch."""
+    log = os.path.join(work, f"{method}.h2log")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    out = subprocess.run(
+        ["h2load", "--base-uri", f"unix:{sock}", "-n", str(n), "-c", str(connections), "-m", str(streams),
+         "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", log,
+         f"http://localhost/{service}/{method}"],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if f"{n} succeeded" not in out.stdout:
+        raise SystemExit(f"h2load {method} failed on {sock}: {out.stdout}{out.stderr}")
+    with open(log) as f:
+        latencies = [int(line.split("\t")[2]) / 1000 for line in f if line.strip()]
+    os.unlink(log)
+    rate = float(re.search(r"finished in [^,]+, ([0-9.]+) req/s", out.stdout).group(1))
+    data = int(re.search(r"traffic: .*?, .*?, \S+ \((\d+)\) data", out.stdout).group(1))
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return H2Run(latencies, rate, data, cpu, wall)
+
+
+def wait_for_list(pb, pbg, sock, proc, log_path, start, want=None, limit_s=120, every_s=0.002):
     """Polls ListImages until it answers (with `want` images, if given); returns
     (channel, images, ms since `start` of the first answer of any size).
 
     A fresh channel per attempt: a C-core channel whose first connect failed
-    waits out its reconnect backoff, which would be measured as start-up time."""
+    waits out its reconnect backoff, which would be measured as start-up time.
+    `every_s` spaces the attempts where they would compete with what they wait for."""
     first_ms = None
     while True:
         if time.perf_counter() - start > limit_s:
-            raise SystemExit(f"imagelet did not answer with {want or 'any'} images within {limit_s} s")
+            raise SystemExit(f"{sock}: no ListImages answer with {want or 'any'} images within {limit_s} s")
         if proc.poll() is not None:
-            raise SystemExit(f"imagelet exited: {open(log_path).read()}")
+            raise SystemExit(f"server exited: {open(log_path).read()[-4000:]}")
         if os.path.exists(sock):
-            channel = grpc.insecure_channel(f"unix:{sock}")
+            ch = channel(sock)
             try:
-                images = pbg.ImageServiceStub(channel).ListImages(pb.ListImagesRequest(), timeout=10).images
+                images = pbg.ImageServiceStub(channel).ListImages(pb.ListImagesRequest(), timeout=30).images
                 if first_ms is None:
                     first_ms = (time.perf_counter() - start) * 1000
                 if want is None or len(images) == want:
-                    return channel, images, first_ms
+                    return ch, images, first_ms
             except grpc.RpcError:
                 pass
-            channel.close()
-        time.sleep(0.002)
+            ch.close()
+        time.sleep(every_s)
