@@ -42,14 +42,9 @@ interface GlobalOptions extends SetupOptions {
   logLevel?: string;
 }
 
-/** Every command that builds a registry starts here; a config error is a usage error. */
-async function setup(opts: GlobalOptions, log: Logger): Promise<Setup> {
-  try {
-    return await loadSetup(opts, log);
-  } catch (e) {
-    if (e instanceof ConfigError) throw usage(`config error: ${e.message}`);
-    throw e;
-  }
+/** Every command that builds a registry starts here. */
+function setup(opts: GlobalOptions, log: Logger): Promise<Setup> {
+  return loadSetup(opts, log);
 }
 
 /** CLI commands log only warnings by default: their stdout is the answer. */
@@ -202,6 +197,8 @@ export async function runCli(argv: string[]): Promise<number> {
     let code: number;
     let message: string;
     if (e instanceof CliError) [code, message] = [e.exitCode, e.message];
+    // Also from building the registry: a backend's create() can refuse an option value.
+    else if (e instanceof ConfigError) [code, message] = [2, `config error: ${e.message}`];
     else if (err?.name === "CACError") [code, message] = [2, err.message];
     else [code, message] = [1, grpcMessage(err)];
     process.stderr.write(`imagelet: ${message.replace(/\s*\n\s*/g, " ")}\n`);

@@ -68,18 +68,16 @@ export function unsafePermissions(path: string, st: Stats): string | undefined {
   return undefined;
 }
 
-/** The file or directory `path` and, when it is a symlink, where it really lives, checked by the rule above. */
+/**
+ * The file or directory `path`, checked by the rule above where it really
+ * lives: a symlink's target, and then the target's directory too.
+ */
 export function pathProblems(path: string): string[] {
+  const real = realpathSync(path);
   const problems: string[] = [];
-  const check = (p: string) => {
+  for (const p of real === path ? [real] : [real, dirname(real)]) {
     const problem = unsafePermissions(p, statSync(p));
     if (problem) problems.push(problem);
-  };
-  check(path);
-  const real = realpathSync(path);
-  if (real !== path) {
-    check(real);
-    check(dirname(real));
   }
   return problems;
 }
