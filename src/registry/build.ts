@@ -86,7 +86,7 @@ export async function buildRegistry(
   config: ImageletConfig,
   definitions: readonly BackendDefinition[],
   log: Logger,
-  opts: { watch: boolean },
+  opts: { watch: boolean; previous?: BackendRegistry },
 ): Promise<BackendRegistry> {
   const platform = hostPlatform();
   const registered: RegisteredBackend[] = [];
@@ -124,13 +124,15 @@ export async function buildRegistry(
       log.error("backend could not be created", { backend: entry.name, error: errorText(e) });
       backend = failedBackend(`could not be created: ${errorText(e)}`);
     }
-    registered.push({ name: entry.name, type: entry.type, backend, timeoutMs: entry.timeoutMs, notice: () => notice });
+    const key = JSON.stringify([entry.type, entry.options]);
+    registered.push({ name: entry.name, type: entry.type, backend, timeoutMs: entry.timeoutMs, notice: () => notice, key });
   }
   const registry = new BackendRegistry(registered, {
     log,
     pollIntervalMs: opts.watch ? config.pollIntervalMs : 0,
     fsIntervalMs: config.fsInfoIntervalMs,
   });
+  if (opts.previous) registry.inherit(opts.previous);
   await registry.loadAll();
   if (opts.watch) registry.startWatching();
   return registry;

@@ -23,7 +23,6 @@ export class Reloader {
   private again = false;
 
   constructor(
-    private readonly served: ServedRegistry,
     private setup: Setup,
     /** The command line's settings; `socket` is its --socket, which wins over the file's. */
     private readonly options: SetupOptions & { socket?: string },
@@ -39,8 +38,8 @@ export class Reloader {
     return this.setup.config;
   }
 
-  /** Reloads; a reload asked for while one runs runs once more after it. Never rejects. */
-  reload(): Promise<void> {
+  /** Reloads into `served`; a reload asked for while one runs runs once more after it. Never rejects. */
+  reload(served: ServedRegistry): Promise<void> {
     if (this.running) {
       this.again = true;
       return this.running;
@@ -48,7 +47,7 @@ export class Reloader {
     this.running = (async () => {
       do {
         this.again = false;
-        await this.reloadOnce();
+        await this.reloadOnce(served);
       } while (this.again);
     })().finally(() => {
       this.running = undefined;
@@ -56,7 +55,7 @@ export class Reloader {
     return this.running;
   }
 
-  private async reloadOnce(): Promise<void> {
+  private async reloadOnce(served: ServedRegistry): Promise<void> {
     const log = this.log;
     log.info("reloading configuration and plugins", { config: this.setup.config.file ?? "none (well-known stores)" });
     let next: Setup;
@@ -77,13 +76,13 @@ export class Reloader {
     next.config = { ...next.config, socket: running.socket, socketGroup: running.socketGroup, logLevel: running.logLevel };
     let registry;
     try {
-      registry = await buildRegistry(next.config, next.definitions, log, { watch: true });
+      registry = await buildRegistry(next.config, next.definitions, log, { watch: true, previous: served.registry });
     } catch (e) {
       log.error("reload failed; keeping the running configuration", { error: errorText(e) });
       return;
     }
     this.setup = next;
-    const oldClosed = this.served.swap(registry);
+    const oldClosed = served.swap(registry);
     const health = registry.health();
     log.info("reloaded", {
       backends: health.map((h) => `${h.name}(${h.type}):${h.state}:${h.images}`).join(",") || "none",

@@ -57,3 +57,28 @@ describe("ServedRegistry", () => {
     expect(served.allLoadedOnce()).toBe(true);
   });
 });
+
+describe("inherit (reload)", () => {
+  const make = (backend: Backend, key: string) =>
+    new BackendRegistry([{ name: "b", type: "test", backend, timeoutMs: 50, key }], { log: memoryLogger() });
+
+  test("a backend configured the same way keeps its last good list when its first list after a reload fails", async () => {
+    const before = make({ list: () => [record({ id: id("1"), repoTags: ["kept:1"] })] }, "same");
+    await before.loadAll();
+    const after = make({ list: () => new Promise(() => {}) }, "same");
+    after.inherit(before);
+    await after.loadAll();
+    expect(after.view.resolve("kept:1")?.id).toBe(id("1"));
+    expect(after.health()[0]).toMatchObject({ state: "failing", images: 1 });
+    expect(after.allLoadedOnce()).toBe(true);
+  });
+
+  test("a backend configured differently starts empty", async () => {
+    const before = make({ list: () => [record({ id: id("1"), repoTags: ["kept:1"] })] }, "old path");
+    await before.loadAll();
+    const after = make({ list: () => Promise.reject(new Error("no")) }, "new path");
+    after.inherit(before);
+    await after.loadAll();
+    expect(after.view.size).toBe(0);
+  });
+});
