@@ -250,8 +250,9 @@ export async function loadPlugins(
     if (before && before.stamp === stamp) {
       definition = before.definition;
     } else {
-      // A changed plugin is imported again: the module cache must forget all of its files.
-      if (before) forget(before.files);
+      // On reload, a new or changed plugin (or one that failed before) is imported
+      // afresh: the module cache must forget all of its files, old and new.
+      if (opts.previous) forget([...files, ...(before?.files ?? [])]);
       try {
         definition = (await importWithin(c.entry, IMPORT_TIMEOUT_MS)).default;
       } catch (e) {
