@@ -227,15 +227,23 @@ def test_insecure_exec_plugin_is_refused(serve, workdir):
     exec_dir = os.path.join(workdir, "plugins", "exec")
     os.makedirs(exec_dir)
     script = write(os.path.join(exec_dir, "lister"), '#!/bin/sh\necho \'{"protocol":1,"images":[]}\'\n', 0o757)
-    cfg = f'plugin_dir = "{os.path.dirname(exec_dir)}"\n[[backend]]\ntype = "exec"\nname = "lister"\n' + SAMPLE
+    cfg = f'plugin_dir = "{os.path.dirname(exec_dir)}"\npoll_interval = "1s"\n[[backend]]\ntype = "exec"\nname = "lister"\n' + SAMPLE
     s = serve(cfg)
     assert tags(s) == SAMPLE_TAGS
     backends = {b["name"]: b for b in json.loads(run_cli("plugins", "--config", s.config, "-o", "json").stdout)["backends"]}
     assert backends["lister"]["state"] == "failing"
     assert f"refused: {script} is writable by group or others (mode 0757)" in backends["lister"]["lastError"]
+    # --allow-insecure-plugins runs it, with a warning.
+    s2 = serve(cfg, args=("--allow-insecure-plugins",), subdir="insecure")
+    assert "insecure exec plugin used" in s2.log() and f"{script} is writable by group or others" in s2.log()
+    out = run_cli("plugins", "--config", s.config, "--allow-insecure-plugins", "-o", "json")
+    assert {b["name"]: b["state"] for b in json.loads(out.stdout)["backends"]}["lister"] == "ok"
+    # Checked at every call: the running server uses a file made safe at its next poll.
     os.chmod(script, 0o755)
-    backends = {b["name"]: b for b in json.loads(run_cli("plugins", "--config", s.config, "-o", "json").stdout)["backends"]}
-    assert backends["lister"]["state"] == "ok"
+    deadline = time.time() + 10
+    while 'msg="backend recovered" backend=lister' not in s.log() and time.time() < deadline:
+        time.sleep(0.1)
+    assert 'msg="backend recovered" backend=lister' in s.log()
 
 
 def test_exec_plugin_found_by_name_in_plugin_dir_exec(serve, workdir):
