@@ -8,7 +8,7 @@ import { ConfigError } from "../config/config";
 import { createLogger, type LogLevel } from "../log";
 import { containStrayErrors } from "../plugins/containment";
 import { sdkSource } from "../plugins/sdk-source" with { type: "macro" };
-import { loadSetup, type Setup, type SetupOptions } from "../registry/setup";
+import { loadSetup, type SetupOptions } from "../registry/setup";
 import { serve, SocketInUseError } from "../server/serve";
 import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, sortImages, type OutputFormat } from "./format";
 import { inProcessSource, remoteSource, type ImageSource } from "./source";
@@ -42,11 +42,6 @@ interface GlobalOptions extends SetupOptions {
   logLevel?: string;
 }
 
-/** Every command that builds a registry starts here. */
-function setup(opts: GlobalOptions, log: Logger): Promise<Setup> {
-  return loadSetup(opts, log);
-}
-
 /** CLI commands log only warnings by default: their stdout is the answer. */
 function cliLogger(opts: GlobalOptions, fallback: LogLevel): Logger {
   return createLogger((opts.logLevel as LogLevel | undefined) ?? fallback);
@@ -64,7 +59,7 @@ async function openSource(opts: GlobalOptions): Promise<ImageSource> {
     }
   }
   const log = cliLogger(opts, "error");
-  const { config, definitions } = await setup(opts, log);
+  const { config, definitions } = await loadSetup(opts, log);
   return inProcessSource(config, definitions, log);
 }
 
@@ -87,7 +82,7 @@ export function buildCli() {
     .option("--socket <path>", "Socket path (default /run/imagelet/imagelet.sock or the config's)")
     .action(async (opts: GlobalOptions & { socket?: string }) => {
       const bootLog = createLogger((opts.logLevel as LogLevel | undefined) ?? "info");
-      const { config, definitions, plugins } = await setup(opts, bootLog);
+      const { config, definitions, plugins } = await loadSetup(opts, bootLog);
       if (opts.socket) config.socket = opts.socket;
       const log = createLogger((opts.logLevel as LogLevel | undefined) ?? config.logLevel);
       containStrayErrors(log, () => plugins.loaded);
@@ -156,7 +151,7 @@ export function buildCli() {
       const format = outputFormat(opts.output, ["table", "json", "yaml"]);
       if (opts.endpoint) throw usage("plugins reads the local configuration; it does not take --endpoint");
       const log = cliLogger(opts, "error");
-      const { config, definitions, plugins } = await setup(opts, log);
+      const { config, definitions, plugins } = await loadSetup(opts, log);
       const source = await inProcessSource(config, definitions, log);
       try {
         const health = source.health!();
