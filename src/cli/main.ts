@@ -8,6 +8,7 @@ import { ConfigError } from "../config/config";
 import { createLogger, type LogLevel } from "../log";
 import { containStrayErrors } from "../plugins/containment";
 import { sdkSource } from "../plugins/sdk-source" with { type: "macro" };
+import { Reloader } from "../registry/reload";
 import { loadSetup, type SetupOptions } from "../registry/setup";
 import { serve, SocketInUseError } from "../server/serve";
 import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, sortImages, type OutputFormat } from "./format";
@@ -82,12 +83,14 @@ export function buildCli() {
     .option("--socket <path>", "Socket path (default /run/imagelet/imagelet.sock or the config's)")
     .action(async (opts: GlobalOptions & { socket?: string }) => {
       const bootLog = createLogger((opts.logLevel as LogLevel | undefined) ?? "info");
-      const { config, definitions, plugins } = await loadSetup(opts, bootLog);
+      const started = await loadSetup(opts, bootLog);
+      const { config, definitions } = started;
       if (opts.socket) config.socket = opts.socket;
       const log = createLogger((opts.logLevel as LogLevel | undefined) ?? config.logLevel);
-      containStrayErrors(log, () => plugins.loaded);
+      const reloader = new Reloader(started, opts, log);
+      containStrayErrors(log, () => reloader.plugins);
       try {
-        await serve(config, definitions, log);
+        await serve(config, definitions, log, (served) => void reloader.reload(served));
       } catch (e) {
         if (e instanceof SocketInUseError) throw new CliError(e.message, 1);
         throw e;

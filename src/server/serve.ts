@@ -8,6 +8,7 @@ import { dirname } from "node:path";
 import type { BackendDefinition, Logger } from "../backend/contract";
 import type { ImageletConfig } from "../config/config";
 import { buildRegistry } from "../registry/build";
+import { ServedRegistry } from "../registry/served";
 import { errorMapping } from "./errors";
 import { createInjectableGrpcServer } from "./grpc-server";
 import { inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
@@ -56,7 +57,13 @@ function groupId(group: string): number {
   throw new Error(`socket_group ${JSON.stringify(group)} is not a group on this system`);
 }
 
-export async function serve(config: ImageletConfig, definitions: readonly BackendDefinition[], log: Logger): Promise<never> {
+/** `onHangup` runs on SIGHUP (the reload), with the registry the handlers read. */
+export async function serve(
+  config: ImageletConfig,
+  definitions: readonly BackendDefinition[],
+  log: Logger,
+  onHangup?: (served: ServedRegistry) => void,
+): Promise<never> {
   const socket = config.socket;
   // Socket activation: systemd made the socket (path, mode, group) and keeps
   // it across restarts, so imagelet neither claims nor removes it.
@@ -64,7 +71,8 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
   const ownsSocket = inheritedFd === undefined;
   if (ownsSocket) await claimSocketPath(socket, log);
 
-  const registry = await buildRegistry(config, definitions, log, { watch: true });
+  const registry = new ServedRegistry(await buildRegistry(config, definitions, log, { watch: true }));
+  process.on("SIGHUP", () => onHangup?.(registry));
   const server = createInjectableGrpcServer(
     { "grpc.max_receive_message_length": MAX_RECEIVE_BYTES, "grpc.max_send_message_length": -1 },
     errorMapping(log),
