@@ -67,8 +67,11 @@ def test_sighup_under_load_fails_no_call_and_serves_the_new_config(serve, workdi
     failures, calls = [], [0]
 
     def client():
-        # Each thread keeps one connection across every reload.
+        # Each thread keeps one connection across every reload: a channel that
+        # leaves READY would have lost it (and reconnected silently).
         channel = grpc.insecure_channel(f"unix:{s.socket}")
+        states = []
+        channel.subscribe(states.append, try_to_connect=True)
         stub = type(s.stub)(channel)
         while not stop.is_set():
             try:
@@ -81,6 +84,9 @@ def test_sighup_under_load_fails_no_call_and_serves_the_new_config(serve, workdi
                 calls[0] += 2
             except grpc.RpcError as e:
                 failures.append(f"{e.code()}: {e.details()}")
+        after_ready = states[states.index(grpc.ChannelConnectivity.READY):] if grpc.ChannelConnectivity.READY in states else states
+        if set(after_ready) != {grpc.ChannelConnectivity.READY}:
+            failures.append(f"connection state changed: {after_ready}")
         channel.close()
 
     threads = [threading.Thread(target=client) for _ in range(4)]
