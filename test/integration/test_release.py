@@ -12,7 +12,7 @@ import tempfile
 import pytest
 
 import conftest
-from conftest import EXAMPLES, FIXTURES, ROOT
+from conftest import EXAMPLES, FIXTURES, ROOT, SAMPLE_IMAGES_TABLE
 
 with open(os.path.join(ROOT, "package.json")) as f:
     VERSION = json.load(f)["version"]
@@ -93,12 +93,7 @@ def test_binary_runs_version_and_images(release, arch, workdir):
     assert (out.returncode, out.stdout) == (0, f"Version:  {VERSION}\nRuntimeApiVersion:  v1\nServes:  runtime.v1.ImageService\n"), out.stderr
     out = run(release, arch, "images", "--config", SAMPLE_CONFIG)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == (
-        "IMAGE                          TAG      IMAGE ID        SIZE\n"
-        "docker.io/library/edge-tools   2.0      6470921982b6a   885B\n"
-        "example.com/edge/hello         1.0      1dd76ae2e114a   953B\n"
-        "example.com/edge/hello         latest   1dd76ae2e114a   953B\n"
-    )
+    assert out.stdout == SAMPLE_IMAGES_TABLE
     # It really runs as that architecture: from a multi-platform index it takes its own platform's image.
     config = os.path.join(workdir, "multi.toml")
     with open(config, "w") as f:
