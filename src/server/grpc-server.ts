@@ -42,8 +42,14 @@ export interface InjectableGrpcServer {
 }
 
 type AnyMethod = MethodDefinition<unknown, unknown, unknown, unknown>;
+/** What each of nice-grpc's create*MethodHandler functions is. */
+type HandlerFactory = (
+  definition: AnyMethod,
+  implementation: (request: unknown, context: unknown) => unknown,
+  middleware: ServerMiddleware | undefined,
+) => UntypedHandleCall;
 
-function handlerFactory(method: AnyMethod) {
+function handlerFactory(method: AnyMethod): HandlerFactory {
   if (method.requestStream) return method.responseStream ? createBidiStreamingMethodHandler : createClientStreamingMethodHandler;
   return method.responseStream ? createServerStreamingMethodHandler : createUnaryMethodHandler;
 }

@@ -196,3 +196,31 @@ def test_listen_pid_of_another_process_is_ignored(workdir):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def test_started_by_systemd_socket_activate(workdir):
+    """systemd's own tool (package systemd): it binds the socket, waits for the
+    first client, then starts the binary with the socket as fd 3 and LISTEN_*."""
+    tool = shutil.which("systemd-socket-activate")
+    assert tool, "systemd-socket-activate missing: apt-get install systemd"
+    path = os.path.join(workdir, "sd.sock")
+    config = os.path.join(workdir, "imagelet.toml")
+    with open(config, "w") as f:
+        f.write(f'socket = "{os.path.join(workdir, "configured.sock")}"\n' + oci_backend(SAMPLE))
+    proc = subprocess.Popen([tool, "-l", path, BIN, "serve", "--config", config], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 20
+        while not os.path.exists(path) and time.time() < deadline:
+            time.sleep(0.05)
+        pb, pbg = cri_stubs.load()
+        # The first client is what starts imagelet; it is answered by it.
+        with channel(path, authority=path) as ch:
+            stub = pbg.ImageServiceStub(ch)
+            assert len(stub.ListImages(pb.ListImagesRequest(), timeout=30, wait_for_ready=True).images) == 2
+            status = stub.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image="edge-tools:2.0")), timeout=10)
+            assert status.image.repo_tags == ["docker.io/library/edge-tools:2.0"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    assert "systemd socket activation" in out, out
+    assert not os.path.exists(os.path.join(workdir, "configured.sock"))
