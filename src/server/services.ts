@@ -7,7 +7,7 @@ import { CRI_PROTOSET } from "../gen/protoset";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import { ImageServiceDefinition as V1alpha2ImageServiceDefinition } from "../gen/runtime-v1alpha2-services";
 import type { Logger } from "../backend/contract";
-import type { BackendRegistry } from "../registry/registry";
+import type { RegistryReader } from "../registry/served";
 import { withMalformedRequests } from "./errors";
 import { createImageService } from "./image-service";
 
@@ -22,7 +22,7 @@ const IMAGE_SERVICES = ["runtime.v1.ImageService", "runtime.v1alpha2.ImageServic
  * gRPC health: SERVING ("healthy") once every configured backend has listed
  * successfully at least once, for the server ("") and each image service.
  */
-function healthFrom(registry: BackendRegistry): HealthState {
+function healthFrom(registry: RegistryReader): HealthState {
   const state = HealthState();
   const update = () => {
     const status = registry.allLoadedOnce() ? "healthy" : "unhealthy";
@@ -33,7 +33,7 @@ function healthFrom(registry: BackendRegistry): HealthState {
   return state;
 }
 
-export function servedServices(registry: BackendRegistry, log: Logger): ServedService[] {
+export function servedServices(registry: RegistryReader, log: Logger): ServedService[] {
   const imageService = createImageService(registry, log);
   return [
     { definition: withMalformedRequests(ImageServiceDefinition), implementation: imageService },
