@@ -43,21 +43,45 @@ export class NormalizedConnection extends Duplex {
     this.socket.resume();
   }
 
-  private send(data: Buffer, callback: (error?: Error | null) => void): void {
-    if (this.socket.write(data)) callback();
-    else this.socket.once("drain", () => callback());
+  /**
+   * The HTTP/2 session writes each frame on its own (a response is HEADERS,
+   * DATA and trailers), and each socket write is a system call. Frames written
+   * in one turn of the event loop are queued and leave in one socket write;
+   * the session may go on writing until the socket itself pushes back.
+   */
+  private queued: Buffer[] = [];
+  private blocked?: (() => void)[];
+
+  private queue(chunk: Buffer, callback: (error?: Error | null) => void): void {
+    this.queued.push(chunk);
+    if (this.queued.length === 1) setImmediate(this.flush);
+    if (this.blocked) this.blocked.push(() => callback());
+    else callback();
   }
+
+  private readonly flush = (): void => {
+    const chunks = this.queued;
+    if (chunks.length === 0 || this.socket.destroyed) return;
+    this.queued = [];
+    if (this.socket.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))) return;
+    this.blocked ??= [];
+    this.socket.once("drain", () => {
+      const waiting = this.blocked ?? [];
+      this.blocked = undefined;
+      for (const resume of waiting) resume();
+    });
+  };
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.send(chunk, callback);
+    this.queue(chunk, callback);
   }
 
-  /** What the session queued while a write was pending leaves in one socket write. */
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
-    this.send(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), callback);
+    this.queue(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    this.flush();
     this.socket.end(callback);
   }
 
@@ -67,6 +91,7 @@ export class NormalizedConnection extends Duplex {
     // socket, which flushes first, unless this is a failure.
     if (error || this.socket.destroyed) this.socket.destroy();
     else {
+      this.flush();
       this.socket.end();
       setTimeout(() => this.socket.destroy(), FLUSH_GRACE_MS).unref();
     }
