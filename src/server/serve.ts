@@ -12,7 +12,7 @@ import { ServedRegistry } from "../registry/served";
 import { errorMapping } from "./errors";
 import { createInjectableGrpcServer } from "./grpc-server";
 import { inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
-import { NormalizedConnection } from "./normalized-connection";
+import { handOverConnection } from "./first-request";
 import { servedServices } from "./services";
 
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
@@ -78,13 +78,13 @@ export async function serve(
     errorMapping(log),
     servedServices(registry, log),
   );
-  // Every connection goes through NormalizedConnection, so clients that send
-  // the socket path as `:authority` (kubelet, crictl before v1.30) are served too.
+  // Clients that send the socket path as `:authority` (kubelet, crictl before
+  // v1.30) are served too: their connections go through the rewriter.
   const connections = new Set<Socket>();
   const accept = (connection: Socket) => {
     connections.add(connection);
     connection.once("close", () => connections.delete(connection));
-    server.inject(new NormalizedConnection(connection, log));
+    handOverConnection(connection, log, (c) => server.inject(c));
   };
   const listener = ownsSocket ? await listenOnPath(socket, accept) : await listenOnInheritedFd(inheritedFd, accept);
   const servedOn = ownsSocket ? socket : `${"path" in listener ? listener.path : "?"} (fd ${inheritedFd}, systemd socket activation)`;
