@@ -4,19 +4,11 @@
 // wait for the server's preface before their first request.
 import { describe, expect, test } from "bun:test";
 import hpack from "hpack.js";
+import { h2Frame as frame } from "./helpers";
 import { FirstRequestSniffer, type Decision } from "../../src/server/first-request";
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const EMPTY_SETTINGS = "000000040000000000";
-
-function frame(type: number, flags: number, stream: number, payload: Uint8Array = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(stream, 5);
-  return Buffer.concat([h, payload]);
-}
 
 type Header = { name: string; value: string };
 const codec = hpack as unknown as {
