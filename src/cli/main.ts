@@ -2,6 +2,7 @@
 // same registry the server uses (or a CRI client with --endpoint).
 // Exit codes: 0 success, 1 failure or not found, 2 usage.
 import { cac } from "cac";
+import { ClientError, Status } from "nice-grpc";
 import pkg from "../../package.json";
 import type { Logger } from "../backend/contract";
 import { ConfigError } from "../config/config";
@@ -12,7 +13,7 @@ import { Reloader } from "../registry/reload";
 import { loadSetup, type SetupOptions } from "../registry/setup";
 import { serve, SocketInUseError } from "../server/serve";
 import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, sortImages, type OutputFormat } from "./format";
-import { inProcessSource, remoteSource, type ImageSource } from "./source";
+import { inProcessSource, remoteSource, serverBackends, type ImageSource, type ServerBackends } from "./source";
 
 export const VERSION: string = pkg.version;
 export const CRI_API_VERSION = "v1";
@@ -48,13 +49,22 @@ function cliLogger(opts: GlobalOptions, fallback: LogLevel): Logger {
   return createLogger((opts.logLevel as LogLevel | undefined) ?? fallback);
 }
 
+function endpointOf(opts: GlobalOptions): string | undefined {
+  return opts.endpoint ?? process.env.IMAGELET_ENDPOINT;
+}
+
+function timeoutMs(opts: GlobalOptions): number {
+  const seconds = Number(opts.timeout ?? 10);
+  if (!(seconds > 0)) throw usage(`--timeout must be a positive number of seconds`);
+  return seconds * 1000;
+}
+
 async function openSource(opts: GlobalOptions): Promise<ImageSource> {
-  const endpoint = opts.endpoint ?? process.env.IMAGELET_ENDPOINT;
+  const endpoint = endpointOf(opts);
   if (endpoint) {
-    const seconds = Number(opts.timeout ?? 10);
-    if (!(seconds > 0)) throw usage(`--timeout must be a positive number of seconds`);
+    const timeout = timeoutMs(opts);
     try {
-      return remoteSource(endpoint, seconds * 1000);
+      return remoteSource(endpoint, timeout);
     } catch (e) {
       throw usage((e as Error).message);
     }
@@ -90,7 +100,10 @@ export function buildCli() {
       const reloader = new Reloader(started, opts, log);
       containStrayErrors(log, () => reloader.plugins);
       try {
-        await serve(config, definitions, log, (served) => void reloader.reload(served));
+        await serve(config, definitions, log, {
+          onHangup: (served) => void reloader.reload(served),
+          refusedPlugins: () => reloader.refusedPlugins,
+        });
       } catch (e) {
         if (e instanceof SocketInUseError) throw new CliError(e.message, 1);
         throw e;
@@ -148,17 +161,29 @@ export function buildCli() {
     });
 
   cli
-    .command("plugins", "List configured backends, their image counts and health")
+    .command("plugins", "List configured backends, their image counts and health (with --endpoint: the running server's)")
     .option("-o, --output <format>", "table, json or yaml", { default: "table" })
     .action(async (opts: GlobalOptions & { output?: string }) => {
       const format = outputFormat(opts.output, ["table", "json", "yaml"]);
-      if (opts.endpoint) throw usage("plugins reads the local configuration; it does not take --endpoint");
+      const print = (r: ServerBackends) => write(format === "table" ? pluginsTable(r.backends, r.refused) : serialize(r, format));
+      const endpoint = endpointOf(opts);
+      if (endpoint) {
+        // The live state: a backend failing since the server started, its last good list, a hung plugin.
+        try {
+          print(await serverBackends(endpoint, timeoutMs(opts)));
+        } catch (e) {
+          if (e instanceof ClientError && e.code === Status.UNIMPLEMENTED) {
+            throw new CliError(`${endpoint} is an image service but not imagelet: it has no imagelet.v1.Diagnostics`, 1);
+          }
+          throw e;
+        }
+        return;
+      }
       const log = cliLogger(opts, "error");
       const { config, definitions, plugins } = await loadSetup(opts, log);
       const source = await inProcessSource(config, definitions, log);
       try {
-        const health = source.health!();
-        write(format === "table" ? pluginsTable(health, plugins.refused) : serialize({ backends: health, refused: plugins.refused }, format));
+        print({ backends: source.health!(), refused: plugins.refused });
       } finally {
         source.close();
       }

@@ -5,7 +5,7 @@
 // nothing: the running configuration stays, and the log says why.
 import type { Logger } from "../backend/contract";
 import type { ImageletConfig } from "../config/config";
-import type { LoadedPlugin } from "../plugins/load";
+import type { LoadedPlugin, RefusedPlugin } from "../plugins/load";
 import { buildRegistry } from "./build";
 import { errorText } from "./registry";
 import type { ServedRegistry } from "./served";
@@ -32,6 +32,11 @@ export class Reloader {
   /** The plugins loaded now (for attributing stray errors). */
   get plugins(): readonly LoadedPlugin[] {
     return this.setup.plugins.loaded;
+  }
+
+  /** The plugins refused by the last load, for `imagelet plugins --endpoint`. */
+  get refusedPlugins(): readonly RefusedPlugin[] {
+    return this.setup.plugins.refused;
   }
 
   get config(): ImageletConfig {

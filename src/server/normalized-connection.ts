@@ -12,15 +12,23 @@ const FLUSH_GRACE_MS = 5000;
 export class NormalizedConnection extends Duplex {
   private readonly rewriter: ClientHeaderRewriter;
 
+  /**
+   * `rewriter` and `initial`: a rewriter that already followed the first
+   * bytes of this connection (first-request.ts), and what it made of them.
+   */
   constructor(
     private readonly socket: Socket,
     private readonly log: Logger,
+    rewriter = new ClientHeaderRewriter(() => {}),
+    initial: Buffer[] = [],
   ) {
     super({ allowHalfOpen: false });
+    for (const bytes of initial) this.push(bytes);
     // Backpressure: a full read buffer pauses the socket until the server reads again.
-    this.rewriter = new ClientHeaderRewriter((bytes) => {
+    this.rewriter = rewriter;
+    rewriter.forward = (bytes) => {
       if (!this.push(bytes)) socket.pause();
-    });
+    };
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("end", () => this.push(null));
     socket.on("error", (err) => this.destroy(err));

@@ -7,12 +7,13 @@ import { connect, type Socket } from "node:net";
 import { dirname } from "node:path";
 import type { BackendDefinition, Logger } from "../backend/contract";
 import type { ImageletConfig } from "../config/config";
+import type { RefusedPlugin } from "../plugins/load";
 import { buildRegistry } from "../registry/build";
 import { ServedRegistry } from "../registry/served";
 import { errorMapping } from "./errors";
 import { createInjectableGrpcServer } from "./grpc-server";
 import { inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
-import { NormalizedConnection } from "./normalized-connection";
+import { handOverConnection } from "./first-request";
 import { servedServices } from "./services";
 
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
@@ -57,12 +58,18 @@ function groupId(group: string): number {
   throw new Error(`socket_group ${JSON.stringify(group)} is not a group on this system`);
 }
 
-/** `onHangup` runs on SIGHUP (the reload), with the registry the handlers read. */
+export interface ServeHooks {
+  /** Runs on SIGHUP (the reload), with the registry the handlers read. */
+  onHangup?: (served: ServedRegistry) => void;
+  /** The plugins refused now, for imagelet.v1.Diagnostics. */
+  refusedPlugins?: () => readonly RefusedPlugin[];
+}
+
 export async function serve(
   config: ImageletConfig,
   definitions: readonly BackendDefinition[],
   log: Logger,
-  onHangup?: (served: ServedRegistry) => void,
+  hooks: ServeHooks = {},
 ): Promise<never> {
   const socket = config.socket;
   // Socket activation: systemd made the socket (path, mode, group) and keeps
@@ -72,19 +79,19 @@ export async function serve(
   if (ownsSocket) await claimSocketPath(socket, log);
 
   const registry = new ServedRegistry(await buildRegistry(config, definitions, log, { watch: true }));
-  process.on("SIGHUP", () => onHangup?.(registry));
+  process.on("SIGHUP", () => hooks.onHangup?.(registry));
   const server = createInjectableGrpcServer(
     { "grpc.max_receive_message_length": MAX_RECEIVE_BYTES, "grpc.max_send_message_length": -1 },
     errorMapping(log),
-    servedServices(registry, log),
+    servedServices(registry, log, hooks.refusedPlugins),
   );
-  // Every connection goes through NormalizedConnection, so clients that send
-  // the socket path as `:authority` (kubelet, crictl before v1.30) are served too.
+  // Clients that send the socket path as `:authority` (kubelet, crictl before
+  // v1.30) are served too: their connections go through the rewriter.
   const connections = new Set<Socket>();
   const accept = (connection: Socket) => {
     connections.add(connection);
     connection.once("close", () => connections.delete(connection));
-    server.inject(new NormalizedConnection(connection, log));
+    handOverConnection(connection, log, (c) => server.inject(c));
   };
   const listener = ownsSocket ? await listenOnPath(socket, accept) : await listenOnInheritedFd(inheritedFd, accept);
   const servedOn = ownsSocket ? socket : `${"path" in listener ? listener.path : "?"} (fd ${inheritedFd}, systemd socket activation)`;
