@@ -115,7 +115,7 @@ def wait_for_list(pb, pbg, sock, proc, log_path, start, want=None, limit_s=120, 
         if os.path.exists(sock):
             ch = channel(sock)
             try:
-                images = pbg.ImageServiceStub(channel).ListImages(pb.ListImagesRequest(), timeout=30).images
+                images = pbg.ImageServiceStub(ch).ListImages(pb.ListImagesRequest(), timeout=30).images
                 if first_ms is None:
                     first_ms = (time.perf_counter() - start) * 1000
                 if want is None or len(images) == want:

@@ -81,7 +81,8 @@ export async function serve(
   const registry = new ServedRegistry(await buildRegistry(config, definitions, log, { watch: true }));
   process.on("SIGHUP", () => hooks.onHangup?.(registry));
   const server = createInjectableGrpcServer(
-    { "grpc.max_receive_message_length": MAX_RECEIVE_BYTES, "grpc.max_send_message_length": -1 },
+    // channelz (grpc-js's per-call statistics for its admin service) is not served: it is pure per-call cost.
+    { "grpc.max_receive_message_length": MAX_RECEIVE_BYTES, "grpc.max_send_message_length": -1, "grpc.enable_channelz": 0 },
     errorMapping(log),
     servedServices(registry, log, hooks.refusedPlugins),
   );
