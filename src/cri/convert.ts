@@ -66,10 +66,34 @@ export const STREAM_BATCH = 5000;
 
 /** Images in StreamImagesResponse batches of at most STREAM_BATCH; none for no images. */
 export function encodeStreamBatches(images: readonly Image[]): Uint8Array[] {
+  return streamBatchesOf(m.ListImagesResponse.encode({ images: images.map((image) => toCriImage(image)) }).finish());
+}
+
+/**
+ * An encoded ListImagesResponse cut into StreamImagesResponse batches. Both
+ * messages are `repeated Image images = 1`, so a batch is a run of the same
+ * bytes: the batches are views of the list answer, not a second copy of it.
+ */
+function streamBatchesOf(list: Uint8Array): Uint8Array[] {
   const batches: Uint8Array[] = [];
-  for (let i = 0; i < images.length; i += STREAM_BATCH) {
-    batches.push(m.StreamImagesResponse.encode({ images: images.slice(i, i + STREAM_BATCH).map((image) => toCriImage(image)) }).finish());
+  let start = 0;
+  let pos = 0;
+  let count = 0;
+  while (pos < list.length) {
+    pos++; // the field's tag: 1, length-delimited
+    let length = 0;
+    for (let shift = 1, byte = 0x80; byte & 0x80; shift *= 128) {
+      byte = list[pos++]!;
+      length += (byte & 0x7f) * shift;
+    }
+    pos += length;
+    if (++count === STREAM_BATCH) {
+      batches.push(list.subarray(start, pos));
+      start = pos;
+      count = 0;
+    }
   }
+  if (pos > start) batches.push(list.subarray(start, pos));
   return batches;
 }
 
@@ -86,7 +110,7 @@ class EncodedAnswers {
   }
 
   streamImages(): Uint8Array[] {
-    this.streamAll ??= encodeStreamBatches(this.view.images);
+    this.streamAll ??= streamBatchesOf(this.listImages());
     return this.streamAll;
   }
 
