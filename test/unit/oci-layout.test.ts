@@ -57,7 +57,9 @@ describe("fixtures agree with skopeo", () => {
     expect(r.repoDigests.sort()).toEqual([`example.com/edge/hello@${expected[0]!.entryDigest}`, `localhost/oci-umoci@${expected[0]!.entryDigest}`]);
     expect(r.labels).toEqual({ "org.example.team": "edge", "org.opencontainers.image.title": "hello" });
     expect(r.annotations).toEqual({ "org.example.note": "manifest-annotation" });
-    expect((r.config as { author?: string }).author).toBe("Test <test@example.com>");
+    // The raw config is not kept with the list; status() reads it from its blob.
+    expect(r.config).toBeUndefined();
+    expect((s.status(r.id)!.config as { author?: string }).author).toBe("Test <test@example.com>");
   });
 
   test("a configured repository replaces localhost/<dir> for bare tags", () => {
@@ -115,6 +117,7 @@ describe("damaged and hostile layouts", () => {
     const { store: s, log } = store(dir);
     const r = byId(s.list(), first().id);
     expect(r.config).toBeUndefined();
+    expect(s.status(r.id)).toMatchObject({ id: r.id, config: undefined });
     expect(log.lines.some((l) => l.level === "warn" && String(l.fields?.path).includes(first().id.slice(7)))).toBe(true);
   });
 
@@ -215,6 +218,31 @@ describe("damaged and hostile layouts", () => {
     const b = s.list();
     expect(b).not.toBe(a);
     expect(b.map((r) => r.id)).toEqual([first().id]);
+  });
+
+  test("a rescan uses what it made of blobs it read before, and forgets the blobs of images that left", () => {
+    const dir = copy("oci-umoci");
+    const { store: s } = store(dir);
+    const before = byId(s.list(), first().id);
+    const rewrite = (index: unknown) => {
+      writeFileSync(join(dir, "index.json.tmp"), JSON.stringify(index));
+      execFileSync("mv", [join(dir, "index.json.tmp"), join(dir, "index.json")]);
+    };
+    // The manifest and config blobs go; a new index.json still lists the image from what was kept.
+    const blobs = [first().entryDigest, first().id].map((d) => join(dir, "blobs/sha256", d.slice(7)));
+    const saved = blobs.map((b) => readFileSync(b));
+    blobs.forEach((b) => unlinkSync(b));
+    const index = indexOf(dir);
+    rewrite({ ...index, manifests: [...index.manifests] });
+    expect(byId(s.list(), first().id)).toMatchObject({ size: before.size, user: before.user, labels: before.labels });
+    // The image leaves the layout, then comes back: its blobs are read afresh (and are gone).
+    rewrite({ ...index, manifests: index.manifests.filter((m: Descriptor) => m.digest !== first().entryDigest) });
+    expect(s.list().map((r) => r.id)).not.toContain(first().id);
+    rewrite(index);
+    expect(s.list().map((r) => r.id)).not.toContain(first().id);
+    blobs.forEach((b, i) => writeFileSync(b, saved[i]!));
+    rewrite({ ...index, manifests: [...index.manifests] });
+    expect(s.list().map((r) => r.id)).toContain(first().id);
   });
 
   test("a symlinked blob directory pointing outside the layout cannot be reached by a crafted digest", () => {

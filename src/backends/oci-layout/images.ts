@@ -41,16 +41,45 @@ export interface LayoutSource {
   path: string;
   /** Reads a JSON blob by a digest that isDigest() accepted; throws StoreProblem when it cannot. */
   blob(digest: string): Blob;
+  /**
+   * Optional: keeps what was made of a blob (`derive`, keyed by what and
+   * digest) across scans, in place of the blob. A source that has it serves
+   * the raw config from disk when asked (verbose ImageStatus), so records
+   * from it carry none: parsed configs were most of a large layout's memory.
+   */
+  remember?<T>(key: string, derive: () => T): T;
+}
+
+/** What a manifest contributes to its image's record. */
+interface ManifestFacts {
+  configDigest: string;
+  configSize: number;
+  /** The manifest's own size plus its layers' (descriptor sizes). */
+  ownAndLayersSize: number;
+  annotations?: Record<string, string>;
 }
 
 /** What one index.json entry resolves to on this host. */
 interface ResolvedEntry {
-  manifest: Manifest;
-  manifestSize: number;
+  manifest: ManifestFacts;
   platform?: Platform;
 }
 
-type ParsedConfig = ConfigFacts;
+function remembered<T>(src: LayoutSource, key: string, derive: () => T): T {
+  return src.remember ? src.remember(key, derive) : derive();
+}
+
+function manifestFacts(manifest: Manifest, size: number): ManifestFacts {
+  return {
+    configDigest: manifest.config.digest,
+    configSize: manifest.config.size,
+    ownAndLayersSize: size + manifest.layers.reduce((n, l) => n + l.size, 0),
+    annotations: manifest.annotations,
+  };
+}
+
+/** A config's facts; `config` (the raw config) is left out by a source that remembers. */
+type ParsedConfig = Omit<ConfigFacts, "config"> & { config?: ConfigFacts["config"] };
 
 /** Checks a `repository` option value: a repository name without tag or digest, normalized. */
 export function repositoryOption(repo: string, key = "repository"): string {
@@ -100,12 +129,15 @@ export function mergeNames(into: ImageRecord, from: ImageRecord): void {
 /** Follows nested indexes down to the host platform's manifest. */
 function resolveEntry(src: LayoutSource, d: Descriptor, depth: number): ResolvedEntry | undefined {
   if (isManifestType(d.mediaType)) {
-    const { value, size } = src.blob(d.digest);
-    return { manifest: parseManifest(value, d.digest), manifestSize: size, platform: d.platform };
+    const manifest = remembered(src, `manifest ${d.digest}`, () => {
+      const { value, size } = src.blob(d.digest);
+      return manifestFacts(parseManifest(value, d.digest), size);
+    });
+    return { manifest, platform: d.platform };
   }
   if (isIndexType(d.mediaType)) {
     if (depth >= MAX_INDEX_DEPTH) throw new StoreProblem(`indexes nested deeper than ${MAX_INDEX_DEPTH}`, d.digest);
-    const { index } = parseIndex(src.blob(d.digest).value, d.digest);
+    const index = remembered(src, `index ${d.digest}`, () => parseIndex(src.blob(d.digest).value, d.digest).index);
     const child = pickPlatform(index.manifests, src.platform);
     if (!child) {
       src.log.debug("index has no manifest for this platform", { backend: src.backend, digest: d.digest });
@@ -121,19 +153,21 @@ function resolveEntry(src: LayoutSource, d: Descriptor, depth: number): Resolved
 export const parseConfig = configFacts;
 
 function configOf(src: LayoutSource, digest: string): ParsedConfig | undefined {
-  let value: unknown;
   try {
-    value = src.blob(digest).value;
+    if (!src.remember) return parseConfig(src.blob(digest).value);
+    return src.remember(`config ${digest}`, () => {
+      const facts = parseConfig(src.blob(digest).value);
+      return facts && { user: facts.user, labels: facts.labels, created: facts.created, platform: facts.platform };
+    });
   } catch (e) {
     if (!(e instanceof StoreProblem)) throw e;
     src.problems.report(`config unavailable, listed without it: ${e.message}`, e.path);
     return undefined;
   }
-  return parseConfig(value);
 }
 
-function toRecord(src: LayoutSource, entry: Descriptor, { manifest, manifestSize, platform }: ResolvedEntry): ImageRecord | undefined {
-  const id = manifest.config.digest;
+function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: ResolvedEntry): ImageRecord | undefined {
+  const id = manifest.configDigest;
   if (!isImageId(id)) {
     src.problems.report(`entry ${entry.digest} skipped: config digest ${id} is not sha256`, src.path);
     return undefined;
@@ -141,7 +175,7 @@ function toRecord(src: LayoutSource, entry: Descriptor, { manifest, manifestSize
   const repoTags = namesOf(src, entry);
   const repositories = [...new Set(repoTags.map((t) => parseNormalizedNamed(t).repository))];
   const config = configOf(src, id);
-  const size = manifestSize + manifest.config.size + manifest.layers.reduce((n, l) => n + l.size, 0);
+  const size = manifest.ownAndLayersSize + manifest.configSize;
   return {
     id,
     repoTags,

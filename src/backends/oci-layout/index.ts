@@ -6,7 +6,7 @@ import { statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { BACKEND_API_VERSION, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
 import { ProblemLog, StoreProblem, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
-import { layoutImages, repositoryOption, type Blob, type LayoutSource } from "./images";
+import { layoutImages, parseConfig, repositoryOption, type LayoutSource } from "./images";
 import { readJsonBlob } from "./layout";
 
 export default defineBackend({
@@ -27,11 +27,13 @@ export default defineBackend({
 
 export class OciLayoutStore {
   private readonly source: LayoutSource;
-  /** Parsed blobs by digest: content-addressed, so never stale. */
-  private blobs = new Map<string, Blob>();
-  /** Blobs used by the scan in progress; the cache keeps only these afterwards. */
-  private touched = new Map<string, Blob>();
+  /** What was made of each blob (see LayoutSource.remember): blobs are content-addressed, so it never goes stale. */
+  private facts = new Map<string, unknown>();
+  /** Facts used by the scan in progress; the cache keeps only these afterwards. */
+  private touched = new Map<string, unknown>();
   private cached?: { key: string; records: ImageRecord[] };
+  /** The last scan's records, complete or not. */
+  private records: ImageRecord[] = [];
   private readonly problems: ProblemLog;
 
   constructor(
@@ -47,7 +49,8 @@ export class OciLayoutStore {
       log: ctx.log,
       backend: ctx.name,
       path: root,
-      blob: (digest) => this.blob(digest),
+      blob: (digest) => readJsonBlob(this.root, digest),
+      remember: (key, derive) => this.remember(key, derive),
     };
   }
 
@@ -64,15 +67,24 @@ export class OciLayoutStore {
     if (this.cached?.key === key) return this.cached.records;
     this.touched = new Map();
     const { records, complete } = layoutImages(readStoreJson(this.root, indexPath).value, indexPath, this.source);
-    // Drop blobs of images that left the layout, so churn cannot grow memory.
-    this.blobs = this.touched;
+    // Drop the facts of images that left the layout, so churn cannot grow memory.
+    this.facts = this.touched;
     // A scan that skipped a missing blob is retried next time, since the blob may yet arrive.
     this.cached = complete ? { key, records } : undefined;
+    this.records = records;
     return records;
   }
 
+  /** A listed image with its raw config, read from its blob again (records carry none; see LayoutSource.remember). */
   status(id: string): ImageRecord | undefined {
-    return this.cached?.records.find((r) => r.id === id);
+    const record = this.records.find((r) => r.id === id);
+    if (!record) return undefined;
+    try {
+      return { ...record, config: parseConfig(readJsonBlob(this.root, id).value)?.config };
+    } catch (e) {
+      this.problems.skip(e, `config of ${id}`);
+      return record;
+    }
   }
 
   /** ImageFsInfo: the whole store root is image data. */
@@ -87,10 +99,10 @@ export class OciLayoutStore {
     return watchDirectories([this.root], onChange, this.problems);
   }
 
-  private blob(digest: string): Blob {
-    let b = this.touched.get(digest) ?? this.blobs.get(digest);
-    if (!b) b = readJsonBlob(this.root, digest);
-    this.touched.set(digest, b);
-    return b;
+  private remember<T>(key: string, derive: () => T): T {
+    if (this.touched.has(key)) return this.touched.get(key) as T;
+    const value = this.facts.has(key) ? (this.facts.get(key) as T) : derive();
+    this.touched.set(key, value);
+    return value;
   }
 }
