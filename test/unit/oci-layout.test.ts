@@ -245,6 +245,26 @@ describe("damaged and hostile layouts", () => {
     expect(s.list().map((r) => r.id)).toContain(first().id);
   });
 
+  test("blobs/sha256 replaced by a symlink to a copy outside the layout: nothing is read through it", () => {
+    const dir = copy("oci-umoci");
+    const outside = mkdtempSync(join(tmpdir(), "imagelet-outside-"));
+    temps.push(outside);
+    execFileSync("mv", [join(dir, "blobs/sha256"), join(outside, "sha256")]);
+    symlinkSync(join(outside, "sha256"), join(dir, "blobs/sha256"));
+    const { store: s, log } = store(dir);
+    expect(s.list()).toEqual([]);
+    expect(log.lines.some((l) => String(l.msg).includes("resolves outside the store"))).toBe(true);
+  });
+
+  test("a blob that is a symlink to another blob inside the layout is read", () => {
+    const dir = copy("oci-umoci");
+    const config = join(dir, "blobs/sha256", first().id.slice(7));
+    execFileSync("mv", [config, join(dir, "config.json")]);
+    symlinkSync("../../config.json", config);
+    const { store: s } = store(dir);
+    expect(byId(s.list(), first().id).user).toBe(first().user);
+  });
+
   test("a symlinked blob directory pointing outside the layout cannot be reached by a crafted digest", () => {
     const dir = copy("oci-umoci");
     symlinkSync("/etc", join(dir, "blobs", "etc"));

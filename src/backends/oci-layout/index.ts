@@ -5,7 +5,7 @@
 import { statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { BACKEND_API_VERSION, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
-import { ProblemLog, StoreProblem, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
+import { ProblemLog, ScanPaths, StoreProblem, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
 import { layoutImages, parseConfig, repositoryOption, type LayoutSource } from "./images";
 import { readJsonBlob } from "./layout";
 
@@ -35,6 +35,7 @@ export class OciLayoutStore {
   /** The last scan's records, complete or not. */
   private records: ImageRecord[] = [];
   private readonly problems: ProblemLog;
+  private scanPaths = new ScanPaths("/");
 
   constructor(
     readonly root: string,
@@ -49,7 +50,7 @@ export class OciLayoutStore {
       log: ctx.log,
       backend: ctx.name,
       path: root,
-      blob: (digest) => readJsonBlob(this.root, digest),
+      blob: (digest) => readJsonBlob(this.root, digest, this.scanPaths),
       remember: (key, derive) => this.remember(key, derive),
     };
   }
@@ -66,6 +67,7 @@ export class OciLayoutStore {
     // index.json is the layout's commit point: unchanged file, unchanged images.
     if (this.cached?.key === key) return this.cached.records;
     this.touched = new Map();
+    this.scanPaths = new ScanPaths(this.root);
     const { records, complete } = layoutImages(readStoreJson(this.root, indexPath).value, indexPath, this.source);
     // Drop the facts of images that left the layout, so churn cannot grow memory.
     this.facts = this.touched;

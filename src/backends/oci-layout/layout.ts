@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { Platform } from "../../backend/contract";
 import { digestParts, isDigest } from "../../model/digest";
-import { StoreProblem, parseJson, readStoreFile } from "../common/files";
+import { StoreProblem, parseJson, readStoreFile, type ScanPaths } from "../common/files";
 
 export const MEDIA = {
   ociIndex: "application/vnd.oci.image.index.v1+json",
@@ -58,9 +58,9 @@ export function blobPath(root: string, digest: string): string {
  * Reads a JSON blob (inside the layout, bounded) and checks that its bytes
  * hash to the digest that named it.
  */
-export function readJsonBlob(root: string, digest: string): { value: unknown; size: number } {
+export function readJsonBlob(root: string, digest: string, paths?: ScanPaths): { value: unknown; size: number } {
   const path = blobPath(root, digest);
-  return verifiedJsonBlob(readStoreFile(root, path), digest, path);
+  return verifiedJsonBlob(readStoreFile(root, path, undefined, paths), digest, path);
 }
 
 /** Parses blob bytes after checking that they hash to the digest that named them (`path` is for messages). */
