@@ -65,6 +65,9 @@ export interface RegistryOptions {
   fsIntervalMs?: number;
 }
 
+/** How long after start-up the stores' disk usage is first measured, unless ImageFsInfo asks sooner. */
+const FIRST_FS_INFO_DELAY_MS = 2000;
+
 /** Walking a store can take longer than listing it: fsInfo() gets at least this long. */
 const FS_INFO_MIN_TIMEOUT_MS = 60_000;
 
@@ -135,8 +138,14 @@ export class BackendRegistry {
       }
     }
     const fsEvery = this.options.fsIntervalMs ?? 60_000;
-    void this.measureFilesystems();
-    this.fsTimer = setInterval(() => void this.measureFilesystems(), fsEvery);
+    // The first measurement waits until the service has answered its first calls
+    // (a walk of a large store competes with them); an ImageFsInfo call before
+    // then measures at once.
+    this.fsTimer = setTimeout(() => {
+      void this.measureFilesystems();
+      this.fsTimer = setInterval(() => void this.measureFilesystems(), fsEvery);
+      this.fsTimer.unref?.();
+    }, Math.min(FIRST_FS_INFO_DELAY_MS, fsEvery));
     this.fsTimer.unref?.();
     const every = this.options.pollIntervalMs ?? 0;
     if (every > 0) {
