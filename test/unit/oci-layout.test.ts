@@ -130,6 +130,23 @@ describe("damaged and hostile layouts", () => {
     expect(s.list().map((r) => r.id).sort()).toEqual([first().id, expected[3]!.id].sort());
   });
 
+  test("a blob deleted after a scan is noticed by the next scan, as a fresh reader would (regression: served from the parse cache)", () => {
+    const dir = copy("oci-umoci");
+    const { store: s, log } = store(dir);
+    expect(s.list()).toHaveLength(2);
+    const manifest = join(dir, "blobs/sha256", first().entryDigest.slice(7));
+    const saved = readFileSync(manifest);
+    unlinkSync(manifest);
+    writeFileSync(join(dir, "index.json.tmp"), readFileSync(join(dir, "index.json")));
+    execFileSync("mv", [join(dir, "index.json.tmp"), join(dir, "index.json")]);
+    expect(s.list().map((r) => r.id)).toEqual([expected[3]!.id]);
+    expect(log.lines.some((l) => l.level === "warn" && String(l.fields?.path) === manifest)).toBe(true);
+    writeFileSync(manifest, saved);
+    writeFileSync(join(dir, "index.json.tmp"), readFileSync(join(dir, "index.json")));
+    execFileSync("mv", [join(dir, "index.json.tmp"), join(dir, "index.json")]);
+    expect(s.list()).toHaveLength(2);
+  });
+
   test("a blob whose content does not match its digest is refused", () => {
     const dir = copy("oci-umoci");
     writeFileSync(join(dir, "blobs/sha256", first().entryDigest.slice(7)), '{"schemaVersion":2}');

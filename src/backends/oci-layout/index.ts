@@ -2,12 +2,12 @@
 // umoci and `buildah manifest push oci:` write). See
 // ../shared/docs/reference-image-stores.md §1 for the naming rules; the
 // interpretation itself is in images.ts, shared with the archives backend.
-import { statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { BACKEND_API_VERSION, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
 import { ProblemLog, StoreProblem, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
 import { layoutImages, repositoryOption, type Blob, type LayoutSource } from "./images";
-import { readJsonBlob } from "./layout";
+import { blobPath, readJsonBlob } from "./layout";
 
 export default defineBackend({
   name: "oci-layout",
@@ -88,8 +88,14 @@ export class OciLayoutStore {
   }
 
   private blob(digest: string): Blob {
-    let b = this.touched.get(digest) ?? this.blobs.get(digest);
-    if (!b) b = readJsonBlob(this.root, digest);
+    let b = this.touched.get(digest);
+    if (!b) {
+      // A parse from an earlier scan is never stale (content-addressed), but a
+      // blob deleted since is a broken image: a fresh reader (`imagelet
+      // plugins`, a restart) would skip it, so this scan reads it again too.
+      const earlier = this.blobs.get(digest);
+      b = earlier && existsSync(blobPath(this.root, digest)) ? earlier : readJsonBlob(this.root, digest);
+    }
     this.touched.set(digest, b);
     return b;
   }
