@@ -2,6 +2,7 @@
 // same registry the server uses (or a CRI client with --endpoint).
 // Exit codes: 0 success, 1 failure or not found, 2 usage.
 import { cac } from "cac";
+import { writeSync } from "node:fs";
 import pkg from "../../package.json";
 import type { BackendDefinition, Logger } from "../backend/contract";
 import { builtinBackends } from "../backends/index";
@@ -67,7 +68,7 @@ async function setup(opts: GlobalOptions, builtins: readonly BackendDefinition[]
 
 /** CLI commands log only warnings by default: their stdout is the answer. */
 function cliLogger(opts: GlobalOptions, fallback: LogLevel): Logger {
-  return createLogger((opts.logLevel as LogLevel | undefined) ?? fallback);
+  return createLogger((opts.logLevel as LogLevel | undefined) ?? fallback, (line) => writeSync(2, line));
 }
 
 async function openSource(opts: GlobalOptions, definitions: readonly BackendDefinition[]): Promise<ImageSource> {
@@ -86,8 +87,9 @@ async function openSource(opts: GlobalOptions, definitions: readonly BackendDefi
   return inProcessSource(config, all, log);
 }
 
+/** Written synchronously: the process exits as soon as a command returns (see main.ts). */
 function write(text: string): void {
-  process.stdout.write(text);
+  writeSync(1, text);
 }
 
 export function buildCli(definitions: readonly BackendDefinition[] = builtinBackends) {
@@ -211,7 +213,7 @@ export async function runCli(argv: string[], definitions?: readonly BackendDefin
     if (e instanceof CliError) [code, message] = [e.exitCode, e.message];
     else if (err?.name === "CACError") [code, message] = [2, err.message];
     else [code, message] = [1, grpcMessage(err)];
-    process.stderr.write(`imagelet: ${message.replace(/\s*\n\s*/g, " ")}\n`);
+    writeSync(2, `imagelet: ${message.replace(/\s*\n\s*/g, " ")}\n`);
     return code;
   }
 }
