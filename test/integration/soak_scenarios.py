@@ -874,3 +874,535 @@ def scenario_faults(workdir, load_concurrency=8, hold=1.0):
         if os.path.isdir(stores.layouts["unreadable"]):
             os.chmod(stores.layouts["unreadable"], 0o755)
     return report
+
+
+# --- 4. hostile input ------------------------------------------------------------------
+
+
+def _pb_bytes(field, data):
+    """One length-delimited protobuf field."""
+    n, varint = len(data), b""
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        varint += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return bytes([field << 3 | 2]) + varint + data
+
+
+def image_status_request(ref_bytes):
+    return _pb_bytes(1, _pb_bytes(1, ref_bytes))  # ImageStatusRequest{image: ImageSpec{image}}
+
+
+def list_images_request(ref_bytes):
+    return _pb_bytes(1, _pb_bytes(1, _pb_bytes(1, ref_bytes)))  # ListImagesRequest{filter{image{image}}}
+
+
+HEX = "0123456789abcdef"
+
+
+def hostile_references(count, seed=8):
+    """`count` references no client should send, as bytes (some not UTF-8):
+    random bytes, huge strings, control characters, unicode, path traversal,
+    `sha256:` with wrong lengths, thousands of `/` components, and more."""
+    rng = random.Random(seed)
+    fixed = [
+        "", " ", "\x00", "busybox\x00", "busybox\nlevel=error msg=forged", "\x1b[31mred\x1b[0m", "a\rb", "\t",
+        "../../etc/passwd", "/etc/passwd", "..", ".", "./busybox", "busybox/../../../etc/shadow", "%2e%2e%2fetc",
+        "file:///etc/passwd", "..\\..\\windows\\system32", "sha256:../../../etc/passwd", "busybox@sha256:../../x",
+        "ｂｕｓｙｂｏｘ", "busybox\u202e", "busy\u200bbox", "İstanbul", "ß", "busybox:\U0001F600", "e\u0301", "\ufeffbusybox",
+        "sha256:", "sha256", "SHA256:" + "a" * 64, "sha256:" + "g" * 64, "sha256:" + "A" * 64, "sha512:" + "a" * 64,
+        "sha256:" + "a" * 64 + ":", "sha256:" + "a" * 64 + "@", "sha256:" + "a" * 64 + "/x", "busybox@sha256:" + "a" * 63,
+        "busybox@sha256:" + "a" * 65, "busybox@md5:" + "a" * 32, "busybox:" + "a" * 200, "busybox:-x", "busybox::1",
+        "localhost:99999999999999999999/x", "[::1]:5000/x", "[::1/x", "a" * 256, "a" * 255 + "/b", "-busybox", "busybox-",
+        "UPPER/case", "@", ":", "/", "//", "a//b", "a/", "/a", "a:", "a@", "@sha256:" + "a" * 64,
+    ]
+    shapes = [
+        lambda k: "a/" * k + "a", lambda k: "/" * k, lambda k: "a" + "/" * k + "b", lambda k: "a." * k + "a",
+        lambda k: "a_" * k + "!", lambda k: "a-" * k + "/b!", lambda k: "a" * k, lambda k: "sha256:" + "a" * k,
+        lambda k: "busybox:" + "1" * k, lambda k: "x@sha256:" + "b" * k, lambda k: "\x00" * k, lambda k: "é" * k,
+    ]
+    refs = [s.encode() for s in fixed]
+    for shape in shapes:  # huge strings: the biggest still fit in one 4 MiB request
+        for k in (1000, 5000, 100_000, 1_800_000):
+            data = shape(k).encode()
+            refs.append(data[: (4 << 20) - 64])
+    for k in range(0, 140):  # every wrong length of a sha256 (and its prefix forms)
+        refs.append(("sha256:" + "".join(rng.choice(HEX) for _ in range(k))).encode())
+    alphabet = "abcz09._-/:@ABZ \x00\x7f\u00e9\u202e%\\"
+    while len(refs) < count:
+        kind = rng.randrange(5)
+        n = rng.choice((1, 3, 7, 64, 200, 1000))
+        if kind == 0:
+            refs.append(bytes(rng.randrange(256) for _ in range(n)))  # random bytes, often not UTF-8
+        elif kind == 1:
+            refs.append("".join(rng.choice(alphabet) for _ in range(n)).encode())
+        elif kind == 2:
+            refs.append("/".join("".join(rng.choice("ab.-_") for _ in range(rng.randrange(1, 4))) for _ in range(n)).encode())
+        elif kind == 3:
+            refs.append("".join(chr(rng.randrange(0x20, 0x3000)) for _ in range(n)).encode("utf-8", "surrogatepass"))
+        else:
+            refs.append(("sha256:" + "".join(rng.choice(HEX + "x") for _ in range(rng.randrange(60, 70)))).encode())
+    return refs[:count] if count >= len(fixed) else refs[:count]
+
+
+def scenario_hostile_references(workdir, count=10_000, concurrency=8):
+    """Every reference through ImageStatus and the ListImages filter: each
+    answer is OK (with the image unset, or an image it really names) or
+    INVALID_ARGUMENT quoting the input; nothing crashes or slows the server
+    (a client asking good questions all along is timed)."""
+    report = Report("hostile references")
+    server = Server(workdir, oci_backend(os.path.join(EXAMPLES, "sample-oci"), name="sample"))
+    try:
+        refs = hostile_references(count)
+        codes = {}
+        bad = []
+        slowest = [0.0, b""]
+        lock = threading.Lock()
+        big = channel(server.socket, **{"grpc.max_send_message_length": 8 << 20})
+        status = big.unary_unary("/runtime.v1.ImageService/ImageStatus", request_serializer=bytes, response_deserializer=bytes)
+        listing = big.unary_unary("/runtime.v1.ImageService/ListImages", request_serializer=bytes, response_deserializer=bytes)
+
+        def good_questions(stop, latencies, failures):
+            stub = cri_stubs.load()[1].ImageServiceStub(channel(server.socket))
+            pb = cri_stubs.load()[0]
+            while not stop.is_set():
+                t = time.monotonic()
+                try:
+                    _expect(image_status(stub, pb, 10, "edge-tools:2.0") is not None, "edge-tools:2.0 not found")
+                    latencies.append(time.monotonic() - t)
+                except (grpc.RpcError, AssertionError) as e:
+                    failures.append(str(e)[:200])
+                time.sleep(0.005)
+
+        baseline, base_failures = [], []
+        stop = threading.Event()
+        t = threading.Thread(target=good_questions, args=(stop, baseline, base_failures), daemon=True)
+        t.start()
+        time.sleep(1.0)
+        stop.set()
+        t.join()
+
+        def ask(chunk):
+            for ref in chunk:
+                for name, call, request in (("ImageStatus", status, image_status_request(ref)),
+                                            ("ListImages", listing, list_images_request(ref))):
+                    t0 = time.monotonic()
+                    try:
+                        call(request, timeout=60)
+                        code, details = "OK", ""
+                    except grpc.RpcError as e:
+                        code, details = e.code().name, e.details() or ""
+                    elapsed = time.monotonic() - t0
+                    with lock:
+                        codes[code] = codes.get(code, 0) + 1
+                        if elapsed > slowest[0]:
+                            slowest[:] = [elapsed, ref[:40]]
+                        if code == "INVALID_ARGUMENT":
+                            problem = _quotes_input(details, ref)
+                            if problem:
+                                bad.append(f"{name} {ref[:60]!r}: {problem}")
+                        elif code != "OK":
+                            bad.append(f"{name} {ref[:60]!r}: {code} {details[:200]}")
+
+        during, failures = [], []
+        stop = threading.Event()
+        canary = threading.Thread(target=good_questions, args=(stop, during, failures), daemon=True)
+        canary.start()
+        started = time.monotonic()
+        workers = [threading.Thread(target=ask, args=(refs[i::concurrency],)) for i in range(concurrency)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        elapsed = time.monotonic() - started
+        stop.set()
+        canary.join()
+        big.close()
+        report.figures.update({
+            "references": len(refs), "calls": sum(codes.values()), "seconds": round(elapsed, 1),
+            "OK": codes.get("OK", 0), "INVALID_ARGUMENT": codes.get("INVALID_ARGUMENT", 0),
+            "other codes": sum(v for k, v in codes.items() if k not in ("OK", "INVALID_ARGUMENT")),
+            "largest reference bytes": max(len(r) for r in refs),
+            "slowest call ms": ms(slowest[0]), "slowest call's reference starts": repr(slowest[1])[:50],
+            "good client calls before": len(baseline), "good client p99 ms before": ms(pct(baseline, 99)),
+            "good client calls during": len(during), "good client p99 ms during": ms(pct(during, 99)),
+            "good client max ms during": ms(max(during, default=None)), "good client failures": len(failures) + len(base_failures),
+        })
+        for b in bad[:20]:
+            report.problem(b)
+        for f in failures[:5]:
+            report.problem(f"good client: {f}")
+        if server.proc.poll() is not None:
+            report.problem(f"imagelet exited {server.proc.returncode}")
+        if "internal error" in server.log():
+            report.problem("the log has an internal error")
+        report.slowest = slowest[0]
+    finally:
+        server.stop()
+    return report
+
+
+def _quotes_input(details, ref):
+    """None when an INVALID_ARGUMENT message names the input (its start, JSON-quoted) and stays short."""
+    if len(details) > 2048:  # 200 characters of input, each escaped to at most 6, and the reason
+        return f"message of {len(details)} characters"
+    try:
+        text = ref.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # decoded with replacement characters: nothing exact to look for
+    start = json.dumps(text[:20], ensure_ascii=False)[1:-1]
+    # JSON.stringify leaves U+2028/2029 and lone surrogates as they are; Python escapes some: compare what both agree on.
+    start = start.split("\\u")[0]
+    return None if start in details else f"message {details[:120]!r} does not quote the input"
+
+
+def scenario_hostile_payloads(workdir, count=2000, seed=9):
+    """Random and truncated protobuf payloads to every unary method: OK or
+    INVALID_ARGUMENT, never anything else, and the server stays up."""
+    report = Report("hostile payloads")
+    server = Server(workdir, oci_backend(os.path.join(EXAMPLES, "sample-oci"), name="sample"))
+    try:
+        rng = random.Random(seed)
+        ch = channel(server.socket)
+        methods = ["ImageStatus", "ListImages", "ImageFsInfo", "PullImage", "RemoveImage"]
+        calls = {m: ch.unary_unary(f"/runtime.v1.ImageService/{m}", request_serializer=bytes, response_deserializer=bytes) for m in methods}
+        stream = ch.unary_stream("/runtime.v1.ImageService/StreamImages", request_serializer=bytes, response_deserializer=bytes)
+        valid = [image_status_request(b"edge-tools:2.0"), list_images_request(b"example.com/edge/hello"),
+                 image_status_request(b"sha256:" + b"a" * 64) + b"\x10\x01"]
+        codes = {}
+        expected = {"PullImage": "UNIMPLEMENTED", "RemoveImage": "UNIMPLEMENTED"}
+        for i in range(count):
+            kind = i % 4
+            if kind == 0:
+                payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
+            elif kind == 1:
+                v = rng.choice(valid)
+                payload = v[: rng.randrange(len(v))]  # truncated
+            elif kind == 2:
+                v = bytearray(rng.choice(valid))
+                for _ in range(rng.randrange(1, 4)):
+                    v[rng.randrange(len(v))] = rng.randrange(256)  # flipped bytes
+                payload = bytes(v)
+            else:  # unknown fields, deep nesting, huge declared lengths
+                payload = rng.choice([
+                    b"\x0a" * 2000, b"\x0a\xff\xff\xff\xff\x0f", b"\xfa\xff\xff\xff\x0f\x00", b"\x08" + b"\xff" * 10,
+                    b"\x0b" * 50, b"\x0c", b"\x0a\x00" * 1000, _pb_bytes(15, os.urandom(100)),
+                ])
+            method = methods[i % len(methods)]
+            for name in (method, "StreamImages") if i % 5 == 0 else (method,):
+                try:
+                    if name == "StreamImages":
+                        list(stream(payload, timeout=10))
+                    else:
+                        calls[name](payload, timeout=10)
+                    code = "OK"
+                except grpc.RpcError as e:
+                    code = e.code().name
+                    details = e.details() or ""
+                codes[code] = codes.get(code, 0) + 1
+                allowed = {"OK", "INVALID_ARGUMENT", expected.get(name, "INVALID_ARGUMENT")}
+                if code not in allowed:
+                    report.problem(f"{name} {payload[:40]!r}: {code} {details[:200]}")
+        ch.close()
+        report.figures.update({"payloads": count, "calls": sum(codes.values()), **{f"answered {k}": v for k, v in sorted(codes.items())}})
+        if server.proc.poll() is not None:
+            report.problem(f"imagelet exited {server.proc.returncode}")
+        if len(server.list_images()) != 2:
+            report.problem("the sample images are no longer served")
+    finally:
+        server.stop()
+    return report
+
+
+# --- raw HTTP/2, for what grpcio will not send -------------------------------------------
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
+
+
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def _hpack_int(n, prefix_bits=7, first=0):
+    limit = (1 << prefix_bits) - 1
+    if n < limit:
+        return bytes([first | n])
+    out = [first | limit]
+    n -= limit
+    while n >= 128:
+        out.append(n % 128 + 128)
+        n //= 128
+    return bytes(out + [n])
+
+
+def hpack(headers):
+    """Literal header fields without indexing, no Huffman: the plainest HPACK."""
+    out = b""
+    for name, value in headers:
+        out += b"\x00" + _hpack_int(len(name)) + name.encode() + _hpack_int(len(value)) + value.encode()
+    return out
+
+
+def grpc_headers(method, authority="localhost"):
+    return hpack([(":method", "POST"), (":scheme", "http"), (":path", f"/runtime.v1.ImageService/{method}"),
+                  (":authority", authority), ("content-type", "application/grpc"), ("te", "trailers")])
+
+
+def grpc_message(payload, compressed=False):
+    return bytes([1 if compressed else 0]) + struct.pack(">I", len(payload)) + payload
+
+
+def raw_call(method, payload, stream=1):
+    """The frames of one complete gRPC call after the preface."""
+    return (frame(HEADERS, END_HEADERS, stream, grpc_headers(method))
+            + frame(DATA, END_STREAM, stream, grpc_message(payload)))
+
+
+def raw_connect(sock_path, timeout=5):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(sock_path)
+    return s
+
+
+def read_frames(s, until=None, timeout=5):
+    """Reads frames until the connection closes, `until(kind, flags, stream, payload)` is true, or the timeout."""
+    frames, buf = [], b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        except OSError:
+            return frames, True
+        if not chunk:
+            return frames, True
+        buf += chunk
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            f = (buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + length])
+            buf = buf[9 + length:]
+            frames.append(f)
+            if until and until(*f):
+                return frames, False
+    return frames, False
+
+
+def _grpc_status_in(frames):
+    """Whether a call ended with trailers (a HEADERS frame with END_STREAM)."""
+    return any(k == HEADERS and f & END_STREAM for k, f, _, _ in frames)
+
+
+def garbage_connections(rng):
+    """(name, bytes to send) for each way to speak broken HTTP/2 or gRPC."""
+    status = image_status_request(b"edge-tools:2.0")
+    settings = frame(SETTINGS, 0, 0)
+    hello = PREFACE + settings
+    headers = frame(HEADERS, END_HEADERS, 1, grpc_headers("ImageStatus"))
+    return [
+        ("random bytes instead of the preface", bytes(rng.randrange(256) for _ in range(4096))),
+        ("an HTTP/1.1 request", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("preface, then random bytes", PREFACE + bytes(rng.randrange(256) for _ in range(4096))),
+        ("frames of random types and payloads", hello + b"".join(
+            frame(rng.randrange(256), rng.randrange(256), rng.randrange(8), bytes(rng.randrange(256) for _ in range(rng.randrange(64))))
+            for _ in range(200))),
+        ("HEADERS with a garbage HPACK block", hello + frame(HEADERS, END_HEADERS | END_STREAM, 1, bytes(rng.randrange(256) for _ in range(200)))),
+        ("HPACK index out of range", hello + frame(HEADERS, END_HEADERS | END_STREAM, 1, b"\xff\xff\xff\xff\x0f")),
+        ("HPACK string length beyond the frame", hello + frame(HEADERS, END_HEADERS | END_STREAM, 1, b"\x00\x7f\xff\xff\xff\x0f" + b"a")),
+        ("HEADERS on stream 0", hello + frame(HEADERS, END_HEADERS | END_STREAM, 0, grpc_headers("ImageStatus"))),
+        ("HEADERS on an even stream", hello + frame(HEADERS, END_HEADERS | END_STREAM, 2, grpc_headers("ImageStatus"))),
+        ("gRPC length prefix longer than the data", hello + headers + frame(DATA, END_STREAM, 1, b"\x00\x00\x10\x00\x00" + status)),
+        ("gRPC message cut in its prefix", hello + headers + frame(DATA, END_STREAM, 1, b"\x00\x00\x00")),
+        ("compressed flag without grpc-encoding", hello + headers + frame(DATA, END_STREAM, 1, grpc_message(status, compressed=True))),
+        ("two gRPC messages on a unary call", hello + headers + frame(DATA, END_STREAM, 1, grpc_message(status) * 2)),
+        ("DATA before HEADERS", hello + frame(DATA, END_STREAM, 1, grpc_message(status))),
+        ("DATA frame longer than SETTINGS_MAX_FRAME_SIZE", hello + headers + struct.pack(">I", 1 << 20)[1:] + bytes([DATA, 0]) + struct.pack(">I", 1) + b"\x00" * 4096),
+        ("a path to no method", hello + frame(HEADERS, END_HEADERS | END_STREAM, 1, hpack([(":method", "POST"), (":scheme", "http"), (":path", "/../../etc/passwd"), (":authority", "x"), ("content-type", "application/grpc")]))),
+        ("no :path", hello + frame(HEADERS, END_HEADERS | END_STREAM, 1, hpack([(":method", "POST"), (":scheme", "http"), ("content-type", "application/grpc")]))),
+        ("a GET with a body", hello + frame(HEADERS, END_HEADERS, 1, hpack([(":method", "GET"), (":scheme", "http"), (":path", "/runtime.v1.ImageService/ImageStatus"), (":authority", "x")])) + frame(DATA, END_STREAM, 1, grpc_message(status))),
+        ("an :authority of 10 KiB of control characters", hello + frame(HEADERS, END_HEADERS, 1, grpc_headers("ImageStatus", authority="\x01\x7f" * 5000)) + frame(DATA, END_STREAM, 1, grpc_message(status))),
+        ("SETTINGS with invalid values", PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 1 << 31) + struct.pack(">HI", 5, 100) + struct.pack(">HI", 2, 7))),
+        ("SETTINGS of the wrong length", PREFACE + frame(SETTINGS, 0, 0, b"\x00\x04\x00")),
+        ("WINDOW_UPDATE of 0 and one that overflows", hello + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0)) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF)) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF))),
+        ("PUSH_PROMISE from a client", hello + frame(PUSH_PROMISE, END_HEADERS, 1, struct.pack(">I", 2) + grpc_headers("ImageStatus"))),
+        ("HEADERS, then CONTINUATION frames without end (2 MiB)", hello + frame(HEADERS, 0, 1, grpc_headers("ImageStatus")) + b"".join(frame(CONTINUATION, 0, 1, hpack([("x-pad", "p" * 16000)])) for _ in range(128))),
+        ("HEADERS without END_HEADERS, then DATA", hello + frame(HEADERS, 0, 1, grpc_headers("ImageStatus")) + frame(DATA, END_STREAM, 1, grpc_message(status))),
+        ("1000 PINGs", hello + b"".join(frame(PING, 0, 0, struct.pack(">Q", i)) for i in range(1000))),
+        ("2000 streams opened and reset at once", hello + b"".join(frame(HEADERS, END_HEADERS, 2 * i + 1, grpc_headers("ListImages")) + frame(RST_STREAM, 0, 2 * i + 1, struct.pack(">I", 8)) for i in range(2000))),
+        ("2000 streams opened and left open", hello + b"".join(frame(HEADERS, END_HEADERS, 2 * i + 1, grpc_headers("ListImages")) for i in range(2000))),
+        ("GOAWAY, then a call", hello + frame(GOAWAY, 0, 0, struct.pack(">II", 0, 0)) + raw_call("ImageStatus", status, 1)),
+    ]
+
+
+def scenario_garbage_frames(workdir, seed=10):
+    """Raw connections speaking broken HTTP/2 and gRPC, each on its own
+    connection, with a client asking good questions all along: the server
+    answers each with an error or closes it, and stays up."""
+    report = Report("garbage frames")
+    server = Server(workdir, oci_backend(os.path.join(EXAMPLES, "sample-oci"), name="sample"))
+    try:
+        # First, that this raw client speaks well enough to be answered.
+        s = raw_connect(server.socket)
+        s.sendall(PREFACE + frame(SETTINGS, 0, 0) + raw_call("ImageStatus", image_status_request(b"edge-tools:2.0")))
+        frames, _ = read_frames(s, until=lambda k, f, st, p: k == HEADERS and f & END_STREAM)
+        s.close()
+        if not (_grpc_status_in(frames) and any(k == DATA and st == 1 for k, _, st, _ in frames)):
+            report.problem(f"a well-formed raw call got no answer: {[(k, f, st) for k, f, st, _ in frames]}")
+        rng = random.Random(seed)
+        stop = threading.Event()
+        latencies, failures = [], []
+
+        def good_client():
+            pb, pbg = cri_stubs.load()
+            stub = pbg.ImageServiceStub(channel(server.socket))
+            while not stop.is_set():
+                t = time.monotonic()
+                try:
+                    _expect(image_status(stub, pb, 10, "edge-tools:2.0") is not None, "not found")
+                    latencies.append(time.monotonic() - t)
+                except (grpc.RpcError, AssertionError) as e:
+                    failures.append(str(e)[:200])
+                time.sleep(0.01)
+
+        t = threading.Thread(target=good_client, daemon=True)
+        t.start()
+        outcomes = {}
+        for name, data in garbage_connections(rng):
+            s = raw_connect(server.socket)
+            try:
+                s.sendall(data)
+            except OSError:
+                pass  # the server may close on the first bad bytes, before we finish writing
+            frames, closed = read_frames(s, timeout=3)
+            s.close()
+            goaway = any(k == GOAWAY for k, _, _, _ in frames)
+            rst = any(k == RST_STREAM for k, _, _, _ in frames)
+            answered = _grpc_status_in(frames)
+            outcomes[name] = "closed" if closed else "GOAWAY" if goaway else "stream reset" if rst else "answered" if answered else "left open"
+            if server.proc.poll() is not None:
+                report.problem(f"imagelet exited after {name}: {server.log()[-2000:]}")
+                break
+        stop.set()
+        t.join()
+        report.figures.update({"connections": len(outcomes), "good client calls": len(latencies),
+                               "good client failures": len(failures), "good client max ms": ms(max(latencies, default=None))})
+        report.outcomes = outcomes
+        for name, outcome in outcomes.items():
+            report.figures[f"{name}"] = outcome
+        for f in failures[:5]:
+            report.problem(f"good client: {f}")
+        if server.proc.poll() is None and len(server.list_images()) != 2:
+            report.problem("the sample images are no longer served")
+        if "internal error" in server.log():
+            report.problem("the log has an internal error")
+    finally:
+        server.stop()
+    return report
+
+
+# --- connections that do nothing, or too little ----------------------------------------------
+
+
+def _closed_by_server(s):
+    """Non-blocking: whether the server has closed this connection (reading what it sent)."""
+    s.setblocking(False)
+    try:
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def never_reading_client(sock_path, method="StreamImages", request=b"", open_window=True):
+    """A client that asks for a big answer and never reads it. With
+    `open_window` it grants the server HTTP/2 flow-control credit for
+    everything, so the answer piles up in the socket; without, the server is
+    held by flow control."""
+    s = socket.socket(socket.AF_UNIX)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(sock_path)
+    settings = frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 0x7FFFFFFF) if open_window else b"")
+    window = frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF - 65535)) if open_window else b""
+    s.sendall(PREFACE + settings + window + raw_call(method, request))
+    return s
+
+
+def scenario_connections(workdir, images=3000, idle=1000, timeouts=None, close_within=None):
+    """1,000 idle connections, one that never sends the HTTP/2 preface, two
+    that never read their answers (one filling the socket, one held by flow
+    control): another client is served throughout, and the server closes the
+    idle and stalled connections after its documented timeouts."""
+    report = Report("connections")
+    layout = os.path.join(workdir, "layout")
+    write_layout(layout, images)
+    config = "".join(f'{k} = "{v}"\n' for k, v in (timeouts or {}).items()) + oci_backend(layout, name="many")
+    server = Server(workdir, config)
+    conns = []
+    try:
+        pb, pbg = cri_stubs.load()
+        stub = pbg.ImageServiceStub(channel(server.socket))
+        started = time.monotonic()
+        idle_conns = []
+        for i in range(idle):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(server.socket)
+            s.sendall(PREFACE + frame(SETTINGS, 0, 0))  # a complete handshake, then nothing
+            idle_conns.append(s)
+        no_preface = socket.socket(socket.AF_UNIX)
+        no_preface.connect(server.socket)
+        half_preface = socket.socket(socket.AF_UNIX)
+        half_preface.connect(server.socket)
+        half_preface.sendall(PREFACE[:10])
+        stalled_socket = never_reading_client(server.socket)
+        stalled_window = never_reading_client(server.socket, open_window=False)
+        conns = idle_conns + [no_preface, half_preface, stalled_socket, stalled_window]
+        report.figures["connections opened"] = len(conns)
+        report.figures["seconds to open them"] = round(time.monotonic() - started, 2)
+        watched = {"idle": idle_conns, "no preface": [no_preface], "half a preface": [half_preface],
+                   "never reads (socket full)": [stalled_socket], "never reads (flow control)": [stalled_window]}
+        closed_after = {}
+        latencies, failures = [], []
+        limit = close_within or 5.0
+        while time.monotonic() - started < limit:
+            t = time.monotonic()
+            try:
+                _expect(len(list_images(stub, pb, 10)) == images, "wrong image count")
+                latencies.append(time.monotonic() - t)
+            except (grpc.RpcError, AssertionError) as e:
+                failures.append(str(e)[:200])
+            for name, group in watched.items():
+                if name not in closed_after and all(_closed_by_server(s) for s in group):
+                    closed_after[name] = time.monotonic() - started
+            if len(closed_after) == len(watched):
+                break
+            time.sleep(0.05)
+        report.figures.update({"other client calls": len(latencies), "other client failures": len(failures),
+                               "other client p99 ms": ms(pct(latencies, 99)), "other client max ms": ms(max(latencies, default=None)),
+                               "RSS MiB": round(rss_kib(server.proc.pid) / 1024, 1)})
+        for name in watched:
+            report.figures[f"{name}: closed after s"] = round(closed_after[name], 1) if name in closed_after else f"open after {limit:g} s"
+        report.closed_after = closed_after
+        for f in failures[:5]:
+            report.problem(f"other client: {f}")
+        if close_within is not None:
+            for name in watched:
+                if name not in closed_after:
+                    report.problem(f"{name}: still open after {close_within} s")
+        if server.proc.poll() is not None:
+            report.problem(f"imagelet exited {server.proc.returncode}")
+    finally:
+        for s in conns:
+            s.close()
+        server.stop()
+    return report
