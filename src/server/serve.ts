@@ -2,14 +2,16 @@
 // socket is owned carefully because kubelet reconnects to a path, not a
 // process: a live socket is never taken over, a stale one is removed, and a
 // clean stop leaves nothing behind.
-import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from "node:fs";
-import { connect } from "node:net";
+import { chownSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from "node:fs";
+import { connect, type Socket } from "node:net";
 import { dirname } from "node:path";
-import { createServer } from "nice-grpc";
 import type { BackendDefinition, Logger } from "../backend/contract";
 import type { ImageletConfig } from "../config/config";
 import { buildRegistry } from "../registry/build";
 import { errorMapping } from "./errors";
+import { createInjectableGrpcServer } from "./grpc-server";
+import { inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
+import { NormalizedConnection } from "./normalized-connection";
 import { servedServices } from "./services";
 
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
@@ -56,28 +58,33 @@ function groupId(group: string): number {
 
 export async function serve(config: ImageletConfig, definitions: readonly BackendDefinition[], log: Logger): Promise<never> {
   const socket = config.socket;
-  await claimSocketPath(socket, log);
+  // Socket activation: systemd made the socket (path, mode, group) and keeps
+  // it across restarts, so imagelet neither claims nor removes it.
+  const inheritedFd = inheritedSocketFd();
+  const ownsSocket = inheritedFd === undefined;
+  if (ownsSocket) await claimSocketPath(socket, log);
 
   const registry = await buildRegistry(config, definitions, log, { watch: true });
-  const server = createServer({
-    "grpc.max_receive_message_length": MAX_RECEIVE_BYTES,
-    "grpc.max_send_message_length": -1,
-  }).use(errorMapping(log));
-  for (const { definition, implementation } of servedServices(registry, log)) server.add(definition, implementation as never);
-
-  // Created 0660 from the first instant: the umask covers the window before chmod.
-  const previousUmask = process.umask(0o117);
-  try {
-    await server.listen(`unix:${socket}`);
-  } finally {
-    process.umask(previousUmask);
-  }
-  chmodSync(socket, 0o660);
-  if (config.socketGroup !== undefined) chownSync(socket, process.getuid?.() ?? 0, groupId(config.socketGroup));
+  const server = createInjectableGrpcServer(
+    { "grpc.max_receive_message_length": MAX_RECEIVE_BYTES, "grpc.max_send_message_length": -1 },
+    errorMapping(log),
+    servedServices(registry, log),
+  );
+  // Every connection goes through NormalizedConnection, so clients that send
+  // the socket path as `:authority` (kubelet, crictl before v1.30) are served too.
+  const connections = new Set<Socket>();
+  const accept = (connection: Socket) => {
+    connections.add(connection);
+    connection.once("close", () => connections.delete(connection));
+    server.inject(new NormalizedConnection(connection, log));
+  };
+  const listener = ownsSocket ? await listenOnPath(socket, accept) : await listenOnInheritedFd(inheritedFd, accept);
+  const servedOn = ownsSocket ? socket : `${"path" in listener ? listener.path : "?"} (fd ${inheritedFd}, systemd socket activation)`;
+  if (ownsSocket && config.socketGroup !== undefined) chownSync(socket, process.getuid?.() ?? 0, groupId(config.socketGroup));
 
   const health = registry.health();
   log.info("serving CRI ImageService runtime.v1", {
-    socket,
+    socket: servedOn,
     config: config.file ?? "none (well-known stores)",
     backends: health.map((h) => `${h.name}(${h.type}):${h.state}:${h.images}`).join(",") || "none",
     images: registry.view.size,
@@ -88,14 +95,18 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
     if (stopping) {
       log.warn("second signal; stopping now", { signal });
       server.forceShutdown();
-      removeSocket(socket);
+      if (ownsSocket) removeSocket(socket);
       process.exit(0);
     }
     stopping = true;
     log.info("stopping: finishing in-flight calls", { signal });
-    // Unlinking first makes new clients fail fast instead of queueing on a closing server.
-    removeSocket(socket);
+    // Unlinking first makes new clients fail fast instead of queueing on a
+    // closing server. An inherited socket stays: systemd queues new clients
+    // on it until the next start.
+    if (ownsSocket) removeSocket(socket);
+    listener.close();
     await server.shutdown();
+    await connectionsClosed(connections, SHUTDOWN_FLUSH_MS);
     await registry.close();
     log.info("stopped", { signal });
     process.exit(0);
@@ -103,6 +114,24 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
   return new Promise<never>(() => {});
+}
+
+/** How long a stopping server waits for the last answers to reach clients that read slowly. */
+const SHUTDOWN_FLUSH_MS = 5000;
+
+/**
+ * Resolves when every client connection is closed, or `graceMs` passed (then
+ * ends the rest). The gRPC server's graceful close returns once no call
+ * runs, which can be before the last answer's bytes have been written; the
+ * HTTP/2 session closes its connection itself after that, so exiting must wait
+ * for the connections, not for the server.
+ */
+async function connectionsClosed(connections: Set<Socket>, graceMs: number): Promise<void> {
+  const closed = [...connections].map((c) => (c.destroyed ? undefined : new Promise<void>((resolve) => c.once("close", () => resolve()))));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));
+  if (await Promise.race([Promise.all(closed).then(() => false), timedOut])) for (const c of connections) c.end();
+  clearTimeout(timer);
 }
 
 function removeSocket(path: string): void {

@@ -21,6 +21,15 @@ FIXTURES = os.path.join(ROOT, "test", "fixtures")
 EXAMPLES = os.path.join(ROOT, "examples")
 
 
+# `imagelet images` of examples/sample-oci, as crictl would print it.
+SAMPLE_IMAGES_TABLE = (
+    "IMAGE                          TAG      IMAGE ID        SIZE\n"
+    "docker.io/library/edge-tools   2.0      6470921982b6a   885B\n"
+    "example.com/edge/hello         1.0      1dd76ae2e114a   953B\n"
+    "example.com/edge/hello         latest   1dd76ae2e114a   953B\n"
+)
+
+
 def expected():
     with open(os.path.join(FIXTURES, "expected.json")) as f:
         return json.load(f)

@@ -6,7 +6,7 @@ import os
 import pytest
 import yaml
 
-from conftest import EXAMPLES, oci_backend, run_cli
+from conftest import EXAMPLES, SAMPLE_IMAGES_TABLE, oci_backend, run_cli
 
 SAMPLE_CONFIG = os.path.join(EXAMPLES, "imagelet.toml")
 HELLO_ID = "sha256:1dd76ae2e114a42c9432c3e8d712b19a773ff7555570e3d1efaeb74fbd66b271"
@@ -35,12 +35,7 @@ def test_version():
 def test_images_table():
     out = cli("images")
     assert out.returncode == 0, out.stderr
-    assert out.stdout == (
-        "IMAGE                          TAG      IMAGE ID        SIZE\n"
-        "docker.io/library/edge-tools   2.0      6470921982b6a   885B\n"
-        "example.com/edge/hello         1.0      1dd76ae2e114a   953B\n"
-        "example.com/edge/hello         latest   1dd76ae2e114a   953B\n"
-    )
+    assert out.stdout == SAMPLE_IMAGES_TABLE
 
 
 def test_images_digests_no_trunc_quiet_and_filter():

@@ -1,0 +1,102 @@
+// The gRPC server without a listening socket of its own: connections are
+// accepted by listener.ts and handed in through grpc-js's connection injector.
+//
+// Why not nice-grpc's createServer(): it creates its grpc-js Server inside
+// listen() and never exposes it, and listen() only binds addresses itself, so
+// there is no way to give it a connection that imagelet accepted (needed to
+// rewrite old clients' `:authority`, and for systemd's inherited socket).
+// Instead this builds the grpc-js Server directly and registers each method
+// through nice-grpc's own handler factories, the same calls nice-grpc's
+// listen() makes (nice-grpc 2.1.18 is pinned exactly; see
+// nice-grpc-internals.d.ts), so handlers, middleware, cancellation and error
+// mapping behave exactly as with createServer(). The other options were worse:
+// patching grpc-js's Server.prototype.bindAsync to capture the instance touches
+// a shared prototype, and relaying through an internal socket doubles every hop.
+import { Server, ServerCredentials, type ChannelOptions, type UntypedHandleCall } from "@grpc/grpc-js";
+import type { Duplex } from "node:stream";
+import {
+  composeServerMiddleware,
+  type CallContext,
+  type CompatServiceDefinition,
+  type MethodDefinition,
+  type ServerMiddleware,
+  type ServerMiddlewareCall,
+} from "nice-grpc";
+import { createBidiStreamingMethodHandler } from "nice-grpc/lib/server/handleBidiStreamingCall";
+import { createClientStreamingMethodHandler } from "nice-grpc/lib/server/handleClientStreamingCall";
+import { createServerStreamingMethodHandler } from "nice-grpc/lib/server/handleServerStreamingCall";
+import { createUnaryMethodHandler } from "nice-grpc/lib/server/handleUnaryCall";
+import { normalizeServiceDefinition, toGrpcJsServiceDefinition } from "nice-grpc/lib/service-definitions";
+
+export interface ServiceRegistration {
+  definition: CompatServiceDefinition;
+  implementation: object;
+}
+
+export interface InjectableGrpcServer {
+  /** Serves HTTP/2 on a connection accepted elsewhere. */
+  inject(connection: Duplex): void;
+  /** Lets the calls in flight now finish, then closes every connection (GOAWAY); resolves when all are closed. */
+  shutdown(): Promise<void>;
+  forceShutdown(): void;
+}
+
+type AnyMethod = MethodDefinition<unknown, unknown, unknown, unknown>;
+/** What each of nice-grpc's create*MethodHandler functions is. */
+type HandlerFactory = (
+  definition: AnyMethod,
+  implementation: (request: unknown, context: unknown) => unknown,
+  middleware: ServerMiddleware | undefined,
+) => UntypedHandleCall;
+
+function handlerFactory(method: AnyMethod): HandlerFactory {
+  if (method.requestStream) return method.responseStream ? createBidiStreamingMethodHandler : createClientStreamingMethodHandler;
+  return method.responseStream ? createServerStreamingMethodHandler : createUnaryMethodHandler;
+}
+
+function methodImplementation(implementation: object, name: string): (request: unknown, context: unknown) => unknown {
+  const fn: unknown = (implementation as Record<string, unknown>)[name];
+  if (typeof fn !== "function") throw new Error(`service implementation has no method ${name}`);
+  return fn.bind(implementation) as (request: unknown, context: unknown) => unknown;
+}
+
+export function createInjectableGrpcServer(
+  options: ChannelOptions,
+  middleware: ServerMiddleware,
+  services: readonly ServiceRegistration[],
+): InjectableGrpcServer {
+  const server = new Server(options);
+  // Calls in flight, each as a promise that settles when the call ends. grpc-js's
+  // graceful close cannot be relied on for this: under Bun, closing an HTTP/2
+  // session that runs over an injected stream cuts its open streams.
+  const inFlight = new Set<Promise<void>>();
+  async function* tracked<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
+    let done!: () => void;
+    const ended = new Promise<void>((resolve) => (done = resolve));
+    inFlight.add(ended);
+    try {
+      return yield* call.next(call.request, context);
+    } finally {
+      inFlight.delete(ended);
+      done();
+    }
+  }
+  middleware = composeServerMiddleware(tracked, middleware);
+  for (const { definition, implementation } of services) {
+    const normalized = normalizeServiceDefinition(definition);
+    const handlers: Record<string, UntypedHandleCall> = {};
+    for (const [name, method] of Object.entries(normalized)) {
+      handlers[name] = handlerFactory(method)(method, methodImplementation(implementation, name), middleware);
+    }
+    server.addService(toGrpcJsServiceDefinition(normalized), handlers);
+  }
+  const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+  return {
+    inject: (connection) => injector.injectConnection(connection),
+    shutdown: async () => {
+      await Promise.allSettled([...inFlight]);
+      await new Promise<void>((resolve, reject) => server.tryShutdown((err) => (err ? reject(err) : resolve())));
+    },
+    forceShutdown: () => server.forceShutdown(),
+  };
+}
