@@ -65,8 +65,18 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
   if (ownsSocket) await claimSocketPath(socket, log);
 
   const registry = await buildRegistry(config, definitions, log, { watch: true });
+  const timeouts = config.connectionTimeouts;
   const server = createInjectableGrpcServer(
-    { "grpc.max_receive_message_length": MAX_RECEIVE_BYTES, "grpc.max_send_message_length": -1 },
+    {
+      "grpc.max_receive_message_length": MAX_RECEIVE_BYTES,
+      "grpc.max_send_message_length": -1,
+      "grpc.max_connection_idle_ms": timeouts.idleMs,
+      // A client that stopped reading leaves the ping unanswered (it sits
+      // behind the answer it does not read): the connection is closed and
+      // what was queued for it is freed.
+      "grpc.keepalive_time_ms": timeouts.keepaliveMs,
+      "grpc.keepalive_timeout_ms": timeouts.keepaliveTimeoutMs,
+    },
     errorMapping(log),
     servedServices(registry, log),
   );
@@ -76,7 +86,7 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
   const accept = (connection: Socket) => {
     connections.add(connection);
     connection.once("close", () => connections.delete(connection));
-    server.inject(new NormalizedConnection(connection, log));
+    server.inject(new NormalizedConnection(connection, log, { handshakeMs: timeouts.handshakeMs, stalledWriteMs: timeouts.keepaliveTimeoutMs }));
   };
   const listener = ownsSocket ? await listenOnPath(socket, accept) : await listenOnInheritedFd(inheritedFd, accept);
   const servedOn = ownsSocket ? socket : `${"path" in listener ? listener.path : "?"} (fd ${inheritedFd}, systemd socket activation)`;

@@ -946,7 +946,7 @@ def hostile_references(count, seed=8):
     return refs[:count] if count >= len(fixed) else refs[:count]
 
 
-def scenario_hostile_references(workdir, count=10_000, concurrency=8):
+def scenario_hostile_references(workdir, count=10_000, concurrency=8, oversize=20):
     """Every reference through ImageStatus and the ListImages filter: each
     answer is OK (with the image unset, or an image it really names) or
     INVALID_ARGUMENT quoting the input; nothing crashes or slows the server
@@ -983,7 +983,15 @@ def scenario_hostile_references(workdir, count=10_000, concurrency=8):
         stop.set()
         t.join()
 
-        def ask(chunk):
+        def ask(chunk, oversize=0):
+            for _ in range(oversize):  # over the 4 MiB receive limit: refused, the rest goes on
+                try:
+                    status(image_status_request(b"a" * (5 << 20)), timeout=60)
+                    code = "OK"
+                except grpc.RpcError as e:
+                    code = e.code().name
+                with lock:
+                    codes[f"over 4 MiB: {code}"] = codes.get(f"over 4 MiB: {code}", 0) + 1
             for ref in chunk:
                 for name, call, request in (("ImageStatus", status, image_status_request(ref)),
                                             ("ListImages", listing, list_images_request(ref))):
@@ -1010,7 +1018,7 @@ def scenario_hostile_references(workdir, count=10_000, concurrency=8):
         canary = threading.Thread(target=good_questions, args=(stop, during, failures), daemon=True)
         canary.start()
         started = time.monotonic()
-        workers = [threading.Thread(target=ask, args=(refs[i::concurrency],)) for i in range(concurrency)]
+        workers = [threading.Thread(target=ask, args=(refs[i::concurrency], oversize if i == 0 else 0)) for i in range(concurrency)]
         for w in workers:
             w.start()
         for w in workers:
@@ -1022,7 +1030,9 @@ def scenario_hostile_references(workdir, count=10_000, concurrency=8):
         report.figures.update({
             "references": len(refs), "calls": sum(codes.values()), "seconds": round(elapsed, 1),
             "OK": codes.get("OK", 0), "INVALID_ARGUMENT": codes.get("INVALID_ARGUMENT", 0),
-            "other codes": sum(v for k, v in codes.items() if k not in ("OK", "INVALID_ARGUMENT")),
+            "other codes": sum(v for k, v in codes.items() if k not in ("OK", "INVALID_ARGUMENT") and not k.startswith("over")),
+            "requests over 4 MiB": oversize,
+            "over 4 MiB answered RESOURCE_EXHAUSTED": codes.get("over 4 MiB: RESOURCE_EXHAUSTED", 0),
             "largest reference bytes": max(len(r) for r in refs),
             "slowest call ms": ms(slowest[0]), "slowest call's reference starts": repr(slowest[1])[:50],
             "good client calls before": len(baseline), "good client p99 ms before": ms(pct(baseline, 99)),
@@ -1031,6 +1041,8 @@ def scenario_hostile_references(workdir, count=10_000, concurrency=8):
         })
         for b in bad[:20]:
             report.problem(b)
+        if codes.get("over 4 MiB: RESOURCE_EXHAUSTED", 0) != oversize:
+            report.problem(f"requests over 4 MiB: {({k: v for k, v in codes.items() if k.startswith('over')})}")
         for f in failures[:5]:
             report.problem(f"good client: {f}")
         if server.proc.poll() is not None:
@@ -1241,7 +1253,7 @@ def garbage_connections(rng):
     ]
 
 
-def scenario_garbage_frames(workdir, seed=10):
+def scenario_garbage_frames(workdir, seed=10, wait=3.0):
     """Raw connections speaking broken HTTP/2 and gRPC, each on its own
     connection, with a client asking good questions all along: the server
     answers each with an error or closes it, and stays up."""
@@ -1280,12 +1292,12 @@ def scenario_garbage_frames(workdir, seed=10):
                 s.sendall(data)
             except OSError:
                 pass  # the server may close on the first bad bytes, before we finish writing
-            frames, closed = read_frames(s, timeout=3)
+            frames, closed = read_frames(s, timeout=wait)
             s.close()
             goaway = any(k == GOAWAY for k, _, _, _ in frames)
             rst = any(k == RST_STREAM for k, _, _, _ in frames)
             answered = _grpc_status_in(frames)
-            outcomes[name] = "closed" if closed else "GOAWAY" if goaway else "stream reset" if rst else "answered" if answered else "left open"
+            outcomes[name] = "closed" if closed else "GOAWAY" if goaway else "stream reset" if rst else "answered" if answered else f"open after {wait:g} s"
             if server.proc.poll() is not None:
                 report.problem(f"imagelet exited after {name}: {server.log()[-2000:]}")
                 break
@@ -1310,18 +1322,91 @@ def scenario_garbage_frames(workdir, seed=10):
 # --- connections that do nothing, or too little ----------------------------------------------
 
 
-def _closed_by_server(s):
-    """Non-blocking: whether the server has closed this connection (reading what it sent)."""
+def _eof_from_server(s):
+    """Whether the server has closed a connection that sends nothing (reading it changes nothing)."""
     s.setblocking(False)
     try:
         while True:
-            chunk = s.recv(1 << 20)
-            if not chunk:
+            if not s.recv(65536):
                 return True
     except BlockingIOError:
         return False
     except OSError:
         return True
+
+
+def _closed_by_server(s):
+    """Whether the server has closed a connection we must not read from: a
+    write to it fails once the server's end is gone."""
+    try:
+        s.setblocking(False)
+        s.send(frame(PING, 0, 0, b"probe..."))
+        return False
+    except BlockingIOError:
+        return False  # our own send buffer is full: the server is not reading either, but is there
+    except OSError:
+        return True
+
+
+class IdleClients:
+    """HTTP/2 connections that complete the handshake and then make no call,
+    but answer what a live client answers (SETTINGS and PING acks), as an idle
+    gRPC channel does. `closed` maps each to when the server closed it."""
+
+    def __init__(self, sock_path, count):
+        import selectors
+        self.selector = selectors.DefaultSelector()
+        self.started = time.monotonic()
+        self.open = 0
+        self.closed_after = []
+        self.goaway = 0
+        for _ in range(count):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(sock_path)
+            s.sendall(PREFACE + frame(SETTINGS, 0, 0))
+            s.setblocking(False)
+            self.selector.register(s, selectors.EVENT_READ, [b""])
+            self.open += 1
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop.is_set() and self.open:
+            for key, _ in self.selector.select(timeout=0.1):
+                s, buf = key.fileobj, key.data
+                try:
+                    chunk = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self.selector.unregister(s)
+                    s.close()
+                    self.open -= 1
+                    self.closed_after.append(time.monotonic() - self.started)
+                    continue
+                buf[0] += chunk
+                while len(buf[0]) >= 9 and len(buf[0]) >= 9 + int.from_bytes(buf[0][:3], "big"):
+                    n = int.from_bytes(buf[0][:3], "big")
+                    kind, flags, payload = buf[0][3], buf[0][4], buf[0][9:9 + n]
+                    buf[0] = buf[0][9 + n:]
+                    try:
+                        if kind == SETTINGS and not flags & ACK:
+                            s.send(frame(SETTINGS, ACK, 0))
+                        elif kind == PING and not flags & ACK:
+                            s.send(frame(PING, ACK, 0, payload))
+                        elif kind == GOAWAY:
+                            self.goaway += 1
+                    except OSError:
+                        pass
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(timeout=10)
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()
 
 
 def never_reading_client(sock_path, method="StreamImages", request=b"", open_window=True):
@@ -1339,26 +1424,22 @@ def never_reading_client(sock_path, method="StreamImages", request=b"", open_win
 
 
 def scenario_connections(workdir, images=3000, idle=1000, timeouts=None, close_within=None):
-    """1,000 idle connections, one that never sends the HTTP/2 preface, two
-    that never read their answers (one filling the socket, one held by flow
-    control): another client is served throughout, and the server closes the
-    idle and stalled connections after its documented timeouts."""
+    """1,000 idle connections, two that never finish the HTTP/2 handshake
+    (nothing sent, half a preface), two that never read their answers (one
+    filling the socket, one held by flow control): another client is served
+    throughout, and the server closes each after its documented timeout
+    (`timeouts`: config keys; `close_within`: how long to watch)."""
     report = Report("connections")
     layout = os.path.join(workdir, "layout")
     write_layout(layout, images)
     config = "".join(f'{k} = "{v}"\n' for k, v in (timeouts or {}).items()) + oci_backend(layout, name="many")
     server = Server(workdir, config)
-    conns = []
+    conns, idle_clients = [], None
     try:
         pb, pbg = cri_stubs.load()
         stub = pbg.ImageServiceStub(channel(server.socket))
         started = time.monotonic()
-        idle_conns = []
-        for i in range(idle):
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(server.socket)
-            s.sendall(PREFACE + frame(SETTINGS, 0, 0))  # a complete handshake, then nothing
-            idle_conns.append(s)
+        idle_clients = IdleClients(server.socket, idle)
         no_preface = socket.socket(socket.AF_UNIX)
         no_preface.connect(server.socket)
         half_preface = socket.socket(socket.AF_UNIX)
@@ -1366,14 +1447,15 @@ def scenario_connections(workdir, images=3000, idle=1000, timeouts=None, close_w
         half_preface.sendall(PREFACE[:10])
         stalled_socket = never_reading_client(server.socket)
         stalled_window = never_reading_client(server.socket, open_window=False)
-        conns = idle_conns + [no_preface, half_preface, stalled_socket, stalled_window]
-        report.figures["connections opened"] = len(conns)
+        conns = [no_preface, half_preface, stalled_socket, stalled_window]
+        report.figures["connections opened"] = idle + len(conns)
         report.figures["seconds to open them"] = round(time.monotonic() - started, 2)
-        watched = {"idle": idle_conns, "no preface": [no_preface], "half a preface": [half_preface],
-                   "never reads (socket full)": [stalled_socket], "never reads (flow control)": [stalled_window]}
+        watched = {"no preface": no_preface, "half a preface": half_preface,
+                   "never reads (socket full)": stalled_socket, "never reads (flow control)": stalled_window}
         closed_after = {}
         latencies, failures = [], []
         limit = close_within or 5.0
+        rss_peak = 0
         while time.monotonic() - started < limit:
             t = time.monotonic()
             try:
@@ -1381,27 +1463,35 @@ def scenario_connections(workdir, images=3000, idle=1000, timeouts=None, close_w
                 latencies.append(time.monotonic() - t)
             except (grpc.RpcError, AssertionError) as e:
                 failures.append(str(e)[:200])
-            for name, group in watched.items():
-                if name not in closed_after and all(_closed_by_server(s) for s in group):
+            for name, s in watched.items():
+                probe = _closed_by_server if name.startswith("never reads") else _eof_from_server
+                if name not in closed_after and probe(s):
                     closed_after[name] = time.monotonic() - started
-            if len(closed_after) == len(watched):
+            rss_peak = max(rss_peak, rss_kib(server.proc.pid))
+            if len(closed_after) == len(watched) and idle_clients.open == 0:
                 break
             time.sleep(0.05)
+        if idle_clients.closed_after and len(idle_clients.closed_after) == idle:
+            closed_after["idle"] = max(idle_clients.closed_after)
+            report.figures["idle: first closed after s"] = round(min(idle_clients.closed_after), 1)
+        report.figures["idle: GOAWAY received"] = idle_clients.goaway
         report.figures.update({"other client calls": len(latencies), "other client failures": len(failures),
                                "other client p99 ms": ms(pct(latencies, 99)), "other client max ms": ms(max(latencies, default=None)),
-                               "RSS MiB": round(rss_kib(server.proc.pid) / 1024, 1)})
-        for name in watched:
+                               "RSS peak MiB": round(rss_peak / 1024, 1)})
+        for name in ["idle", *watched]:
             report.figures[f"{name}: closed after s"] = round(closed_after[name], 1) if name in closed_after else f"open after {limit:g} s"
         report.closed_after = closed_after
         for f in failures[:5]:
             report.problem(f"other client: {f}")
         if close_within is not None:
-            for name in watched:
+            for name in ["idle", *watched]:
                 if name not in closed_after:
                     report.problem(f"{name}: still open after {close_within} s")
         if server.proc.poll() is not None:
             report.problem(f"imagelet exited {server.proc.returncode}")
     finally:
+        if idle_clients:
+            idle_clients.close()
         for s in conns:
             s.close()
         server.stop()
