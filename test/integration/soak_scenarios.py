@@ -94,7 +94,8 @@ class Load:
     check() raises AssertionError when the answer is wrong; an RpcError is a
     failed call. Latencies are kept per method."""
 
-    def __init__(self, sock, next_call, concurrency, channels=8, timeout=30):
+    def __init__(self, sock, next_call, concurrency, channels=8, timeout=30, pause_after_failure=0.0):
+        self.pause_after_failure = pause_after_failure
         self.pb, self.pbg = cri_stubs.load()
         self.next_call = next_call
         self.timeout = timeout
@@ -126,6 +127,7 @@ class Load:
                 with self._lock:
                     self.calls += 1
                     self.failures.append((round(t0 - self.started, 3), method, e.code().name, e.details()))
+                time.sleep(self.pause_after_failure)  # a server that is down refuses at once: do not spin
                 continue
             except AssertionError as e:
                 with self._lock:
@@ -1496,3 +1498,123 @@ def scenario_connections(workdir, images=3000, idle=1000, timeouts=None, close_w
             s.close()
         server.stop()
     return report
+
+
+# --- 5. lifecycle ---------------------------------------------------------------------------
+
+
+def _status_load(ids, images):
+    def next_call(rng, stub, pb, timeout):
+        i = rng.randrange(images)
+        got = image_status(stub, pb, timeout, f"bench.local/edge/app{i}:1.0")
+        return "ImageStatus", lambda: _expect(got is not None and got.id == "sha256:" + ids[i], f"app{i} → {got and got.id}")
+    return next_call
+
+
+def scenario_lifecycle(workdir, images=10_001, load_seconds=5.0, concurrency=16, streams=4):
+    """SIGTERM during load finishes the calls in flight and removes the
+    socket; `kill -9`, then a restart, serves on the same path; a second
+    instance on the same socket is refused and the first is not disturbed."""
+    report = Report("lifecycle")
+    layout = os.path.join(workdir, "layout")
+    ids = write_layout(layout, images)
+    config = oci_backend(layout, name="lifecycle")
+    pb, pbg = cri_stubs.load()
+
+    # A second instance, while the first is under load.
+    server = Server(workdir, config)
+    try:
+        load = Load(server.socket, _status_load(ids, images), concurrency)
+        time.sleep(load_seconds / 2)
+        second = subprocess.run([BIN, "serve", "--config", server.config], capture_output=True, text=True, timeout=60)
+        time.sleep(load_seconds / 2)
+        load.stop()
+        report.figures["second instance: exit code"] = second.returncode
+        report.figures["second instance: says"] = second.stderr.strip()
+        report.figures["second instance: first's calls meanwhile"] = load.calls
+        report.figures["second instance: first's failed calls"] = len(load.failures)
+        if second.returncode != 1 or "another process is listening" not in second.stderr or len(second.stderr.strip().splitlines()) != 1:
+            report.problem(f"second instance: exit {second.returncode}, {second.stderr!r}")
+        for f in load.failures[:5]:
+            report.problem(f"second instance disturbed the first: {f}")
+        if not os.path.exists(server.socket) or server.proc.poll() is not None:
+            report.problem("second instance: the first lost its socket or exited")
+
+        # SIGTERM with streams half read and unary calls running.
+        load = Load(server.socket, _status_load(ids, images), concurrency, pause_after_failure=0.05)
+        ch = channel(server.socket)
+        stub = pbg.ImageServiceStub(ch)
+        open_streams = [stub.StreamImages(pb.StreamImagesRequest(), timeout=60) for _ in range(streams)]
+        firsts = [len(next(s).images) for s in open_streams]  # in flight: the server is answering them
+        time.sleep(load_seconds / 2)
+        calls_before = load.calls
+        t0 = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        delivered = [first + sum(len(b.images) for b in s) for first, s in zip(firsts, open_streams)]
+        code = server.proc.wait(timeout=60)
+        exited = time.monotonic() - t0
+        load.stop()
+        ch.close()
+        unary_failures = [f for f in load.failures if f[2] != "UNAVAILABLE"]
+        report.figures.update({
+            "SIGTERM: streams in flight": streams, "SIGTERM: images each stream delivered": sorted(set(delivered)),
+            "SIGTERM: unary calls before": calls_before, "SIGTERM: unary calls refused after (UNAVAILABLE)": len(load.failures) - len(unary_failures),
+            "SIGTERM: exit code": code, "SIGTERM: exited after ms": ms(exited), "SIGTERM: socket left": os.path.exists(server.socket),
+        })
+        if any(d != images for d in delivered):
+            report.problem(f"SIGTERM cut streams in flight: {delivered} of {images}")
+        for f in unary_failures[:5]:
+            report.problem(f"SIGTERM: a call failed other than UNAVAILABLE: {f}")
+        for w in load.wrong[:5]:
+            report.problem(f"SIGTERM: wrong answer {w}")
+        if code != 0 or os.path.exists(server.socket):
+            report.problem(f"SIGTERM: exit code {code}, socket left: {os.path.exists(server.socket)}")
+    finally:
+        server.stop()
+
+    # kill -9 under load, then a restart on the same socket path.
+    shutil.copy(server.log_path, server.log_path + ".sigterm")
+    server = Server(workdir, config)
+    try:
+        load = Load(server.socket, _status_load(ids, images), concurrency, pause_after_failure=0.05)
+        time.sleep(load_seconds / 2)
+        server.proc.kill()
+        server.proc.wait()
+        killed = time.monotonic()
+        report.figures["kill -9: socket file left behind"] = os.path.exists(server.socket)
+        server.stop()
+        server = Server(workdir, config)
+        serving = time.monotonic() - killed
+        fresh = wait_until(lambda: len(list_images(pbg.ImageServiceStub(channel(server.socket)), pb, 10)) == images, 30)
+        # The load's old channels reconnect by themselves, when their reconnect backoff says so.
+        settled = wait_until(lambda: _no_failures_for(load, 1.0), 30, step=0)
+        load.stop()
+        down = [f for f in load.failures if f[0] >= killed - load.started]
+        last = max((f[0] for f in down), default=None)
+        report.figures.update({
+            "kill -9: restarted and serving after ms": ms(serving),
+            "kill -9: a fresh client answered after ms": ms(serving + (fresh or 0)),
+            "kill -9: old channels' last failed call after ms": ms(last - (killed - load.started)) if last is not None else None,
+            "kill -9: calls failed meanwhile (UNAVAILABLE)": sum(1 for f in down if f[2] == "UNAVAILABLE"),
+            "kill -9: calls failed otherwise": sum(1 for f in down if f[2] != "UNAVAILABLE"),
+            "kill -9: stale socket removed": "removing stale socket" in server.log(),
+        })
+        if fresh is None:
+            report.problem("kill -9: the restarted server did not answer on the same path")
+        if "removing stale socket" not in server.log():
+            report.problem("kill -9: the restart did not say it removed the stale socket")
+        if settled is None:
+            report.problem("kill -9: the load's calls still fail 30 s after the restart")
+        for f in [f for f in down if f[2] != "UNAVAILABLE"][:5]:
+            report.problem(f"kill -9: a call failed other than UNAVAILABLE: {f}")
+    finally:
+        server.stop()
+    return report
+
+
+def _no_failures_for(load, seconds):
+    before_calls, before_failures = load.calls, len(load.failures)
+    time.sleep(seconds)
+    return load.calls > before_calls and len(load.failures) == before_failures
+
+
