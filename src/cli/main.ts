@@ -9,7 +9,7 @@ import { builtinBackends } from "../backends/index";
 import { ConfigError, configFromSource, pluginDirOf, readConfigSource, type ImageletConfig } from "../config/config";
 import { createLogger, type LogLevel } from "../log";
 import { DEFAULT_PLUGIN_DIR, loadPlugins } from "../plugins/load";
-import { serve, SocketInUseError } from "../server/serve";
+import { serve, SocketPathError } from "../server/serve";
 import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, sortImages, type OutputFormat } from "./format";
 import { inProcessSource, remoteSource, type ImageSource } from "./source";
 
@@ -112,7 +112,7 @@ export function buildCli(definitions: readonly BackendDefinition[] = builtinBack
       try {
         await serve(config, all, log);
       } catch (e) {
-        if (e instanceof SocketInUseError) throw new CliError(e.message, 1);
+        if (e instanceof SocketPathError) throw new CliError(e.message, 1);
         throw e;
       }
     });

@@ -2,7 +2,7 @@
 // socket is owned carefully because kubelet reconnects to a path, not a
 // process: a live socket is never taken over, a stale one is removed, and a
 // clean stop leaves nothing behind.
-import { chownSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from "node:fs";
+import { chownSync, lstatSync, mkdirSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { dirname } from "node:path";
 import type { BackendDefinition, Logger } from "../backend/contract";
@@ -17,7 +17,8 @@ import { servedServices } from "./services";
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
 export const MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
 
-export class SocketInUseError extends Error {}
+/** The socket path cannot be served safely (in use, not a socket, a directory others may write). */
+export class SocketPathError extends Error {}
 
 /** Resolves true when something accepts connections on the socket path. */
 function isListening(path: string): Promise<boolean> {
@@ -33,15 +34,22 @@ function isListening(path: string): Promise<boolean> {
 
 /** Makes the socket path free to bind, or throws if a live server owns it. */
 async function claimSocketPath(path: string, log: Logger): Promise<void> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  // Whoever may write the directory may put their own socket where kubelet
+  // connects (before imagelet starts, or between two runs), sticky bit or not.
+  const dirMode = statSync(dir).mode;
+  if (dirMode & 0o002) {
+    throw new SocketPathError(`${dir} is writable by everyone (mode ${(dirMode & 0o7777).toString(8)}); put the socket in a directory only root or imagelet's user may write, such as /run/imagelet`);
+  }
   let isSocket: boolean;
   try {
     isSocket = lstatSync(path).isSocket();
   } catch {
     return; // nothing there
   }
-  if (!isSocket) throw new SocketInUseError(`${path} exists and is not a socket; refusing to replace it`);
-  if (await isListening(path)) throw new SocketInUseError(`another process is listening on ${path}`);
+  if (!isSocket) throw new SocketPathError(`${path} exists and is not a socket; refusing to replace it`);
+  if (await isListening(path)) throw new SocketPathError(`another process is listening on ${path}`);
   log.info("removing stale socket", { socket: path });
   unlinkSync(path);
 }

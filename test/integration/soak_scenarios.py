@@ -26,7 +26,7 @@ import time
 import grpc
 
 import cri_stubs
-from conftest import BIN, EXAMPLES, FIXTURES, Server, oci_backend, run_cli
+from conftest import BIN, EXAMPLES, FIXTURES, Server, oci_backend
 from synthetic import write_layout
 
 

@@ -8,7 +8,6 @@ import os
 import subprocess
 import time
 
-import pytest
 
 import soak_scenarios
 from conftest import BIN, EXAMPLES, oci_backend

@@ -3,7 +3,6 @@ ImageStatus and the ListImages filter, random and truncated protobuf payloads,
 broken HTTP/2 and gRPC on raw connections, requests over 4 MiB; a client
 asking good questions is served throughout. scripts/soak runs the same
 scenarios with 10,000 references."""
-import json
 import os
 
 import grpc
