@@ -1,11 +1,15 @@
-// The built-in backend types. They are registered exactly as plugins will be:
+// The built-in backend types. They are registered exactly as plugins are:
 // each is a BackendDefinition with the same contract.
 import type { BackendDefinition } from "../backend/contract";
+import type { PluginSettings } from "../plugins/load";
 import archives from "./archives/index";
 import containersStorage from "./containers-storage/index";
 import docker from "./docker/index";
-import exec from "./exec/index";
+import { execBackend } from "./exec/index";
 import isulad from "./isulad/index";
 import ociLayout from "./oci-layout/index";
 
-export const builtinBackends: readonly BackendDefinition[] = [ociLayout, archives, containersStorage, docker, isulad, exec] as unknown as BackendDefinition[];
+/** The exec backend needs the plugin settings: its executables live in plugin_dir and follow the plugins' rules. */
+export function builtinBackends(settings: PluginSettings): readonly BackendDefinition[] {
+  return [ociLayout, archives, containersStorage, docker, isulad, execBackend(settings)] as unknown as BackendDefinition[];
+}

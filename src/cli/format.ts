@@ -1,5 +1,6 @@
 // Output formatting for the CLI, in one module: crictl's table layout and its
 // protojson shape (EmitDefaultValues: every field present, int64 as strings).
+import type { RefusedPlugin } from "../plugins/load";
 import type { BackendHealth } from "../registry/registry";
 import type { CriImage, ImageStatusAnswer } from "./source";
 
@@ -120,9 +121,13 @@ export function serialize(value: unknown, format: "json" | "yaml"): string {
   return format === "json" ? `${JSON.stringify(value, null, 2)}\n` : Bun.YAML.stringify(value, null, 2).trimEnd() + "\n";
 }
 
-export function pluginsTable(health: BackendHealth[]): string {
-  return renderTable(
+/** The configured backends; then, when there are any, the refused plugins. */
+export function pluginsTable(health: BackendHealth[], refused: readonly RefusedPlugin[] = []): string {
+  const backends = renderTable(
     ["NAME", "TYPE", "STATE", "IMAGES", "LAST ERROR"],
     health.map((h) => [h.name, h.type, h.hung ? `${h.state} (hung)` : h.state, String(h.images), (h.state === "failing" ? h.lastError : h.notice) ?? ""]),
   );
+  if (refused.length === 0) return backends;
+  return `${backends}
+${renderTable(["REFUSED PLUGIN", "REASON"], refused.map((r) => [r.path, r.reason]))}`;
 }

@@ -3,15 +3,18 @@
 // Exit codes: 0 success, 1 failure or not found, 2 usage.
 import { cac } from "cac";
 import { writeSync } from "node:fs";
+import { ClientError, Status } from "nice-grpc";
 import pkg from "../../package.json";
-import type { BackendDefinition, Logger } from "../backend/contract";
-import { builtinBackends } from "../backends/index";
-import { ConfigError, configFromSource, pluginDirOf, readConfigSource, type ImageletConfig } from "../config/config";
+import type { Logger } from "../backend/contract";
+import { ConfigError } from "../config/config";
 import { createLogger, type LogLevel } from "../log";
-import { DEFAULT_PLUGIN_DIR, loadPlugins } from "../plugins/load";
+import { containStrayErrors } from "../plugins/containment";
+import { sdkSource } from "../plugins/sdk-source" with { type: "macro" };
+import { Reloader } from "../registry/reload";
+import { loadSetup, type SetupOptions } from "../registry/setup";
 import { serve, SocketPathError } from "../server/serve";
 import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, sortImages, type OutputFormat } from "./format";
-import { inProcessSource, remoteSource, type ImageSource } from "./source";
+import { inProcessSource, remoteSource, serverBackends, type ImageSource, type ServerBackends } from "./source";
 
 export const VERSION: string = pkg.version;
 export const CRI_API_VERSION = "v1";
@@ -36,34 +39,10 @@ function outputFormat(value: unknown, allowed: readonly OutputFormat[]): OutputF
   return v as OutputFormat;
 }
 
-interface GlobalOptions {
-  config?: string;
-  pluginDir?: string;
+interface GlobalOptions extends SetupOptions {
   endpoint?: string;
   timeout?: string;
   logLevel?: string;
-}
-
-interface Setup {
-  config: ImageletConfig;
-  definitions: BackendDefinition[];
-}
-
-/**
- * Reads the config, loads plugins from its plugin_dir (so their types are
- * known), then validates it. Every command that builds a registry starts here.
- */
-async function setup(opts: GlobalOptions, builtins: readonly BackendDefinition[], log: Logger): Promise<Setup> {
-  try {
-    const source = readConfigSource(opts.config);
-    const configured = opts.pluginDir ?? pluginDirOf(source);
-    const { loaded } = await loadPlugins(configured ?? DEFAULT_PLUGIN_DIR, builtins, log, { required: configured !== undefined });
-    const definitions = [...builtins, ...loaded];
-    return { config: configFromSource(source, definitions), definitions };
-  } catch (e) {
-    if (e instanceof ConfigError) throw usage(`config error: ${e.message}`);
-    throw e;
-  }
 }
 
 /** CLI commands log only warnings by default: their stdout is the answer. */
@@ -71,20 +50,29 @@ function cliLogger(opts: GlobalOptions, fallback: LogLevel): Logger {
   return createLogger((opts.logLevel as LogLevel | undefined) ?? fallback, (line) => writeSync(2, line));
 }
 
-async function openSource(opts: GlobalOptions, definitions: readonly BackendDefinition[]): Promise<ImageSource> {
-  const endpoint = opts.endpoint ?? process.env.IMAGELET_ENDPOINT;
+function endpointOf(opts: GlobalOptions): string | undefined {
+  return opts.endpoint ?? process.env.IMAGELET_ENDPOINT;
+}
+
+function timeoutMs(opts: GlobalOptions): number {
+  const seconds = Number(opts.timeout ?? 10);
+  if (!(seconds > 0)) throw usage(`--timeout must be a positive number of seconds`);
+  return seconds * 1000;
+}
+
+async function openSource(opts: GlobalOptions): Promise<ImageSource> {
+  const endpoint = endpointOf(opts);
   if (endpoint) {
-    const seconds = Number(opts.timeout ?? 10);
-    if (!(seconds > 0)) throw usage(`--timeout must be a positive number of seconds`);
+    const timeout = timeoutMs(opts);
     try {
-      return remoteSource(endpoint, seconds * 1000);
+      return remoteSource(endpoint, timeout);
     } catch (e) {
       throw usage((e as Error).message);
     }
   }
   const log = cliLogger(opts, "error");
-  const { config, definitions: all } = await setup(opts, definitions, log);
-  return inProcessSource(config, all, log);
+  const { config, definitions } = await loadSetup(opts, log);
+  return inProcessSource(config, definitions, log);
 }
 
 /** Written synchronously: the process exits as soon as a command returns (see main.ts). */
@@ -92,13 +80,14 @@ function write(text: string): void {
   writeSync(1, text);
 }
 
-export function buildCli(definitions: readonly BackendDefinition[] = builtinBackends) {
+export function buildCli() {
   const cli = cac("imagelet");
   cli
     .option("--config <file>", "Config file (default /etc/imagelet/config.toml when present)")
     .option("--endpoint <unix:///path>", "Act as a CRI client of this image-service socket (or IMAGELET_ENDPOINT)")
     .option("--timeout <seconds>", "Client call timeout with --endpoint", { default: "10" })
     .option("--plugin-dir <dir>", "Backend plugin directory (default /usr/lib/imagelet/plugins)")
+    .option("--allow-insecure-plugins", "Load plugins whatever their owner and mode (warns at every start)")
     .option("--log-level <level>", "debug, info, warn or error");
 
   cli
@@ -106,11 +95,17 @@ export function buildCli(definitions: readonly BackendDefinition[] = builtinBack
     .option("--socket <path>", "Socket path (default /run/imagelet/imagelet.sock or the config's)")
     .action(async (opts: GlobalOptions & { socket?: string }) => {
       const bootLog = createLogger((opts.logLevel as LogLevel | undefined) ?? "info");
-      const { config, definitions: all } = await setup(opts, definitions, bootLog);
+      const started = await loadSetup(opts, bootLog);
+      const { config, definitions } = started;
       if (opts.socket) config.socket = opts.socket;
       const log = createLogger((opts.logLevel as LogLevel | undefined) ?? config.logLevel);
+      const reloader = new Reloader(started, opts, log);
+      containStrayErrors(log, () => reloader.plugins);
       try {
-        await serve(config, all, log);
+        await serve(config, definitions, log, {
+          onHangup: (served) => void reloader.reload(served),
+          refusedPlugins: () => reloader.refusedPlugins,
+        });
       } catch (e) {
         if (e instanceof SocketPathError) throw new CliError(e.message, 1);
         throw e;
@@ -127,7 +122,7 @@ export function buildCli(definitions: readonly BackendDefinition[] = builtinBack
     .option("-o, --output <format>", "table, json or yaml", { default: "table" })
     .action(async (ref: string | undefined, opts: GlobalOptions & { digests?: boolean; trunc?: boolean; quiet?: boolean; output?: string }) => {
       const format = outputFormat(opts.output, ["table", "json", "yaml"]);
-      const source = await openSource(opts, definitions);
+      const source = await openSource(opts);
       try {
         // crictl sorts before every output form; so do we.
         const images = sortImages(await source.listImages(ref));
@@ -145,7 +140,7 @@ export function buildCli(definitions: readonly BackendDefinition[] = builtinBack
     .option("-v, --verbose", "Include the OCI image config (verbose ImageStatus)")
     .action(async (refs: string[], opts: GlobalOptions & { output?: string; verbose?: boolean }) => {
       const format = outputFormat(opts.output, ["json", "yaml"]);
-      const source = await openSource(opts, definitions);
+      const source = await openSource(opts);
       const missing: string[] = [];
       try {
         for (const ref of refs) {
@@ -168,21 +163,37 @@ export function buildCli(definitions: readonly BackendDefinition[] = builtinBack
     });
 
   cli
-    .command("plugins", "List configured backends, their image counts and health")
+    .command("plugins", "List configured backends, their image counts and health (with --endpoint: the running server's)")
     .option("-o, --output <format>", "table, json or yaml", { default: "table" })
     .action(async (opts: GlobalOptions & { output?: string }) => {
       const format = outputFormat(opts.output, ["table", "json", "yaml"]);
-      if (opts.endpoint) throw usage("plugins reads the local configuration; it does not take --endpoint");
+      const print = (r: ServerBackends) => write(format === "table" ? pluginsTable(r.backends, r.refused) : serialize(r, format));
+      const endpoint = endpointOf(opts);
+      if (endpoint) {
+        // The live state: a backend failing since the server started, its last good list, a hung plugin.
+        try {
+          print(await serverBackends(endpoint, timeoutMs(opts)));
+        } catch (e) {
+          if (e instanceof ClientError && e.code === Status.UNIMPLEMENTED) {
+            throw new CliError(`${endpoint} is an image service but not imagelet: it has no imagelet.v1.Diagnostics`, 1);
+          }
+          throw e;
+        }
+        return;
+      }
       const log = cliLogger(opts, "error");
-      const { config, definitions: all } = await setup(opts, definitions, log);
-      const source = await inProcessSource(config, all, log);
+      const { config, definitions, plugins } = await loadSetup(opts, log);
+      const source = await inProcessSource(config, definitions, log);
       try {
-        const health = source.health!();
-        write(format === "table" ? pluginsTable(health) : serialize({ backends: health }, format));
+        print({ backends: source.health!(), refused: plugins.refused });
       } finally {
         source.close();
       }
     });
+
+  cli.command("sdk", "Print the backend plugin SDK (imagelet-plugin.ts) this binary implements").action(() => {
+    write(sdkSource());
+  });
 
   cli.command("version", "Print the imagelet and CRI API versions").action(() => {
     write(`Version:  ${VERSION}\nRuntimeApiVersion:  ${CRI_API_VERSION}\nServes:  runtime.${CRI_API_VERSION}.ImageService\n`);
@@ -193,8 +204,8 @@ export function buildCli(definitions: readonly BackendDefinition[] = builtinBack
 }
 
 /** Runs the CLI; resolves to the exit code (serve never resolves). */
-export async function runCli(argv: string[], definitions?: readonly BackendDefinition[]): Promise<number> {
-  const cli = buildCli(definitions);
+export async function runCli(argv: string[]): Promise<number> {
+  const cli = buildCli();
   try {
     cli.parse(argv, { run: false });
     if (cli.options.help || cli.options.h) return 0;
@@ -211,6 +222,8 @@ export async function runCli(argv: string[], definitions?: readonly BackendDefin
     let code: number;
     let message: string;
     if (e instanceof CliError) [code, message] = [e.exitCode, e.message];
+    // Also from building the registry: a backend's create() can refuse an option value.
+    else if (e instanceof ConfigError) [code, message] = [2, `config error: ${e.message}`];
     else if (err?.name === "CACError") [code, message] = [2, err.message];
     else [code, message] = [1, grpcMessage(err)];
     writeSync(2, `imagelet: ${message.replace(/\s*\n\s*/g, " ")}\n`);

@@ -6,10 +6,12 @@ import { createChannel, createClient, Metadata, type CallContext } from "nice-gr
 import type { BackendDefinition, Logger } from "../backend/contract";
 import type { ImageletConfig } from "../config/config";
 import type { runtime } from "../gen/runtime-v1.js";
+import { DiagnosticsDefinition } from "../gen/imagelet-v1-services";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import { buildRegistry } from "../registry/build";
 import type { BackendHealth, BackendRegistry } from "../registry/registry";
 import type { Image } from "../model/image";
+import type { RefusedPlugin } from "../plugins/load";
 import { createImageService } from "../server/image-service";
 
 export type CriImage = runtime.v1.Image;
@@ -80,6 +82,27 @@ export function endpointTarget(endpoint: string): string {
     throw new Error(`endpoint ${JSON.stringify(endpoint)} is not a unix socket path (unix:///path)`);
   }
   return `unix://${path}`;
+}
+
+/** What a running imagelet reports of its backends (imagelet.v1.Diagnostics). */
+export interface ServerBackends {
+  backends: BackendHealth[];
+  refused: RefusedPlugin[];
+}
+
+/**
+ * The backends of the imagelet serving `endpoint`, as it sees them now. Another
+ * image service (containerd, CRI-O) answers UNIMPLEMENTED, which the caller reports.
+ */
+export async function serverBackends(endpoint: string, timeoutMs: number): Promise<ServerBackends> {
+  const channel = createChannel(endpointTarget(endpoint));
+  try {
+    const client = createClient(DiagnosticsDefinition, channel);
+    const r = await client.backends({}, { signal: AbortSignal.timeout(timeoutMs) });
+    return JSON.parse(r.json) as ServerBackends;
+  } finally {
+    channel.close();
+  }
 }
 
 export function remoteSource(endpoint: string, timeoutMs: number): ImageSource {

@@ -52,6 +52,8 @@ export interface BackendConfig {
   name: string;
   timeoutMs: number;
   options: Record<string, unknown>;
+  /** Why its type cannot be used (its plugin was refused): the backend is shown failing with this. */
+  unavailable?: string;
 }
 
 export interface ImageletConfig {
@@ -119,12 +121,15 @@ const ENTRY_KEYS = new Set(["type", "name", "timeout"]);
 
 /**
  * Validates parsed TOML against the top-level keys and each backend
- * definition's option schema.
+ * definition's option schema. A type in `unavailable` (a refused plugin's,
+ * with the reason) is not an error: its entries are kept, unvalidated, to be
+ * shown failing while the rest is served.
  */
 export function validateConfig(
   raw: Record<string, unknown>,
   file: string,
   definitions: readonly BackendDefinition[],
+  unavailable: ReadonlyMap<string, string> = new Map(),
 ): ImageletConfig {
   const err = (key: string, msg: string) => new ConfigError(file, key, msg);
   for (const key of Object.keys(raw)) if (!TOP_KEYS.has(key)) throw err(key, "unknown key");
@@ -154,11 +159,16 @@ export function validateConfig(
     const e = entry as Record<string, unknown>;
     if (typeof e.type !== "string") throw err(`${at}.type`, e.type === undefined ? "missing" : `expected a string, got ${typeName(e.type)}`);
     const definition = definitions.find((d) => d.name === e.type);
-    if (!definition) throw err(`${at}.type`, `unknown backend type ${JSON.stringify(e.type)} (known: ${definitions.map((d) => d.name).join(", ")})`);
+    const refusal = definition ? undefined : unavailable.get(e.type);
+    if (!definition && refusal === undefined) {
+      throw err(`${at}.type`, `unknown backend type ${JSON.stringify(e.type)} (known: ${definitions.map((d) => d.name).join(", ")})`);
+    }
     if (e.name !== undefined && (typeof e.name !== "string" || e.name === "")) throw err(`${at}.name`, "expected a non-empty string");
     const name = (e.name as string | undefined) ?? (names.has(e.type) ? `${e.type}-${i}` : e.type);
     if (names.has(name)) throw err(`${at}.name`, `duplicate backend name ${JSON.stringify(name)}`);
     names.add(name);
+    const timeoutMs = duration(`${at}.timeout`, e.timeout, backendTimeoutMs);
+    if (!definition) return { type: e.type, name, timeoutMs, options: {}, unavailable: refusal };
     const options: Record<string, unknown> = {};
     for (const [key, value] of Object.entries(e)) {
       if (ENTRY_KEYS.has(key)) continue;
@@ -170,7 +180,7 @@ export function validateConfig(
     for (const [key, spec] of Object.entries(definition.options)) {
       if (spec.required && options[key] === undefined) throw err(`${at}.${key}`, "missing");
     }
-    return { type: e.type, name, timeoutMs: duration(`${at}.timeout`, e.timeout, backendTimeoutMs), options };
+    return { type: e.type, name, timeoutMs, options };
   });
 
   return {
@@ -229,10 +239,14 @@ export function pluginDirOf(source: ConfigSource): string | undefined {
   return resolve(dirname(resolve(source.file ?? ".")), v);
 }
 
-/** Validates a config source against the known backend types. */
-export function configFromSource(source: ConfigSource, definitions: readonly BackendDefinition[]): ImageletConfig {
+/** Validates a config source against the known backend types (and those of refused plugins). */
+export function configFromSource(
+  source: ConfigSource,
+  definitions: readonly BackendDefinition[],
+  unavailable?: ReadonlyMap<string, string>,
+): ImageletConfig {
   if (source.file === undefined) return defaultConfig();
-  return validateConfig(source.raw, source.file, definitions);
+  return validateConfig(source.raw, source.file, definitions, unavailable);
 }
 
 /** The configuration used when no file exists: the well-known stores that are present. */

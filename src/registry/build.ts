@@ -2,13 +2,7 @@
 // created from its definition. The server and the in-process CLI both start
 // here, so they see the same backends in the same order.
 import { arch, platform as osPlatform } from "node:os";
-import {
-  OptionError,
-  type Backend,
-  type BackendDefinition,
-  type Logger,
-  type Platform,
-} from "../backend/contract";
+import type { Backend, BackendContext, BackendDefinition, Logger, Platform } from "../backend/contract";
 import { ConfigError, type ImageletConfig } from "../config/config";
 import { BackendRegistry, errorText, type RegisteredBackend } from "./registry";
 
@@ -29,51 +23,116 @@ function backendLogger(log: Logger, backend: string): Logger {
   };
 }
 
-/** A stand-in for a backend whose create() failed: it shows as failing, with the reason. */
+/** A stand-in for a backend that could not be created: it shows as failing, with the reason. */
 function failedBackend(reason: string): Backend {
   return {
     list() {
-      throw new Error(`could not be created: ${reason}`);
+      throw new Error(reason);
     },
   };
+}
+
+/**
+ * The key of an OptionError, from the SDK or from a plugin's vendored copy of
+ * it (another class, so instanceof cannot tell).
+ */
+function optionErrorKey(e: unknown): string | undefined {
+  const key = (e as { key?: unknown } | undefined)?.key;
+  return e instanceof Error && e.name === "OptionError" && typeof key === "string" ? key : undefined;
+}
+
+/**
+ * Runs a definition's create() under the backend's timeout: a plugin whose
+ * create() never settles must not hold up the start. A backend that arrives
+ * after the timeout is closed, so its watches do not leak.
+ */
+function createWithin(definition: BackendDefinition, options: Record<string, unknown>, ctx: BackendContext, timeoutMs: number, log: Logger): Promise<Backend> {
+  return new Promise((resolve, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(new Error(`create() timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    let created: Backend | Promise<Backend>;
+    try {
+      created = definition.create(options as never, ctx);
+    } catch (e) {
+      clearTimeout(timer);
+      return reject(e);
+    }
+    Promise.resolve(created).then(
+      (backend) => {
+        clearTimeout(timer);
+        if (!late) return resolve(backend);
+        Promise.resolve(backend?.close?.()).catch((e) => log.warn("backend close failed", { backend: ctx.name, error: errorText(e) }));
+      },
+      (e) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** A created backend must at least list; anything else is a plugin bug reported as its failure. */
+function checkBackend(backend: unknown): Backend {
+  if (typeof backend !== "object" || backend === null || typeof (backend as Backend).list !== "function") {
+    throw new Error("create() did not return a backend (an object with a list() function)");
+  }
+  return backend as Backend;
 }
 
 export async function buildRegistry(
   config: ImageletConfig,
   definitions: readonly BackendDefinition[],
   log: Logger,
-  opts: { watch: boolean },
+  opts: { watch: boolean; previous?: BackendRegistry },
 ): Promise<BackendRegistry> {
   const platform = hostPlatform();
   const registered: RegisteredBackend[] = [];
+  // Backends created before a configuration error must not outlive it (their watches).
+  const abandon = async (error: ConfigError): Promise<never> => {
+    await Promise.allSettled(registered.map(async (r) => r.backend.close?.()));
+    throw error;
+  };
   for (const [i, entry] of config.backends.entries()) {
+    if (entry.unavailable !== undefined) {
+      log.error("backend cannot be created: its plugin was refused", { backend: entry.name, type: entry.type, reason: entry.unavailable });
+      const reason = `plugin for type ${JSON.stringify(entry.type)} refused: ${entry.unavailable}`;
+      registered.push({ name: entry.name, type: entry.type, backend: failedBackend(reason), timeoutMs: entry.timeoutMs });
+      continue;
+    }
     const definition = definitions.find((d) => d.name === entry.type);
-    if (!definition) throw new ConfigError(config.file ?? "(defaults)", `backend[${i}].type`, `unknown backend type ${entry.type}`);
+    if (!definition) return abandon(new ConfigError(config.file ?? "(defaults)", `backend[${i}].type`, `unknown backend type ${entry.type}`));
     let backend: Backend;
     let notice: string | undefined;
+    const ctx: BackendContext = {
+      name: entry.name,
+      log: backendLogger(log, entry.name),
+      baseDir: config.baseDir,
+      platform,
+      setNotice: (text) => {
+        if (text !== undefined && text !== notice) log.warn(text, { backend: entry.name });
+        notice = text;
+      },
+    };
     try {
-      backend = await definition.create(entry.options as never, {
-        name: entry.name,
-        log: backendLogger(log, entry.name),
-        baseDir: config.baseDir,
-        platform,
-        setNotice: (text) => {
-          if (text !== undefined && text !== notice) log.warn(text, { backend: entry.name });
-          notice = text;
-        },
-      });
+      backend = checkBackend(await createWithin(definition, entry.options, ctx, entry.timeoutMs, log));
     } catch (e) {
-      if (e instanceof OptionError) throw new ConfigError(config.file ?? "(defaults)", `backend[${i}].${e.key}`, e.message);
+      const key = optionErrorKey(e);
+      if (key !== undefined) return abandon(new ConfigError(config.file ?? "(defaults)", `backend[${i}].${key}`, (e as Error).message));
       log.error("backend could not be created", { backend: entry.name, error: errorText(e) });
-      backend = failedBackend(errorText(e));
+      backend = failedBackend(`could not be created: ${errorText(e)}`);
     }
-    registered.push({ name: entry.name, type: entry.type, backend, timeoutMs: entry.timeoutMs, notice: () => notice });
+    const key = JSON.stringify([entry.type, entry.options]);
+    registered.push({ name: entry.name, type: entry.type, backend, timeoutMs: entry.timeoutMs, notice: () => notice, key });
   }
   const registry = new BackendRegistry(registered, {
     log,
     pollIntervalMs: opts.watch ? config.pollIntervalMs : 0,
     fsIntervalMs: config.fsInfoIntervalMs,
   });
+  if (opts.previous) registry.inherit(opts.previous);
   await registry.loadAll();
   if (opts.watch) registry.startWatching();
   return registry;

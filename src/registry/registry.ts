@@ -33,6 +33,8 @@ export interface RegisteredBackend {
   timeoutMs: number;
   /** The backend's current notice (see BackendContext.setNotice). */
   notice?: () => string | undefined;
+  /** Its type and options: the same key after a reload means the same store (see inherit). */
+  key?: string;
 }
 
 class TimeoutError extends Error {
@@ -98,6 +100,22 @@ export class BackendRegistry {
 
   health(): BackendHealth[] {
     return this.slots.map((s) => ({ ...s.health, notice: s.reg.notice?.() }));
+  }
+
+  /**
+   * Starts from the snapshots of the registry this one replaces (a reload): a
+   * backend configured the same way keeps serving its last good list if its
+   * first list here fails, as it would have without the reload.
+   */
+  inherit(previous: BackendRegistry): void {
+    for (const slot of this.slots) {
+      const before = previous.slots.find((s) => s.reg.name === slot.reg.name && s.reg.key !== undefined && s.reg.key === slot.reg.key);
+      if (before?.health.lastSuccessAt === undefined) continue;
+      slot.snapshot = before.snapshot;
+      slot.health.images = before.snapshot.length;
+      slot.health.lastSuccessAt = before.health.lastSuccessAt;
+    }
+    this.publish();
   }
 
   /** Lists every backend once (concurrently); resolves when all have settled or timed out. */

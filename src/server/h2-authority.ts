@@ -14,7 +14,9 @@
 // server's decoder never depends on entries it was not shown.
 import hpack from "hpack.js";
 
-const PREFACE_BYTES = 24;
+/** The client connection preface (RFC 9113 §3.4), before its first SETTINGS. */
+export const CLIENT_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+const PREFACE_BYTES = CLIENT_PREFACE.length;
 const FRAME_HEADER_BYTES = 9;
 const TYPE_HEADERS = 0x1;
 const TYPE_CONTINUATION = 0x9;
@@ -256,7 +258,11 @@ export class ClientHeaderRewriter {
    */
   private tablesInStep = true;
 
-  constructor(private readonly forward: (bytes: Buffer) => void) {}
+  /** Told, at the end of each header block, whether it needed a rewrite. */
+  onHeaderBlock: ((rewritten: boolean) => void) | undefined;
+
+  /** `forward` may be replaced when the output moves to another consumer (first-request.ts). */
+  constructor(public forward: (bytes: Buffer) => void) {}
 
   feed(chunk: Buffer): void {
     let pos = 0;
@@ -368,6 +374,7 @@ export class ClientHeaderRewriter {
     const block = this.startBlock(frame);
     const fields = this.decoder.decode(concatFragments(block.fragments));
     const normalized = normalizedFields(fields);
+    this.onHeaderBlock?.(normalized !== undefined);
     if (normalized === undefined) return undefined;
     this.tablesInStep = false;
     return headerFrames(block.streamId, (block.flags & FLAG_END_STREAM) !== 0, block.priority, encodeWithoutDynamicTable(normalized));
@@ -420,6 +427,7 @@ export class ClientHeaderRewriter {
     this.block = undefined;
     const fields = this.decoder.decode(concatFragments(block.fragments));
     const normalized = normalizedFields(fields);
+    this.onHeaderBlock?.(normalized !== undefined);
     if (normalized === undefined && this.tablesInStep) {
       for (const frame of block.frames) this.forward(frame);
       return;

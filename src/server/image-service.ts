@@ -5,7 +5,7 @@ import { ServerError, Status, type ServiceImplementation } from "nice-grpc";
 import { IMAGE_NOT_FOUND, encodeStreamBatches, encodedAnswers, toCriImage, toFilesystemUsage, verboseInfo } from "../cri/convert";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import type { Logger } from "../backend/contract";
-import type { BackendRegistry } from "../registry/registry";
+import type { RegistryReader } from "../registry/served";
 
 export type ImageService = ServiceImplementation<typeof ImageServiceDefinition>;
 
@@ -16,7 +16,7 @@ const PRELOAD_HINT =
 /** kubelet's CRI client refuses answers above this (k8s.io/cri-client MaxMsgSize). */
 export const KUBELET_MAX_RECEIVE_BYTES = 16 * 1024 * 1024;
 
-export function createImageService(registry: BackendRegistry, log: Logger): ImageService {
+export function createImageService(registry: RegistryReader, log: Logger): ImageService {
   let warnedBigList = false;
   return {
     async listImages(request) {

@@ -7,11 +7,13 @@ import { connect, type Socket } from "node:net";
 import { dirname } from "node:path";
 import type { BackendDefinition, Logger } from "../backend/contract";
 import type { ImageletConfig } from "../config/config";
+import type { RefusedPlugin } from "../plugins/load";
 import { buildRegistry } from "../registry/build";
+import { ServedRegistry } from "../registry/served";
 import { errorMapping } from "./errors";
 import { createInjectableGrpcServer } from "./grpc-server";
-import { inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
-import { NormalizedConnection } from "./normalized-connection";
+import { ConnectionWatch, inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
+import { handOverConnection } from "./first-request";
 import { servedServices } from "./services";
 
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
@@ -64,7 +66,19 @@ function groupId(group: string): number {
   throw new Error(`socket_group ${JSON.stringify(group)} is not a group on this system`);
 }
 
-export async function serve(config: ImageletConfig, definitions: readonly BackendDefinition[], log: Logger): Promise<never> {
+export interface ServeHooks {
+  /** Runs on SIGHUP (the reload), with the registry the handlers read. */
+  onHangup?: (served: ServedRegistry) => void;
+  /** The plugins refused now, for imagelet.v1.Diagnostics. */
+  refusedPlugins?: () => readonly RefusedPlugin[];
+}
+
+export async function serve(
+  config: ImageletConfig,
+  definitions: readonly BackendDefinition[],
+  log: Logger,
+  hooks: ServeHooks = {},
+): Promise<never> {
   const socket = config.socket;
   // Socket activation: systemd made the socket (path, mode, group) and keeps
   // it across restarts, so imagelet neither claims nor removes it.
@@ -72,7 +86,8 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
   const ownsSocket = inheritedFd === undefined;
   if (ownsSocket) await claimSocketPath(socket, log);
 
-  const registry = await buildRegistry(config, definitions, log, { watch: true });
+  const registry = new ServedRegistry(await buildRegistry(config, definitions, log, { watch: true }));
+  process.on("SIGHUP", () => hooks.onHangup?.(registry));
   const timeouts = config.connectionTimeouts;
   const server = createInjectableGrpcServer(
     {
@@ -86,15 +101,23 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
       "grpc.keepalive_timeout_ms": timeouts.keepaliveTimeoutMs,
     },
     errorMapping(log),
-    servedServices(registry, log),
+    servedServices(registry, log, hooks.refusedPlugins),
   );
-  // Every connection goes through NormalizedConnection, so clients that send
-  // the socket path as `:authority` (kubelet, crictl before v1.30) are served too.
+  // Clients that send the socket path as `:authority` (kubelet, crictl before
+  // v1.30) are served too: their connections go through the rewriter.
   const connections = new Set<Socket>();
+  const watch = new ConnectionWatch(
+    { handshakeMs: timeouts.handshakeMs, firstRequestMs: timeouts.idleMs, stalledWriteMs: timeouts.keepaliveTimeoutMs },
+    log,
+  );
   const accept = (connection: Socket) => {
     connections.add(connection);
     connection.once("close", () => connections.delete(connection));
-    server.inject(new NormalizedConnection(connection, log, { handshakeMs: timeouts.handshakeMs, stalledWriteMs: timeouts.keepaliveTimeoutMs }));
+    const watched = watch.add(connection);
+    handOverConnection(connection, log, (c) => {
+      watched.handedOver();
+      server.inject(c);
+    });
   };
   const listener = ownsSocket ? await listenOnPath(socket, accept) : await listenOnInheritedFd(inheritedFd, accept);
   const servedOn = ownsSocket ? socket : `${"path" in listener ? listener.path : "?"} (fd ${inheritedFd}, systemd socket activation)`;
@@ -123,6 +146,7 @@ export async function serve(config: ImageletConfig, definitions: readonly Backen
     // on it until the next start.
     if (ownsSocket) removeSocket(socket);
     listener.close();
+    watch.stop();
     await server.shutdown();
     await connectionsClosed(connections, SHUTDOWN_FLUSH_MS);
     await registry.close();

@@ -3,11 +3,13 @@
 import type { CompatServiceDefinition } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
-import { CRI_PROTOSET } from "../gen/protoset";
+import { SERVED_PROTOSET } from "../gen/protoset";
+import { DiagnosticsDefinition } from "../gen/imagelet-v1-services";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import { ImageServiceDefinition as V1alpha2ImageServiceDefinition } from "../gen/runtime-v1alpha2-services";
 import type { Logger } from "../backend/contract";
-import type { BackendRegistry } from "../registry/registry";
+import type { RefusedPlugin } from "../plugins/load";
+import type { ServedRegistry } from "../registry/served";
 import { withMalformedRequests } from "./errors";
 import { createImageService } from "./image-service";
 
@@ -22,7 +24,7 @@ const IMAGE_SERVICES = ["runtime.v1.ImageService", "runtime.v1alpha2.ImageServic
  * gRPC health: SERVING ("healthy") once every configured backend has listed
  * successfully at least once, for the server ("") and each image service.
  */
-function healthFrom(registry: BackendRegistry): HealthState {
+function healthFrom(registry: ServedRegistry): HealthState {
   const state = HealthState();
   const update = () => {
     const status = registry.allLoadedOnce() ? "healthy" : "unhealthy";
@@ -33,7 +35,14 @@ function healthFrom(registry: BackendRegistry): HealthState {
   return state;
 }
 
-export function servedServices(registry: BackendRegistry, log: Logger): ServedService[] {
+/** imagelet.v1.Diagnostics: what `imagelet plugins` prints, as the running server sees it. */
+function diagnostics(registry: ServedRegistry, refusedPlugins: () => readonly RefusedPlugin[]) {
+  return {
+    backends: () => ({ json: JSON.stringify({ backends: registry.health(), refused: refusedPlugins() }) }),
+  };
+}
+
+export function servedServices(registry: ServedRegistry, log: Logger, refusedPlugins: () => readonly RefusedPlugin[] = () => []): ServedService[] {
   const imageService = createImageService(registry, log);
   return [
     { definition: withMalformedRequests(ImageServiceDefinition), implementation: imageService },
@@ -43,8 +52,9 @@ export function servedServices(registry: BackendRegistry, log: Logger): ServedSe
     // valid v1alpha2 bytes. StreamImages has no v1alpha2 method and is not bound.
     { definition: withMalformedRequests(V1alpha2ImageServiceDefinition), implementation: imageService },
     { definition: HealthDefinition, implementation: HealthServiceImpl(healthFrom(registry)) },
-    // Reflection describes the services whose protos are vendored in proto/ (the health
+    // Reflection describes the services whose protos are in proto/ (the health
     // package ships no descriptor; health clients such as grpc_health_probe need none).
-    { definition: ServerReflectionService, implementation: ServerReflection(CRI_PROTOSET, IMAGE_SERVICES) },
+    { definition: DiagnosticsDefinition, implementation: diagnostics(registry, refusedPlugins) },
+    { definition: ServerReflectionService, implementation: ServerReflection(SERVED_PROTOSET, [...IMAGE_SERVICES, "imagelet.v1.Diagnostics"]) },
   ];
 }

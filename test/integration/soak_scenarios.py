@@ -1169,9 +1169,9 @@ def grpc_message(payload, compressed=False):
     return bytes([1 if compressed else 0]) + struct.pack(">I", len(payload)) + payload
 
 
-def raw_call(method, payload, stream=1):
+def raw_call(method, payload, stream=1, authority="localhost"):
     """The frames of one complete gRPC call after the preface."""
-    return (frame(HEADERS, END_HEADERS, stream, grpc_headers(method))
+    return (frame(HEADERS, END_HEADERS, stream, grpc_headers(method, authority))
             + frame(DATA, END_STREAM, stream, grpc_message(payload)))
 
 
@@ -1411,7 +1411,7 @@ class IdleClients:
             key.fileobj.close()
 
 
-def never_reading_client(sock_path, method="StreamImages", request=b"", open_window=True):
+def never_reading_client(sock_path, method="StreamImages", request=b"", open_window=True, authority="localhost"):
     """A client that asks for a big answer and never reads it. With
     `open_window` it grants the server HTTP/2 flow-control credit for
     everything, so the answer piles up in the socket; without, the server is
@@ -1421,14 +1421,15 @@ def never_reading_client(sock_path, method="StreamImages", request=b"", open_win
     s.connect(sock_path)
     settings = frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 0x7FFFFFFF) if open_window else b"")
     window = frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF - 65535)) if open_window else b""
-    s.sendall(PREFACE + settings + window + raw_call(method, request))
+    s.sendall(PREFACE + settings + window + raw_call(method, request, authority=authority))
     return s
 
 
 def scenario_connections(workdir, images=3000, idle=1000, timeouts=None, close_within=None):
     """1,000 idle connections, two that never finish the HTTP/2 handshake
-    (nothing sent, half a preface), two that never read their answers (one
-    filling the socket, one held by flow control): another client is served
+    (nothing sent, half a preface), three that never read their answers (one
+    filling the socket, one held by flow control, one filling the socket on
+    the path-:authority connection path): another client is served
     throughout, and the server closes each after its documented timeout
     (`timeouts`: config keys; `close_within`: how long to watch)."""
     report = Report("connections")
@@ -1449,11 +1450,14 @@ def scenario_connections(workdir, images=3000, idle=1000, timeouts=None, close_w
         half_preface.sendall(PREFACE[:10])
         stalled_socket = never_reading_client(server.socket)
         stalled_window = never_reading_client(server.socket, open_window=False)
-        conns = [no_preface, half_preface, stalled_socket, stalled_window]
+        # kubelet before v1.30 sends the socket path as :authority: its connection takes the rewriting path.
+        stalled_old_kubelet = never_reading_client(server.socket, authority=server.socket)
+        conns = [no_preface, half_preface, stalled_socket, stalled_window, stalled_old_kubelet]
         report.figures["connections opened"] = idle + len(conns)
         report.figures["seconds to open them"] = round(time.monotonic() - started, 2)
         watched = {"no preface": no_preface, "half a preface": half_preface,
-                   "never reads (socket full)": stalled_socket, "never reads (flow control)": stalled_window}
+                   "never reads (socket full)": stalled_socket, "never reads (flow control)": stalled_window,
+                   "never reads (socket full, path :authority)": stalled_old_kubelet}
         closed_after = {}
         latencies, failures = [], []
         limit = close_within or 5.0

@@ -72,7 +72,7 @@ def test_control_the_client_really_sends_the_path(workdir):
 
 
 def test_path_authority_gets_the_same_answers_on_every_call(serve):
-    s = serve(oci_backend(SAMPLE))
+    s = serve('log_level = "debug"\n' + oci_backend(SAMPLE))
     pb, pbg = cri_stubs.load()
     reference = calls(pb, s.stub)
     assert len(reference) >= 5
@@ -88,6 +88,7 @@ def test_path_authority_gets_the_same_answers_on_every_call(serve):
             metadata = [("x-padding", f"{i}-" + "a" * 40000)] if i % 5 == 2 else [("x-call", str(i))]
             assert calls(pb, stub, metadata) == reference, f"call round {i}"
     assert "closing client connection" not in s.log()
+    assert s.log().count("header blocks rewritten") == 1  # the one old-client connection
 
 
 def test_path_authority_on_v1alpha2(serve):
@@ -224,3 +225,75 @@ def test_started_by_systemd_socket_activate(workdir):
         out, _ = proc.communicate(timeout=15)
     assert "systemd socket activation" in out, out
     assert not os.path.exists(os.path.join(workdir, "configured.sock"))
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def hpack_literal(name, value):
+    """A literal header field without indexing, new name, no Huffman (RFC 7541 §6.2.2); lengths < 127."""
+    name, value = name.encode(), value.encode()
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def read_frame(sock):
+    head = b""
+    while len(head) < 9:
+        more = sock.recv(9 - len(head))
+        assert more, "connection closed"
+        head += more
+    length = int.from_bytes(head[:3], "big")
+    payload = b""
+    while len(payload) < length:
+        more = sock.recv(length - len(payload))
+        assert more, "connection closed"
+        payload += more
+    return head[3], head[4], int.from_bytes(head[5:9], "big") & 0x7FFFFFFF, payload
+
+
+def grpc_go_style_list_images(path, authority):
+    """An HTTP/2 client that behaves as grpc-go does: it sends its preface and
+    SETTINGS, and its first request only after the server's SETTINGS arrived."""
+    pb, _ = cri_stubs.load()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    try:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(0x4, 0, 0))
+        kind, flags, _, _ = read_frame(s)
+        assert (kind, flags) == (0x4, 0), "the server's preface is a SETTINGS frame"
+        block = b"".join(
+            hpack_literal(n, v)
+            for n, v in [(":method", "POST"), (":scheme", "http"), (":path", "/runtime.v1.ImageService/ListImages"),
+                         (":authority", authority), ("content-type", "application/grpc"), ("te", "trailers")]
+        )
+        message = pb.ListImagesRequest().SerializeToString()
+        s.sendall(h2_frame(0x4, 0x1, 0) + h2_frame(0x1, 0x4, 1, block) + h2_frame(0x0, 0x1, 1, b"\x00" + len(message).to_bytes(4, "big") + message))
+        data = b""
+        while True:
+            kind, flags, stream, payload = read_frame(s)
+            if kind == 0x4 and not flags & 0x1:
+                s.sendall(h2_frame(0x4, 0x1, 0))  # acknowledge the server's own SETTINGS
+            assert kind != 0x3, f"stream reset: error code {int.from_bytes(payload, 'big')}"
+            assert kind != 0x7, "connection closed by GOAWAY"
+            if kind == 0x0 and stream == 1:
+                data += payload
+            if stream == 1 and flags & 0x1:  # END_STREAM: trailers (or the last DATA)
+                break
+        return pb.ListImagesResponse.FromString(data[5:])
+    finally:
+        s.close()
+
+
+def test_grpc_go_style_client_waiting_for_the_server_preface(serve):
+    """Both ways through the connection hand-over: a host `:authority` goes to the
+    server as sent, a socket path through the rewriter (the debug log says which)."""
+    s = serve("log_level = \"debug\"\n" + oci_backend(SAMPLE))
+    want = s.list_images()
+    assert "header blocks rewritten" not in s.log()  # grpcio sent localhost: as sent
+    for authority in ("localhost", s.socket):
+        got = grpc_go_style_list_images(s.socket, authority)
+        assert [i.SerializeToString() for i in got.images] == [i.SerializeToString() for i in want]
+    time.sleep(0.2)
+    assert s.log().count("header blocks rewritten") == 1

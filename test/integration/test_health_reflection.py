@@ -95,7 +95,7 @@ def test_reflection_lists_and_describes_the_image_services(serve):
     s = serve(SAMPLE)
     listed = reflect(s.channel, field(7, b"*"))  # list_services
     names = sorted(dict(fields(svc))[1].decode() for n, svc in fields(listed[6]) if n == 1)
-    assert names == ["runtime.v1.ImageService", "runtime.v1alpha2.ImageService"]
+    assert names == ["imagelet.v1.Diagnostics", "runtime.v1.ImageService", "runtime.v1alpha2.ImageService"]
     described = reflect(s.channel, field(4, b"runtime.v1.ImageService"))  # file_containing_symbol
     files = [descriptor_pb2.FileDescriptorProto.FromString(raw) for n, raw in fields(described[4]) if n == 1]
     services = {f"{f.package}.{svc.name}": svc for f in files for svc in f.service}

@@ -2,8 +2,10 @@
 own parser and by running the compiled binary in the unit's sandbox."""
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -57,6 +59,8 @@ def test_units_and_config_agree():
     assert exec_start[:2] == [INSTALLED_BIN, "serve"]
     assert service["Unit"]["Before"] == ["kubelet.service"]
     assert service["Service"]["Restart"] == ["on-failure"]
+    # systemctl reload is imagelet's SIGHUP reload.
+    assert service["Service"]["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert service["Install"]["WantedBy"] == ["multi-user.target"]
     # The socket systemd listens on is the one the config and the binary's default name,
     # inside the service's runtime directory, which outlives a stop (the socket is in it).
@@ -132,3 +136,33 @@ def test_service_sandbox_without_dac_read_search_cannot_read_the_store(workdir, 
         )
         out = run_cli("images", "-q", "--config", os.path.join(workdir, "store.toml"))
         assert out.stdout.split() == expected, (drop, out.stderr)
+
+
+def test_service_sandbox_loads_plugins_and_reloads_on_sighup(workdir, serve, monkeypatch, sandbox_host):
+    # Plugins run under the unit's rules: a read-only file system (Bun cannot
+    # write a transpiler cache), no network; the reload is the unit's ExecReload signal.
+    store, runtime_dir = sandbox_host
+    plugins = os.path.join(workdir, "plugins")
+    shutil.copytree(os.path.join(ROOT, "plugins", "catalog"), os.path.join(plugins, "catalog"), symlinks=False)
+    os.makedirs(os.path.join(plugins, "exec"))
+    shutil.copy(os.path.join(ROOT, "plugins", "exec-catalog", "imagelet-catalog.sh"), os.path.join(plugins, "exec"))
+    catalog = os.path.join(plugins, "catalog", "example", "catalog.toml")
+    exec_catalog = os.path.join(workdir, "exec-catalog.json")
+    with open(exec_catalog, "w") as f:
+        f.write('[{"id": "sha256:%s", "repoTags": ["vendor.example/edge/exec:1"], "repoDigests": [], "size": 3, "kind": "oci"}]' % ("ab" * 32))
+    monkeypatch.setattr(conftest, "BIN", unit_sandbox.wrapper(SERVICE, BIN, workdir, runtime_dir, read_only=[store]))
+    config = (
+        f'plugin_dir = "{plugins}"\n[[backend]]\ntype = "catalog"\npath = "{catalog}"\n'
+        f'[[backend]]\ntype = "exec"\nname = "agent"\npath = "imagelet-catalog.sh"\nargs = ["{exec_catalog}"]\n'
+    )
+    s = serve(config)
+    assert len(s.list_images()) == 3  # two from the catalog, one from the exec plugin
+    with open(s.config, "a") as f:
+        f.write(f'[[backend]]\ntype = "oci-layout"\npath = "{store}"\n')
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 20
+    while 'msg="reloaded"' not in s.log() and time.time() < deadline:
+        time.sleep(0.05)
+    assert {HELLO_ID, TOOLS_ID} <= {i.id for i in s.list_images()}
+    assert len(s.list_images()) == 5
+    assert "level=error" not in s.log() and "level=warn" not in s.log(), s.log()

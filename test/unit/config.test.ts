@@ -2,8 +2,11 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { builtinBackends } from "../../src/backends/index";
+import { builtinBackends as builtinsFor } from "../../src/backends/index";
 import { ConfigError, DEFAULT_CONNECTION_TIMEOUTS, configFromSource, defaultConfig, parseDuration, readConfigSource, validateConfig } from "../../src/config/config";
+import { DEFAULT_PLUGIN_DIR } from "../../src/plugins/load";
+
+const builtinBackends = builtinsFor({ pluginDir: DEFAULT_PLUGIN_DIR, allowInsecure: false });
 
 const dir = mkdtempSync(join(tmpdir(), "imagelet-config-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -5,6 +5,7 @@
 // come through byte for byte, however the stream is cut into reads.
 import { describe, expect, test } from "bun:test";
 import hpack from "hpack.js";
+import { h2Frame as frame } from "./helpers";
 import { ClientHeaderRewriter, H2StreamError, isValidAuthority, MAX_HEADER_BLOCK_BYTES } from "../../src/server/h2-authority";
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -19,15 +20,6 @@ const compressorOf = hpack as unknown as {
   compressor: { create(o: object): HpackStream };
   decompressor: { create(o: object): HpackStream };
 };
-
-function frame(type: number, flags: number, stream: number, payload: Uint8Array): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(stream, 5);
-  return Buffer.concat([h, payload]);
-}
 
 /** A client connection: its encoder's dynamic table lives across blocks. */
 function client() {

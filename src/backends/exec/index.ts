@@ -13,7 +13,7 @@
 // AbortSignal), stdout beyond a bound is a flood and is killed, and stderr
 // goes to imagelet's log under the plugin's name.
 import { spawn } from "node:child_process";
-import { resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import {
   BACKEND_API_VERSION,
   defineBackend,
@@ -22,6 +22,7 @@ import {
   type CallContext,
   type ImageRecord,
 } from "../../backend/contract";
+import { EXEC_SUBDIR, pathProblems, type PluginSettings } from "../../plugins/load";
 
 export const EXEC_PROTOCOL = 1;
 /** A list of many thousands of images fits easily; more is a runaway plugin. */
@@ -105,27 +106,56 @@ function field(reply: unknown, key: "images" | "image", name: string): unknown {
   return r[key];
 }
 
-export default defineBackend({
-  name: "exec",
-  apiVersion: BACKEND_API_VERSION,
-  description: "An executable speaking imagelet's JSON protocol on stdin/stdout (any language)",
-  options: {
-    path: { type: "string", required: true, description: "The executable" },
-    args: { type: "string[]", description: "Arguments given to it" },
-  },
-  create(options, ctx): Backend {
-    const path = resolve(ctx.baseDir, options.path);
-    const args = options.args ?? [];
-    return {
-      async list(call) {
-        const images = field(await runExecPlugin(path, args, { protocol: EXEC_PROTOCOL, method: "list" }, ctx, call), "images", ctx.name);
-        if (!Array.isArray(images)) throw new ExecPluginError(ctx.name, `"images" is not a list`);
-        return images as ImageRecord[];
-      },
-      async status(id, call) {
-        const image = field(await runExecPlugin(path, args, { protocol: EXEC_PROTOCOL, method: "status", id }, ctx, call), "image", ctx.name);
-        return (image ?? undefined) as ImageRecord | undefined;
-      },
-    };
-  },
-});
+/**
+ * `path` with a `/` is a file (relative to the config's directory); a bare
+ * name, or no path at all (the backend's name), is looked up in
+ * `plugin_dir/exec/`, where a vendor's package installs its executables.
+ */
+export function executablePath(path: string | undefined, ctx: BackendContext, pluginDir: string): string {
+  const p = path ?? ctx.name;
+  return p.includes("/") ? resolve(ctx.baseDir, p) : join(pluginDir, EXEC_SUBDIR, p);
+}
+
+/** The module plugins' rule applied to the executable and its directory; a missing file is left to spawn to report. */
+function permissionProblems(path: string): string[] {
+  try {
+    return [...pathProblems(path), ...pathProblems(dirname(path))];
+  } catch {
+    return [];
+  }
+}
+
+export const execBackend = (settings: PluginSettings) =>
+  defineBackend({
+    name: "exec",
+    apiVersion: BACKEND_API_VERSION,
+    description: "An executable speaking imagelet's JSON protocol on stdin/stdout (any language)",
+    options: {
+      path: { type: "string", description: "The executable: a path, or a name in plugin_dir/exec/ (default: the backend's name)" },
+      args: { type: "string[]", description: "Arguments given to it" },
+    },
+    create(options, ctx): Backend {
+      const path = executablePath(options.path, ctx, settings.pluginDir);
+      const args = options.args ?? [];
+      if (settings.allowInsecure) {
+        for (const problem of permissionProblems(path)) ctx.log.warn("insecure exec plugin used (--allow-insecure-plugins)", { plugin: path, problem });
+      }
+      // Checked on every call, not once: the file can be replaced while imagelet runs.
+      const run = (request: Request, call: CallContext) => {
+        const problems = settings.allowInsecure ? [] : permissionProblems(path);
+        if (problems.length > 0) throw new ExecPluginError(ctx.name, `refused: ${problems[0]}`);
+        return runExecPlugin(path, args, request, ctx, call);
+      };
+      return {
+        async list(call) {
+          const images = field(await run({ protocol: EXEC_PROTOCOL, method: "list" }, call), "images", ctx.name);
+          if (!Array.isArray(images)) throw new ExecPluginError(ctx.name, `"images" is not a list`);
+          return images as ImageRecord[];
+        },
+        async status(id, call) {
+          const image = field(await run({ protocol: EXEC_PROTOCOL, method: "status", id }, call), "image", ctx.name);
+          return (image ?? undefined) as ImageRecord | undefined;
+        },
+      };
+    },
+  });

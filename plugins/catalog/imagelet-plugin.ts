@@ -1,0 +1,1 @@
+../../sdk/imagelet-plugin.ts

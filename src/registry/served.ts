@@ -1,0 +1,107 @@
+// The registry the RPC handlers read, replaceable whole. A reload builds a new
+// BackendRegistry beside the running one and swaps it in with one assignment:
+// a call reads either the old view or the new one, never a half-built one, and
+// a call still running on the old registry (a verbose ImageStatus waiting on a
+// status() hook) finishes there before the old registry is closed.
+import type { Image } from "../model/image";
+import type { FilesystemUsage } from "./filesystems";
+import type { BackendHealth, BackendRegistry } from "./registry";
+import type { ImageView } from "./view";
+
+/** What the RPC handlers need from a registry. */
+export interface RegistryReader {
+  readonly view: ImageView;
+  detail(image: Image): Promise<unknown>;
+  imageFilesystems(): Promise<FilesystemUsage[]>;
+  allLoadedOnce(): boolean;
+  onHealthChange(listener: () => void): () => void;
+}
+
+interface Generation {
+  registry: BackendRegistry;
+  /** Calls running on this registry. */
+  calls: number;
+  /** Replaced: close it when its last call ends. */
+  retired?: () => void;
+}
+
+export class ServedRegistry implements RegistryReader {
+  private current: Generation;
+  private readonly healthListeners = new Set<() => void>();
+  private unsubscribe: () => void;
+
+  constructor(registry: BackendRegistry) {
+    this.current = { registry, calls: 0 };
+    this.unsubscribe = this.subscribe(registry);
+  }
+
+  get registry(): BackendRegistry {
+    return this.current.registry;
+  }
+
+  get view(): ImageView {
+    return this.current.registry.view;
+  }
+
+  health(): BackendHealth[] {
+    return this.current.registry.health();
+  }
+
+  allLoadedOnce(): boolean {
+    return this.current.registry.allLoadedOnce();
+  }
+
+  onHealthChange(listener: () => void): () => void {
+    this.healthListeners.add(listener);
+    return () => this.healthListeners.delete(listener);
+  }
+
+  detail(image: Image): Promise<unknown> {
+    return this.within((r) => r.detail(image));
+  }
+
+  imageFilesystems(): Promise<FilesystemUsage[]> {
+    return this.within((r) => r.imageFilesystems());
+  }
+
+  /**
+   * Serves `next` from now on. Resolves when the replaced registry is closed,
+   * after the calls still running on it have ended.
+   */
+  swap(next: BackendRegistry): Promise<void> {
+    const old = this.current;
+    this.unsubscribe();
+    this.current = { registry: next, calls: 0 };
+    this.unsubscribe = this.subscribe(next);
+    this.notifyHealth();
+    return new Promise((resolve) => {
+      old.retired = () => void old.registry.close().then(resolve, resolve);
+      if (old.calls === 0) old.retired();
+    });
+  }
+
+  close(): Promise<void> {
+    this.unsubscribe();
+    return this.current.registry.close();
+  }
+
+  /** Runs a call on the current registry, holding that registry open until the call ends. */
+  private async within<T>(call: (registry: BackendRegistry) => Promise<T>): Promise<T> {
+    const generation = this.current;
+    generation.calls++;
+    try {
+      return await call(generation.registry);
+    } finally {
+      generation.calls--;
+      if (generation.calls === 0) generation.retired?.();
+    }
+  }
+
+  private subscribe(registry: BackendRegistry): () => void {
+    return registry.onHealthChange(() => this.notifyHealth());
+  }
+
+  private notifyHealth(): void {
+    for (const listener of this.healthListeners) listener();
+  }
+}
