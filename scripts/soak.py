@@ -32,7 +32,7 @@ SCENARIOS = {
                  lambda d: s.scenario_hostile_payloads(d, count=5_000)),
     "frames": ("4c. Broken HTTP/2 and gRPC", "one raw connection per case, 3 s each; one client asking good questions throughout",
                lambda d: s.scenario_garbage_frames(d, wait=3.0)),
-    "connections": ("4d. Idle and stalled connections", "default timeouts; 1,000 idle connections (handshake done, pings answered, no call), no preface, half a preface, two clients that never read a StreamImages answer of 3,000 images; one client listing throughout",
+    "connections": ("4d. Idle and stalled connections", "default timeouts; 1,000 idle connections (handshake done, pings answered, no call), no preface, half a preface, three clients that never read a StreamImages answer of 3,000 images (socket full; flow control; socket full on the path-:authority path); one client listing throughout",
                     lambda d: s.scenario_connections(d, images=3000, idle=1000, timeouts=None, close_within=330.0)),
     "lifecycle": ("5. Lifecycle", "10,001 images, concurrency 64: a second instance on the same socket during load; SIGTERM with 8 StreamImages half read and unary load; kill -9 under load, then a restart",
                   lambda d: s.scenario_lifecycle(d, images=10_001, load_seconds=10.0, concurrency=64, streams=8)),
