@@ -2,6 +2,7 @@
 // same registry the server uses (or a CRI client with --endpoint).
 // Exit codes: 0 success, 1 failure or not found, 2 usage.
 import { cac } from "cac";
+import { writeSync } from "node:fs";
 import { ClientError, Status } from "nice-grpc";
 import pkg from "../../package.json";
 import type { Logger } from "../backend/contract";
@@ -11,7 +12,7 @@ import { containStrayErrors } from "../plugins/containment";
 import { sdkSource } from "../plugins/sdk-source" with { type: "macro" };
 import { Reloader } from "../registry/reload";
 import { loadSetup, type SetupOptions } from "../registry/setup";
-import { serve, SocketInUseError } from "../server/serve";
+import { serve, SocketPathError } from "../server/serve";
 import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, sortImages, type OutputFormat } from "./format";
 import { inProcessSource, remoteSource, serverBackends, type ImageSource, type ServerBackends } from "./source";
 
@@ -46,7 +47,7 @@ interface GlobalOptions extends SetupOptions {
 
 /** CLI commands log only warnings by default: their stdout is the answer. */
 function cliLogger(opts: GlobalOptions, fallback: LogLevel): Logger {
-  return createLogger((opts.logLevel as LogLevel | undefined) ?? fallback);
+  return createLogger((opts.logLevel as LogLevel | undefined) ?? fallback, (line) => writeSync(2, line));
 }
 
 function endpointOf(opts: GlobalOptions): string | undefined {
@@ -74,8 +75,9 @@ async function openSource(opts: GlobalOptions): Promise<ImageSource> {
   return inProcessSource(config, definitions, log);
 }
 
+/** Written synchronously: the process exits as soon as a command returns (see main.ts). */
 function write(text: string): void {
-  process.stdout.write(text);
+  writeSync(1, text);
 }
 
 export function buildCli() {
@@ -105,7 +107,7 @@ export function buildCli() {
           refusedPlugins: () => reloader.refusedPlugins,
         });
       } catch (e) {
-        if (e instanceof SocketInUseError) throw new CliError(e.message, 1);
+        if (e instanceof SocketPathError) throw new CliError(e.message, 1);
         throw e;
       }
     });
@@ -224,7 +226,7 @@ export async function runCli(argv: string[]): Promise<number> {
     else if (e instanceof ConfigError) [code, message] = [2, `config error: ${e.message}`];
     else if (err?.name === "CACError") [code, message] = [2, err.message];
     else [code, message] = [1, grpcMessage(err)];
-    process.stderr.write(`imagelet: ${message.replace(/\s*\n\s*/g, " ")}\n`);
+    writeSync(2, `imagelet: ${message.replace(/\s*\n\s*/g, " ")}\n`);
     return code;
   }
 }

@@ -13,6 +13,29 @@ export const DEFAULT_POLL_INTERVAL_MS = 10_000;
 export const DEFAULT_FS_INFO_INTERVAL_MS = 60_000;
 
 /**
+ * How long imagelet keeps a client connection that does nothing useful
+ * (docs/reliability.md): one that never completes the HTTP/2 handshake, one
+ * without calls, one whose client stopped reading (it then answers no ping).
+ */
+export interface ConnectionTimeouts {
+  /** The client's HTTP/2 preface and first SETTINGS must arrive within this. */
+  handshakeMs: number;
+  /** A connection without a call for this long is closed with GOAWAY; gRPC clients reconnect on their next call. */
+  idleMs: number;
+  /** Each connection is pinged after this long without one... */
+  keepaliveMs: number;
+  /** ...and closed when the client has not answered within this. */
+  keepaliveTimeoutMs: number;
+}
+
+export const DEFAULT_CONNECTION_TIMEOUTS: ConnectionTimeouts = {
+  handshakeMs: 10_000,
+  idleMs: 5 * 60_000,
+  keepaliveMs: 60_000,
+  keepaliveTimeoutMs: 20_000,
+};
+
+/**
  * Stores imagelet looks for when there is no config file, in this order.
  * Later backends add their own well-known roots here.
  */
@@ -46,6 +69,7 @@ export interface ImageletConfig {
   pollIntervalMs: number;
   /** How often ImageFsInfo's disk usage is measured. */
   fsInfoIntervalMs: number;
+  connectionTimeouts: ConnectionTimeouts;
   logLevel: LogLevel;
   backends: BackendConfig[];
 }
@@ -89,7 +113,10 @@ function checkOption(spec: OptionSpec, v: unknown): boolean {
   }
 }
 
-const TOP_KEYS = new Set(["socket", "socket_group", "plugin_dir", "backend_timeout", "poll_interval", "fs_info_interval", "log_level", "backend"]);
+const TOP_KEYS = new Set([
+  "socket", "socket_group", "plugin_dir", "backend_timeout", "poll_interval", "fs_info_interval", "log_level", "backend",
+  "handshake_timeout", "idle_timeout", "keepalive_time", "keepalive_timeout",
+]);
 const ENTRY_KEYS = new Set(["type", "name", "timeout"]);
 
 /**
@@ -165,6 +192,12 @@ export function validateConfig(
     backendTimeoutMs,
     pollIntervalMs: duration("poll_interval", raw.poll_interval, DEFAULT_POLL_INTERVAL_MS),
     fsInfoIntervalMs: duration("fs_info_interval", raw.fs_info_interval, DEFAULT_FS_INFO_INTERVAL_MS),
+    connectionTimeouts: {
+      handshakeMs: duration("handshake_timeout", raw.handshake_timeout, DEFAULT_CONNECTION_TIMEOUTS.handshakeMs),
+      idleMs: duration("idle_timeout", raw.idle_timeout, DEFAULT_CONNECTION_TIMEOUTS.idleMs),
+      keepaliveMs: duration("keepalive_time", raw.keepalive_time, DEFAULT_CONNECTION_TIMEOUTS.keepaliveMs),
+      keepaliveTimeoutMs: duration("keepalive_timeout", raw.keepalive_timeout, DEFAULT_CONNECTION_TIMEOUTS.keepaliveTimeoutMs),
+    },
     logLevel: logLevel as LogLevel,
     backends,
   };
@@ -224,6 +257,7 @@ export function defaultConfig(exists: (path: string) => boolean = existsSync): I
     backendTimeoutMs: DEFAULT_BACKEND_TIMEOUT_MS,
     pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
     fsInfoIntervalMs: DEFAULT_FS_INFO_INTERVAL_MS,
+    connectionTimeouts: DEFAULT_CONNECTION_TIMEOUTS,
     logLevel: "info",
     backends: WELL_KNOWN_STORES.filter((s) => exists(s.path)).map((s) => ({
       type: s.type,

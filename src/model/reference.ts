@@ -10,6 +10,13 @@ const DEFAULT_DOMAIN = "docker.io";
 const LEGACY_DEFAULT_DOMAIN = "index.docker.io";
 const OFFICIAL_REPO_PREFIX = "library/";
 const NAME_TOTAL_LENGTH_MAX = 255;
+/**
+ * No valid reference comes near this (name 255, tag 128, a sha512 digest 135
+ * characters, their separators, and a shortened `index.docker.io/`), so
+ * longer input is refused before the grammar runs: the grammar's repetitions
+ * take about a second on a few megabytes of `a/a/…`, and a request may carry 4 MiB.
+ */
+export const MAX_REFERENCE_LENGTH = 1024;
 
 // Grammar pieces, as in distribution/reference regexp.go.
 const alphanumeric = "[a-z0-9]+";
@@ -84,6 +91,7 @@ function splitDockerDomain(name: string): [domain: string, remainder: string] {
  */
 export function parseNormalizedNamed(input: string): ImageReference {
   if (input === "") throw new InvalidReferenceError(input, "empty reference");
+  if (input.length > MAX_REFERENCE_LENGTH) throw new InvalidReferenceError(input, `longer than ${MAX_REFERENCE_LENGTH} characters`);
   if (ANCHORED_IDENTIFIER.test(input)) {
     throw new InvalidReferenceError(input, "a 64-character hexadecimal string is an image ID, not a repository name");
   }

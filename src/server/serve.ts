@@ -2,7 +2,7 @@
 // socket is owned carefully because kubelet reconnects to a path, not a
 // process: a live socket is never taken over, a stale one is removed, and a
 // clean stop leaves nothing behind.
-import { chownSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from "node:fs";
+import { chownSync, lstatSync, mkdirSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { dirname } from "node:path";
 import type { BackendDefinition, Logger } from "../backend/contract";
@@ -12,14 +12,15 @@ import { buildRegistry } from "../registry/build";
 import { ServedRegistry } from "../registry/served";
 import { errorMapping } from "./errors";
 import { createInjectableGrpcServer } from "./grpc-server";
-import { inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
+import { ConnectionWatch, inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
 import { handOverConnection } from "./first-request";
 import { servedServices } from "./services";
 
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
 export const MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
 
-export class SocketInUseError extends Error {}
+/** The socket path cannot be served safely (in use, not a socket, a directory others may write). */
+export class SocketPathError extends Error {}
 
 /** Resolves true when something accepts connections on the socket path. */
 function isListening(path: string): Promise<boolean> {
@@ -35,15 +36,22 @@ function isListening(path: string): Promise<boolean> {
 
 /** Makes the socket path free to bind, or throws if a live server owns it. */
 async function claimSocketPath(path: string, log: Logger): Promise<void> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  // Whoever may write the directory may put their own socket where kubelet
+  // connects (before imagelet starts, or between two runs), sticky bit or not.
+  const dirMode = statSync(dir).mode;
+  if (dirMode & 0o002) {
+    throw new SocketPathError(`${dir} is writable by everyone (mode ${(dirMode & 0o7777).toString(8)}); put the socket in a directory only root or imagelet's user may write, such as /run/imagelet`);
+  }
   let isSocket: boolean;
   try {
     isSocket = lstatSync(path).isSocket();
   } catch {
     return; // nothing there
   }
-  if (!isSocket) throw new SocketInUseError(`${path} exists and is not a socket; refusing to replace it`);
-  if (await isListening(path)) throw new SocketInUseError(`another process is listening on ${path}`);
+  if (!isSocket) throw new SocketPathError(`${path} exists and is not a socket; refusing to replace it`);
+  if (await isListening(path)) throw new SocketPathError(`another process is listening on ${path}`);
   log.info("removing stale socket", { socket: path });
   unlinkSync(path);
 }
@@ -80,19 +88,38 @@ export async function serve(
 
   const registry = new ServedRegistry(await buildRegistry(config, definitions, log, { watch: true }));
   process.on("SIGHUP", () => hooks.onHangup?.(registry));
+  const timeouts = config.connectionTimeouts;
   const server = createInjectableGrpcServer(
-    // channelz (grpc-js's per-call statistics for its admin service) is not served: it is pure per-call cost.
-    { "grpc.max_receive_message_length": MAX_RECEIVE_BYTES, "grpc.max_send_message_length": -1, "grpc.enable_channelz": 0 },
+    {
+      "grpc.max_receive_message_length": MAX_RECEIVE_BYTES,
+      "grpc.max_send_message_length": -1,
+      // channelz (grpc-js's per-call statistics for its admin service) is not served: it is pure per-call cost.
+      "grpc.enable_channelz": 0,
+      "grpc.max_connection_idle_ms": timeouts.idleMs,
+      // A client that stopped reading leaves the ping unanswered (it sits
+      // behind the answer it does not read): the connection is closed and
+      // what was queued for it is freed.
+      "grpc.keepalive_time_ms": timeouts.keepaliveMs,
+      "grpc.keepalive_timeout_ms": timeouts.keepaliveTimeoutMs,
+    },
     errorMapping(log),
     servedServices(registry, log, hooks.refusedPlugins),
   );
   // Clients that send the socket path as `:authority` (kubelet, crictl before
   // v1.30) are served too: their connections go through the rewriter.
   const connections = new Set<Socket>();
+  const watch = new ConnectionWatch(
+    { handshakeMs: timeouts.handshakeMs, firstRequestMs: timeouts.idleMs, stalledWriteMs: timeouts.keepaliveTimeoutMs },
+    log,
+  );
   const accept = (connection: Socket) => {
     connections.add(connection);
     connection.once("close", () => connections.delete(connection));
-    handOverConnection(connection, log, (c) => server.inject(c));
+    const watched = watch.add(connection);
+    handOverConnection(connection, log, (c) => {
+      watched.handedOver();
+      server.inject(c);
+    });
   };
   const listener = ownsSocket ? await listenOnPath(socket, accept) : await listenOnInheritedFd(inheritedFd, accept);
   const servedOn = ownsSocket ? socket : `${"path" in listener ? listener.path : "?"} (fd ${inheritedFd}, systemd socket activation)`;
@@ -121,6 +148,7 @@ export async function serve(
     // on it until the next start.
     if (ownsSocket) removeSocket(socket);
     listener.close();
+    watch.stop();
     await server.shutdown();
     await connectionsClosed(connections, SHUTDOWN_FLUSH_MS);
     await registry.close();

@@ -36,7 +36,8 @@ def expected():
 
 
 class Server:
-    def __init__(self, workdir, config_text, args=()):
+    def __init__(self, workdir, config_text, args=(), wrapper=()):
+        """`wrapper` runs the binary through another command (setpriv, to serve as another user)."""
         self.workdir = workdir
         self.socket = os.path.join(workdir, "run", "imagelet.sock")
         self.config = os.path.join(workdir, "imagelet.toml")
@@ -45,7 +46,7 @@ class Server:
         self.log_path = os.path.join(workdir, "imagelet.log")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--config", self.config, *args], stdout=self._log, stderr=subprocess.STDOUT
+            [*wrapper, BIN, "serve", "--config", self.config, *args], stdout=self._log, stderr=subprocess.STDOUT
         )
         self.channel = None
         self.pb, pbg = cri_stubs.load()

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { builtinBackends as builtinsFor } from "../../src/backends/index";
-import { ConfigError, configFromSource, defaultConfig, parseDuration, readConfigSource, validateConfig } from "../../src/config/config";
+import { ConfigError, DEFAULT_CONNECTION_TIMEOUTS, configFromSource, defaultConfig, parseDuration, readConfigSource, validateConfig } from "../../src/config/config";
 import { DEFAULT_PLUGIN_DIR } from "../../src/plugins/load";
 
 const builtinBackends = builtinsFor({ pluginDir: DEFAULT_PLUGIN_DIR, allowInsecure: false });
@@ -29,6 +29,14 @@ describe("config", () => {
       { type: "oci-layout", name: "oci-layout", timeoutMs: 500, options: { path: "/other" } },
     ]);
     expect(c.baseDir).toBe(dir);
+  });
+
+  test("connection timeouts: defaults, and each key read", () => {
+    expect(load("").config().connectionTimeouts).toEqual(DEFAULT_CONNECTION_TIMEOUTS);
+    expect(DEFAULT_CONNECTION_TIMEOUTS).toEqual({ handshakeMs: 10_000, idleMs: 300_000, keepaliveMs: 60_000, keepaliveTimeoutMs: 20_000 });
+    const { config } = load(`handshake_timeout = "1s"\nidle_timeout = "2m"\nkeepalive_time = "30s"\nkeepalive_timeout = "500ms"\n`);
+    expect(config().connectionTimeouts).toEqual({ handshakeMs: 1000, idleMs: 120_000, keepaliveMs: 30_000, keepaliveTimeoutMs: 500 });
+    expect(() => load(`idle_timeout = "forever"`).config()).toThrow(/: idle_timeout: expected a duration/);
   });
 
   const errors: [string, string, RegExp][] = [

@@ -133,6 +133,23 @@ describe("damaged and hostile layouts", () => {
     expect(s.list().map((r) => r.id).sort()).toEqual([first().id, expected[3]!.id].sort());
   });
 
+  test("a blob deleted after a scan is noticed by the next scan, as a fresh reader would (regression: served from the parse cache)", () => {
+    const dir = copy("oci-umoci");
+    const { store: s, log } = store(dir);
+    expect(s.list()).toHaveLength(2);
+    const manifest = join(dir, "blobs/sha256", first().entryDigest.slice(7));
+    const saved = readFileSync(manifest);
+    unlinkSync(manifest);
+    writeFileSync(join(dir, "index.json.tmp"), readFileSync(join(dir, "index.json")));
+    execFileSync("mv", [join(dir, "index.json.tmp"), join(dir, "index.json")]);
+    expect(s.list().map((r) => r.id)).toEqual([expected[3]!.id]);
+    expect(log.lines.some((l) => l.level === "warn" && String(l.fields?.path) === manifest)).toBe(true);
+    writeFileSync(manifest, saved);
+    writeFileSync(join(dir, "index.json.tmp"), readFileSync(join(dir, "index.json")));
+    execFileSync("mv", [join(dir, "index.json.tmp"), join(dir, "index.json")]);
+    expect(s.list()).toHaveLength(2);
+  });
+
   test("a blob whose content does not match its digest is refused", () => {
     const dir = copy("oci-umoci");
     writeFileSync(join(dir, "blobs/sha256", first().entryDigest.slice(7)), '{"schemaVersion":2}');
@@ -220,29 +237,15 @@ describe("damaged and hostile layouts", () => {
     expect(b.map((r) => r.id)).toEqual([first().id]);
   });
 
-  test("a rescan uses what it made of blobs it read before, and forgets the blobs of images that left", () => {
+  test("a rescan after index.json changed gives the same records from what it kept of each blob", () => {
     const dir = copy("oci-umoci");
     const { store: s } = store(dir);
-    const before = byId(s.list(), first().id);
-    const rewrite = (index: unknown) => {
-      writeFileSync(join(dir, "index.json.tmp"), JSON.stringify(index));
-      execFileSync("mv", [join(dir, "index.json.tmp"), join(dir, "index.json")]);
-    };
-    // The manifest and config blobs go; a new index.json still lists the image from what was kept.
-    const blobs = [first().entryDigest, first().id].map((d) => join(dir, "blobs/sha256", d.slice(7)));
-    const saved = blobs.map((b) => readFileSync(b));
-    blobs.forEach((b) => unlinkSync(b));
-    const index = indexOf(dir);
-    rewrite({ ...index, manifests: [...index.manifests] });
-    expect(byId(s.list(), first().id)).toMatchObject({ size: before.size, user: before.user, labels: before.labels });
-    // The image leaves the layout, then comes back: its blobs are read afresh (and are gone).
-    rewrite({ ...index, manifests: index.manifests.filter((m: Descriptor) => m.digest !== first().entryDigest) });
-    expect(s.list().map((r) => r.id)).not.toContain(first().id);
-    rewrite(index);
-    expect(s.list().map((r) => r.id)).not.toContain(first().id);
-    blobs.forEach((b, i) => writeFileSync(b, saved[i]!));
-    rewrite({ ...index, manifests: [...index.manifests] });
-    expect(s.list().map((r) => r.id)).toContain(first().id);
+    const before = s.list();
+    writeFileSync(join(dir, "index.json.tmp"), readFileSync(join(dir, "index.json")));
+    execFileSync("mv", [join(dir, "index.json.tmp"), join(dir, "index.json")]);
+    const after = s.list();
+    expect(after).not.toBe(before);
+    expect(after).toEqual(before);
   });
 
   test("blobs/sha256 replaced by a symlink to a copy outside the layout: nothing is read through it", () => {

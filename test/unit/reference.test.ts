@@ -1,7 +1,7 @@
 // Cases from github.com/distribution/reference normalize_test.go and
 // reference_test.go, plus containerd's ParseDockerRef defaults.
 import { describe, expect, test } from "bun:test";
-import { InvalidReferenceError, normalizeReference, parseDockerRef, parseNormalizedNamed, isFullReference, quote } from "../../src/model/reference";
+import { InvalidReferenceError, MAX_REFERENCE_LENGTH, normalizeReference, parseDockerRef, parseNormalizedNamed, isFullReference, quote } from "../../src/model/reference";
 
 const HEX64 = "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a";
 const F64 = "f".repeat(64);
@@ -81,6 +81,21 @@ describe("isFullReference (ref.name reading)", () => {
     for (const v of ["example.com/edge/hello:1.0", "edge-tools:2.0", `a@sha256:${F64}`]) expect(isFullReference(v)).toBe(true);
   });
   test("names that do not parse are not", () => expect(isFullReference("Bad/Name:x")).toBe(false));
+});
+
+describe("length", () => {
+  test("the longest valid reference (name 255, tag 128, sha512 digest) parses", () => {
+    const name = `example.com/${"a".repeat(255 - "example.com/".length)}`;
+    const ref = `${name}:${"t".repeat(128)}@sha512:${"f".repeat(128)}`;
+    expect(ref.length).toBeLessThan(MAX_REFERENCE_LENGTH);
+    expect(parseNormalizedNamed(ref)).toEqual({ repository: name, tag: "t".repeat(128), digest: `sha512:${"f".repeat(128)}` });
+  });
+  test("longer input is refused before the grammar runs (regression: megabytes of a/a/… took seconds)", () => {
+    for (const input of ["a/".repeat(2_000_000), "a".repeat(MAX_REFERENCE_LENGTH + 1), `busybox:${"1".repeat(2000)}`]) {
+      expect(() => parseNormalizedNamed(input)).toThrow(InvalidReferenceError);
+      expect(() => parseNormalizedNamed(input)).toThrow(`longer than ${MAX_REFERENCE_LENGTH} characters`);
+    }
+  });
 });
 
 describe("quote", () => {

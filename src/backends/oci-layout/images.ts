@@ -42,12 +42,12 @@ export interface LayoutSource {
   /** Reads a JSON blob by a digest that isDigest() accepted; throws StoreProblem when it cannot. */
   blob(digest: string): Blob;
   /**
-   * Optional: keeps what was made of a blob (`derive`, keyed by what and
-   * digest) across scans, in place of the blob. A source that has it serves
+   * Optional: keeps what was made of a blob (`derive`: its facts as a
+   * manifest, index or config) across scans, in place of the blob. A source that has it serves
    * the raw config from disk when asked (verbose ImageStatus), so records
    * from it carry none: parsed configs were most of a large layout's memory.
    */
-  remember?<T>(key: string, derive: () => T): T;
+  remember?<T>(digest: string, what: string, derive: () => T): T;
 }
 
 /** What a manifest contributes to its image's record. */
@@ -65,8 +65,8 @@ interface ResolvedEntry {
   platform?: Platform;
 }
 
-function remembered<T>(src: LayoutSource, key: string, derive: () => T): T {
-  return src.remember ? src.remember(key, derive) : derive();
+function remembered<T>(src: LayoutSource, digest: string, what: string, derive: () => T): T {
+  return src.remember ? src.remember(digest, what, derive) : derive();
 }
 
 function manifestFacts(manifest: Manifest, size: number): ManifestFacts {
@@ -129,7 +129,7 @@ export function mergeNames(into: ImageRecord, from: ImageRecord): void {
 /** Follows nested indexes down to the host platform's manifest. */
 function resolveEntry(src: LayoutSource, d: Descriptor, depth: number): ResolvedEntry | undefined {
   if (isManifestType(d.mediaType)) {
-    const manifest = remembered(src, `manifest ${d.digest}`, () => {
+    const manifest = remembered(src, d.digest, "manifest", () => {
       const { value, size } = src.blob(d.digest);
       return manifestFacts(parseManifest(value, d.digest), size);
     });
@@ -137,7 +137,7 @@ function resolveEntry(src: LayoutSource, d: Descriptor, depth: number): Resolved
   }
   if (isIndexType(d.mediaType)) {
     if (depth >= MAX_INDEX_DEPTH) throw new StoreProblem(`indexes nested deeper than ${MAX_INDEX_DEPTH}`, d.digest);
-    const index = remembered(src, `index ${d.digest}`, () => parseIndex(src.blob(d.digest).value, d.digest).index);
+    const index = remembered(src, d.digest, "index", () => parseIndex(src.blob(d.digest).value, d.digest).index);
     const child = pickPlatform(index.manifests, src.platform);
     if (!child) {
       src.log.debug("index has no manifest for this platform", { backend: src.backend, digest: d.digest });
@@ -155,7 +155,7 @@ export const parseConfig = configFacts;
 function configOf(src: LayoutSource, digest: string): ParsedConfig | undefined {
   try {
     if (!src.remember) return parseConfig(src.blob(digest).value);
-    return src.remember(`config ${digest}`, () => {
+    return src.remember(digest, "config", () => {
       const facts = parseConfig(src.blob(digest).value);
       return facts && { user: facts.user, labels: facts.labels, created: facts.created, platform: facts.platform };
     });

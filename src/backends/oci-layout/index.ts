@@ -2,12 +2,12 @@
 // umoci and `buildah manifest push oci:` write). See
 // ../shared/docs/reference-image-stores.md §1 for the naming rules; the
 // interpretation itself is in images.ts, shared with the archives backend.
-import { statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { BACKEND_API_VERSION, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
 import { ProblemLog, ScanPaths, StoreProblem, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
 import { layoutImages, parseConfig, repositoryOption, type LayoutSource } from "./images";
-import { readJsonBlob } from "./layout";
+import { blobPath, readJsonBlob } from "./layout";
 
 export default defineBackend({
   name: "oci-layout",
@@ -51,7 +51,7 @@ export class OciLayoutStore {
       backend: ctx.name,
       path: root,
       blob: (digest) => readJsonBlob(this.root, digest, this.scanPaths),
-      remember: (key, derive) => this.remember(key, derive),
+      remember: (digest, what, derive) => this.remember(digest, what, derive),
     };
   }
 
@@ -101,9 +101,13 @@ export class OciLayoutStore {
     return watchDirectories([this.root], onChange, this.problems);
   }
 
-  private remember<T>(key: string, derive: () => T): T {
+  private remember<T>(digest: string, what: string, derive: () => T): T {
+    const key = `${what} ${digest}`;
     if (this.touched.has(key)) return this.touched.get(key) as T;
-    const value = this.facts.has(key) ? (this.facts.get(key) as T) : derive();
+    // What an earlier scan made of a blob is never stale (content-addressed), but
+    // a blob deleted since is a broken image: a fresh reader (`imagelet
+    // plugins`, a restart) would skip it, so this scan reads it again too.
+    const value = this.facts.has(key) && existsSync(blobPath(this.root, digest)) ? (this.facts.get(key) as T) : derive();
     this.touched.set(key, value);
     return value;
   }
