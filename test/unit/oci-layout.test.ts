@@ -248,6 +248,23 @@ describe("damaged and hostile layouts", () => {
     expect(after).toEqual(before);
   });
 
+  test("disk usage: a new blob is counted at once; an unchanged layout reuses the last walk, and every 10th measurement walks", async () => {
+    const dir = copy("oci-umoci");
+    const { store: s } = store(dir);
+    const ctx = { signal: new AbortController().signal };
+    const [first] = await s.fsInfo(ctx);
+    writeFileSync(join(dir, "blobs/sha256", "a".repeat(64)), Buffer.alloc(64 * 1024, 1));
+    const [added] = await s.fsInfo(ctx);
+    expect(added!.inodesUsed).toBe(first!.inodesUsed + 1);
+    expect(added!.usedBytes).toBeGreaterThan(first!.usedBytes);
+    // Grown in place: no directory changes, so it is seen only by the next full walk.
+    writeFileSync(join(dir, "blobs/sha256", "a".repeat(64)), Buffer.alloc(256 * 1024, 1));
+    const seen: number[] = [];
+    for (let i = 0; i < 10; i++) seen.push((await s.fsInfo(ctx))[0]!.usedBytes);
+    expect(seen.slice(0, 9).every((b) => b === added!.usedBytes)).toBe(true);
+    expect(seen[9]).toBeGreaterThan(added!.usedBytes);
+  });
+
   test("blobs/sha256 replaced by a symlink to a copy outside the layout: nothing is read through it", () => {
     const dir = copy("oci-umoci");
     const outside = mkdtempSync(join(tmpdir(), "imagelet-outside-"));
