@@ -124,6 +124,7 @@ class Driven:
 
     def __init__(self, server, n, work, pb, pbg):
         self.server, self.pb = server, pb
+        self.pb_stub = pbg.ImageServiceStub
         self.channel = grpc_channel(server.socket)
         self.stub = stub = pbg.ImageServiceStub(self.channel)
         listed = stub.ListImages(pb.ListImagesRequest(), timeout=60)
@@ -174,7 +175,9 @@ class Driven:
         return out
 
     def change_visible_ms(self):
-        """The store change → the first ImageStatus that finds the new tag."""
+        """The store change → the first ImageStatus that finds the new tag (on a new channel)."""
+        self.channel = grpc_channel(self.server.socket)
+        self.stub = self.pb_stub(self.channel)
         req = self.pb.ImageStatusRequest(image=self.pb.ImageSpec(image=CHANGED_TAG))
         assert not self.stub.ImageStatus(req, timeout=10).HasField("image")
         self.server.change()
@@ -268,15 +271,18 @@ def bench_size(n, args, root_work, pb, pbg):
             for d in driven:
                 rounds[d.server.name].append(d.round(calls))
         for d in driven:
+            run[d.server.name].update(median_of_rounds(rounds[d.server.name]))
+            d.close()
+        # Idle means no calls and no store changes: the window comes before the change is made.
+        for name, figures in idle_window(servers, args.idle).items():
+            run[name].update(figures)
+        for d in driven:
             r = run[d.server.name]
-            r.update(median_of_rounds(rounds[d.server.name]))
             r["change_ms"] = d.change_visible_ms()
             d.close()
             print(f"[{n:,}] {d.server.name}: ListImages p50 {r['list_p50']:.2f} ms, ImageStatus p50 {r['status_p50']:.3f} ms, "
                   f"{r['status_rps_c32']:,.0f}/s (32 conns), {r['status_rps_s32']:,.0f}/s (32 streams), "
                   f"change {r['change_ms']:.0f} ms", flush=True)
-        for name, figures in idle_window(servers, args.idle).items():
-            run[name].update(figures)
         for s in servers:
             r = run[s.name]
             print(f"[{n:,}] {s.name}: RSS peak {r['rss_peak_mib']:.0f} MiB, steady {r['rss_steady_mib']:.0f} MiB, "
