@@ -23,6 +23,8 @@ export type ConflictReporter = (reference: string, keptId: string, keptBackend: 
 
 const HEX_PREFIX = /^(?:sha256:)?([a-f0-9]{3,64})$/;
 const MIN_PREFIX = 3;
+/** How many distinct ImageStatus inputs a view remembers the answer to (see resolve()). */
+const RESOLVED_MEMO_LIMIT = 4096;
 
 /** An Image while merge() is still building it. */
 type MutableImage = { -readonly [K in keyof Image]: Image[K] } & { repoTags: string[]; repoDigests: string[]; backends: string[] };
@@ -37,6 +39,8 @@ export class ImageView {
   private readonly byRepository = new Map<string, Image[]>();
   /** Sorted hex of every ID, for prefix lookups by binary search. */
   private readonly sortedHex: string[];
+  /** resolve() results by input (null: nothing matched). */
+  private readonly resolved = new Map<string, Image | null>();
 
   private constructor(images: Image[]) {
     this.images = images;
@@ -120,8 +124,16 @@ export class ImageView {
    * AmbiguousReferenceError for a prefix of several IDs.
    */
   resolve(input: string): Image | undefined {
+    // kubelet asks ImageStatus of the same few references over and over; the
+    // view never changes, so the answer to an input is parsed once. Inputs that
+    // throw are not remembered, and the memo is bounded against callers that
+    // never repeat an input.
+    const memo = this.resolved.get(input);
+    if (memo !== undefined) return memo ?? undefined;
     const found = this.lookup(input);
     if (found.length > 1) throw new AmbiguousReferenceError(input, found.length);
+    if (this.resolved.size >= RESOLVED_MEMO_LIMIT) this.resolved.clear();
+    this.resolved.set(input, found[0] ?? null);
     return found[0];
   }
 

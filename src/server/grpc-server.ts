@@ -70,23 +70,42 @@ export function createInjectableGrpcServer(
   // graceful close cannot be relied on for this: under Bun, closing an HTTP/2
   // session that runs over an injected stream cuts its open streams.
   const inFlight = new Set<Promise<void>>();
-  async function* tracked<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
+  const begin = (): (() => void) => {
     let done!: () => void;
     const ended = new Promise<void>((resolve) => (done = resolve));
     inFlight.add(ended);
+    return () => {
+      inFlight.delete(ended);
+      done();
+    };
+  };
+  // A unary call ends when nice-grpc hands grpc-js its answer: tracked by
+  // wrapping that callback, so the per-call path has no extra middleware layer
+  // (each nice-grpc middleware is an async generator the call passes through).
+  const trackUnary = (handle: UntypedHandleCall): UntypedHandleCall =>
+    ((call: unknown, callback: (...args: unknown[]) => void) => {
+      const end = begin();
+      (handle as (call: unknown, callback: (...args: unknown[]) => void) => void)(call, (...args) => {
+        end();
+        callback(...args);
+      });
+    }) as UntypedHandleCall;
+  async function* tracked<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
+    const end = begin();
     try {
       return yield* call.next(call.request, context);
     } finally {
-      inFlight.delete(ended);
-      done();
+      end();
     }
   }
-  middleware = composeServerMiddleware(tracked, middleware);
+  const streamingMiddleware = composeServerMiddleware(tracked, middleware);
   for (const { definition, implementation } of services) {
     const normalized = normalizeServiceDefinition(definition);
     const handlers: Record<string, UntypedHandleCall> = {};
     for (const [name, method] of Object.entries(normalized)) {
-      handlers[name] = handlerFactory(method)(method, methodImplementation(implementation, name), middleware);
+      const unary = !method.requestStream && !method.responseStream;
+      const handle = handlerFactory(method)(method, methodImplementation(implementation, name), unary ? middleware : streamingMiddleware);
+      handlers[name] = unary ? trackUnary(handle) : handle;
     }
     server.addService(toGrpcJsServiceDefinition(normalized), handlers);
   }

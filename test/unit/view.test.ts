@@ -95,6 +95,21 @@ describe("resolve (ImageStatus order)", () => {
     }
     expect(() => view.resolve("a b")).toThrow('"a b"');
   });
+  test("asked again, every input gets the same answer (the memo changes nothing)", () => {
+    const inputs = ["busybox", id("a"), "aaaa", "nothere:1", "fff", "cafe", `busybox@${D}`];
+    const first = inputs.map((i) => view.resolve(i)?.id);
+    for (let round = 0; round < 3; round++) expect(inputs.map((i) => view.resolve(i)?.id)).toEqual(first);
+    // Errors are not remembered as "not found".
+    for (let round = 0; round < 3; round++) {
+      expect(() => view.resolve("caf")).toThrow(AmbiguousReferenceError);
+      expect(() => view.resolve("a b")).toThrow(InvalidReferenceError);
+    }
+  });
+  test("more distinct inputs than the memo holds: answers stay right", () => {
+    for (let i = 0; i < 10_000; i++) expect(view.resolve(`nothere/n${i}:1`)).toBeUndefined();
+    expect(view.resolve("busybox")!.id).toBe(id("a"));
+    expect(view.resolve("quay.io/x/y:1")!.id).toBe(id("a"));
+  });
 });
 
 describe("filter (ListImages)", () => {
