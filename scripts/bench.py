@@ -197,14 +197,24 @@ def median_of_rounds(rounds):
     return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
 
-def idle_window(servers, seconds):
-    """CPU ms each server uses while nobody calls it, then its RSS (steady) and VmHWM (peak)."""
-    time.sleep(2)  # let the last calls' work drain
+SETTLE_S = 15
+
+
+def idle_window(servers, seconds, settle_s=SETTLE_S):
+    """CPU ms each server uses while nobody calls it, then its RSS (steady) and VmHWM (peak).
+
+    The first `settle_s` after the last call are measured on their own ("settle"): there
+    each server collects the load's garbage and returns memory, work the load caused.
+    The idle window starts after them and is what a server does by itself with no calls:
+    its polling, timers and watches."""
+    start = {s.name: cpu_seconds(s.proc.pid) for s in servers}
+    time.sleep(settle_s)
     before = {s.name: cpu_seconds(s.proc.pid) for s in servers}
     time.sleep(seconds)
     out = {}
     for s in servers:
         out[s.name] = {
+            "settle_cpu_ms": (before[s.name] - start[s.name]) * 1000,
             "idle_cpu_ms": (cpu_seconds(s.proc.pid) - before[s.name]) * 1000,
             "rss_steady_mib": proc_status_kib(s.proc.pid, "VmRSS") / 1024,
             "rss_peak_mib": proc_status_kib(s.proc.pid, "VmHWM") / 1024,
@@ -274,7 +284,7 @@ def bench_size(n, args, root_work, pb, pbg):
             run[d.server.name].update(median_of_rounds(rounds[d.server.name]))
             d.close()
         # Idle means no calls and no store changes: the window comes before the change is made.
-        for name, figures in idle_window(servers, args.idle).items():
+        for name, figures in idle_window(servers, args.idle, 2 if args.quick else SETTLE_S).items():
             run[name].update(figures)
         for d in driven:
             r = run[d.server.name]
@@ -372,7 +382,8 @@ def main():
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     work = tempfile.mkdtemp(prefix="imagelet-bench-", dir=base)
     fs = "tmpfs (/dev/shm)" if base else f"the temp directory's filesystem ({tempfile.gettempdir()})"
-    results = {"meta": machine(args, fs), "idle_s": args.idle, "rounds": args.rounds, "runs": {}}
+    results = {"meta": machine(args, fs), "idle_s": args.idle, "settle_s": 2 if args.quick else SETTLE_S,
+               "rounds": args.rounds, "runs": {}}
     try:
         for n in sizes:
             run, import_s = bench_size(n, args, work, pb, pbg)
