@@ -198,9 +198,10 @@ def median_of_rounds(rounds):
 
 
 SETTLE_S = 15
+SETTLE_QUICK_S = 2
 
 
-def idle_window(servers, seconds, settle_s=SETTLE_S):
+def idle_window(servers, seconds, settle_s):
     """CPU ms each server uses while nobody calls it, then its RSS (steady) and VmHWM (peak).
 
     The first `settle_s` after the last call are measured on their own ("settle"): there
@@ -284,7 +285,7 @@ def bench_size(n, args, root_work, pb, pbg):
             run[d.server.name].update(median_of_rounds(rounds[d.server.name]))
             d.close()
         # Idle means no calls and no store changes: the window comes before the change is made.
-        for name, figures in idle_window(servers, args.idle, 2 if args.quick else SETTLE_S).items():
+        for name, figures in idle_window(servers, args.idle, args.settle).items():
             run[name].update(figures)
         for d in driven:
             r = run[d.server.name]
@@ -372,6 +373,7 @@ def main():
     sizes = [int(s) for s in (args.sizes or ("100,1000" if args.quick else "1000,10000,50000")).split(",")]
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.idle = args.idle if args.idle is not None else (5 if args.quick else 60)
+    args.settle = SETTLE_QUICK_S if args.quick else SETTLE_S
     out_dir = args.out or (os.path.join(ROOT, "run", "bench") if args.quick else os.path.join(ROOT, "docs"))
     if not args.no_containerd and os.geteuid() != 0:
         raise SystemExit("containerd needs root: run scripts/bench as root, or pass --no-containerd")
@@ -382,7 +384,7 @@ def main():
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     work = tempfile.mkdtemp(prefix="imagelet-bench-", dir=base)
     fs = "tmpfs (/dev/shm)" if base else f"the temp directory's filesystem ({tempfile.gettempdir()})"
-    results = {"meta": machine(args, fs), "idle_s": args.idle, "settle_s": 2 if args.quick else SETTLE_S,
+    results = {"meta": machine(args, fs), "idle_s": args.idle, "settle_s": args.settle,
                "rounds": args.rounds, "runs": {}}
     try:
         for n in sizes:
