@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import type { BackendDefinition, OptionSpec } from "../backend/contract";
 import { LOG_LEVELS, type LogLevel } from "../log";
+import { DEFAULT_PLUGIN_DIR } from "../plugins/load";
 
 export const DEFAULT_CONFIG_FILE = "/etc/imagelet/config.toml";
 export const DEFAULT_SOCKET = "/run/imagelet/imagelet.sock";
@@ -113,11 +114,123 @@ function checkOption(spec: OptionSpec, v: unknown): boolean {
   }
 }
 
-const TOP_KEYS = new Set([
-  "socket", "socket_group", "plugin_dir", "backend_timeout", "poll_interval", "fs_info_interval", "log_level", "backend",
-  "handshake_timeout", "idle_timeout", "keepalive_time", "keepalive_timeout",
-]);
-const ENTRY_KEYS = new Set(["type", "name", "timeout"]);
+/** milliseconds → the shortest duration text parseDuration reads back to the same value. */
+export function formatDuration(ms: number): string {
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+/**
+ * A top-level key of the config file. The table of them below is the one
+ * place a key exists: validation accepts exactly its keys, `imagelet config`
+ * prints them, and test/unit/config-doc.test.ts holds docs/configuration.md
+ * to them, so a key cannot be added without its documentation line.
+ */
+export interface Setting<T> {
+  /** The type as docs/configuration.md names it. */
+  type: "string" | "path" | "duration" | "log level";
+  /** The value when the key is absent; undefined: unset. */
+  default: T | undefined;
+  /** The TOML value → the value; a string return is the error message. */
+  parse(value: unknown, baseDir: string): T | { error: string };
+  /** The value → its TOML value. */
+  toToml(value: T): string;
+  /** The value in force, read back from a configuration (for `imagelet config`). */
+  of(config: ImageletConfig): T | undefined;
+}
+
+const stringSetting = (type: "string" | "path", def: string | undefined, of: (c: ImageletConfig) => string | undefined): Setting<string> => ({
+  type,
+  default: def,
+  parse: (v, baseDir) => (typeof v !== "string" ? { error: `expected a string, got ${typeName(v)}` } : type === "path" ? resolve(baseDir, v) : v),
+  toToml: (v) => v,
+  of,
+});
+
+const durationSetting = (def: number, of: (c: ImageletConfig) => number): Setting<number> => ({
+  type: "duration",
+  default: def,
+  parse: (v) => (typeof v === "string" ? parseDuration(v) : undefined) ?? { error: `expected a duration such as "500ms" or "2s", got ${JSON.stringify(v)}` },
+  toToml: formatDuration,
+  of,
+});
+
+const logLevelSetting: Setting<LogLevel> = {
+  type: "log level",
+  default: "info",
+  parse: (v) => ((LOG_LEVELS as readonly unknown[]).includes(v) ? (v as LogLevel) : { error: `expected one of ${LOG_LEVELS.join(", ")}` }),
+  toToml: (v) => v,
+  of: (c) => c.logLevel,
+};
+
+/** The top-level keys, in the order `imagelet config` prints them. `[[backend]]` is ENTRY_KEYS' and the definitions'. */
+export const SETTINGS = {
+  socket: stringSetting("path", DEFAULT_SOCKET, (c) => c.socket),
+  socket_group: stringSetting("string", undefined, (c) => c.socketGroup),
+  log_level: logLevelSetting,
+  plugin_dir: stringSetting("path", DEFAULT_PLUGIN_DIR, (c) => c.pluginDir),
+  backend_timeout: durationSetting(DEFAULT_BACKEND_TIMEOUT_MS, (c) => c.backendTimeoutMs),
+  poll_interval: durationSetting(DEFAULT_POLL_INTERVAL_MS, (c) => c.pollIntervalMs),
+  fs_info_interval: durationSetting(DEFAULT_FS_INFO_INTERVAL_MS, (c) => c.fsInfoIntervalMs),
+  handshake_timeout: durationSetting(DEFAULT_CONNECTION_TIMEOUTS.handshakeMs, (c) => c.connectionTimeouts.handshakeMs),
+  idle_timeout: durationSetting(DEFAULT_CONNECTION_TIMEOUTS.idleMs, (c) => c.connectionTimeouts.idleMs),
+  keepalive_time: durationSetting(DEFAULT_CONNECTION_TIMEOUTS.keepaliveMs, (c) => c.connectionTimeouts.keepaliveMs),
+  keepalive_timeout: durationSetting(DEFAULT_CONNECTION_TIMEOUTS.keepaliveTimeoutMs, (c) => c.connectionTimeouts.keepaliveTimeoutMs),
+} satisfies Record<string, Setting<string> | Setting<number>>;
+
+export type SettingKey = keyof typeof SETTINGS;
+type SettingValues = { [K in SettingKey]: (typeof SETTINGS)[K] extends Setting<infer T> ? T : never };
+
+/** The keys every `[[backend]]` entry has besides its type's options (documented with them). */
+export const ENTRY_KEYS = {
+  type: { type: "string", required: true },
+  name: { type: "string", required: false },
+  timeout: { type: "duration", required: false },
+} as const;
+
+/** The top-level key holding the `[[backend]]` tables. */
+export const BACKEND_KEY = "backend";
+
+/** Each top-level key read from `raw`: the given values, then the defaults; undefined only where the table has no default. */
+function readSettings(raw: Record<string, unknown>, file: string, baseDir: string): { given: Partial<SettingValues>; values: SettingValues } {
+  const given: Record<string, unknown> = {};
+  const values: Record<string, unknown> = {};
+  for (const [key, setting] of Object.entries(SETTINGS) as [SettingKey, Setting<unknown>][]) {
+    const v = raw[key];
+    if (v !== undefined) {
+      const parsed = setting.parse(v, baseDir);
+      if (typeof parsed === "object" && parsed !== null && "error" in parsed) throw new ConfigError(file, key, (parsed as { error: string }).error);
+      given[key] = parsed;
+    }
+    const fallback = setting.default;
+    values[key] = given[key] ?? (setting.type === "path" && typeof fallback === "string" ? resolve(baseDir, fallback) : fallback);
+  }
+  return { given: given as Partial<SettingValues>, values: values as SettingValues };
+}
+
+/** The configuration a given set of top-level values makes, with these backends. */
+function assemble(values: SettingValues, given: Partial<SettingValues>, backends: BackendConfig[], baseDir: string, file?: string): ImageletConfig {
+  return {
+    file,
+    baseDir,
+    socket: values.socket,
+    socketGroup: values.socket_group,
+    // Kept unset when not configured: a configured plugin_dir must exist, the default need not.
+    pluginDir: given.plugin_dir,
+    backendTimeoutMs: values.backend_timeout,
+    pollIntervalMs: values.poll_interval,
+    fsInfoIntervalMs: values.fs_info_interval,
+    connectionTimeouts: {
+      handshakeMs: values.handshake_timeout,
+      idleMs: values.idle_timeout,
+      keepaliveMs: values.keepalive_time,
+      keepaliveTimeoutMs: values.keepalive_timeout,
+    },
+    logLevel: values.log_level,
+    backends,
+  };
+}
 
 /**
  * Validates parsed TOML against the top-level keys and each backend
@@ -132,26 +245,19 @@ export function validateConfig(
   unavailable: ReadonlyMap<string, string> = new Map(),
 ): ImageletConfig {
   const err = (key: string, msg: string) => new ConfigError(file, key, msg);
-  for (const key of Object.keys(raw)) if (!TOP_KEYS.has(key)) throw err(key, "unknown key");
-  const str = (key: string): string | undefined => {
-    const v = raw[key];
-    if (v === undefined) return undefined;
-    if (typeof v !== "string") throw err(key, `expected a string, got ${typeName(v)}`);
-    return v;
-  };
-  const duration = (key: string, v: unknown, fallback: number): number => {
-    if (v === undefined) return fallback;
-    const ms = typeof v === "string" ? parseDuration(v) : undefined;
-    if (ms === undefined) throw err(key, `expected a duration such as "500ms" or "2s", got ${JSON.stringify(v)}`);
+  for (const key of Object.keys(raw)) if (key !== BACKEND_KEY && !Object.hasOwn(SETTINGS, key)) throw err(key, "unknown key");
+  const baseDir = dirname(resolve(file));
+  const { given, values } = readSettings(raw, file, baseDir);
+  // An entry's timeout reads as backend_timeout does.
+  const entryTimeout = (key: string, v: unknown): number => {
+    if (v === undefined) return values.backend_timeout;
+    const ms = SETTINGS.backend_timeout.parse(v, baseDir);
+    if (typeof ms !== "number") throw err(key, ms.error);
     return ms;
   };
-  const logLevel = str("log_level") ?? "info";
-  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw err("log_level", `expected one of ${LOG_LEVELS.join(", ")}`);
-  const backendTimeoutMs = duration("backend_timeout", raw.backend_timeout, DEFAULT_BACKEND_TIMEOUT_MS);
-  const baseDir = dirname(resolve(file));
 
-  const entries = raw.backend ?? [];
-  if (!Array.isArray(entries)) throw err("backend", "expected [[backend]] tables");
+  const entries = raw[BACKEND_KEY] ?? [];
+  if (!Array.isArray(entries)) throw err(BACKEND_KEY, "expected [[backend]] tables");
   const names = new Set<string>();
   const backends = entries.map((entry: unknown, i): BackendConfig => {
     const at = `backend[${i}]`;
@@ -167,40 +273,28 @@ export function validateConfig(
     const name = (e.name as string | undefined) ?? (names.has(e.type) ? `${e.type}-${i}` : e.type);
     if (names.has(name)) throw err(`${at}.name`, `duplicate backend name ${JSON.stringify(name)}`);
     names.add(name);
-    const timeoutMs = duration(`${at}.timeout`, e.timeout, backendTimeoutMs);
-    if (!definition) return { type: e.type, name, timeoutMs, options: {}, unavailable: refusal };
+    const timeoutMs = entryTimeout(`${at}.timeout`, e.timeout);
     const options: Record<string, unknown> = {};
     for (const [key, value] of Object.entries(e)) {
-      if (ENTRY_KEYS.has(key)) continue;
+      if (Object.hasOwn(ENTRY_KEYS, key)) continue;
+      // A refused plugin's options cannot be checked; they are kept so `imagelet config` still prints them.
+      if (!definition) {
+        options[key] = value;
+        continue;
+      }
       const spec = definition.options[key];
       if (!spec) throw err(`${at}.${key}`, `unknown key for backend type ${JSON.stringify(e.type)}`);
       if (!checkOption(spec, value)) throw err(`${at}.${key}`, `expected ${spec.type}, got ${typeName(value)}`);
       options[key] = value;
     }
+    if (!definition) return { type: e.type, name, timeoutMs, options, unavailable: refusal };
     for (const [key, spec] of Object.entries(definition.options)) {
       if (spec.required && options[key] === undefined) throw err(`${at}.${key}`, "missing");
     }
     return { type: e.type, name, timeoutMs, options };
   });
 
-  return {
-    file: resolve(file),
-    baseDir,
-    socket: resolve(baseDir, str("socket") ?? DEFAULT_SOCKET),
-    socketGroup: str("socket_group"),
-    pluginDir: pluginDirOf({ file, raw }),
-    backendTimeoutMs,
-    pollIntervalMs: duration("poll_interval", raw.poll_interval, DEFAULT_POLL_INTERVAL_MS),
-    fsInfoIntervalMs: duration("fs_info_interval", raw.fs_info_interval, DEFAULT_FS_INFO_INTERVAL_MS),
-    connectionTimeouts: {
-      handshakeMs: duration("handshake_timeout", raw.handshake_timeout, DEFAULT_CONNECTION_TIMEOUTS.handshakeMs),
-      idleMs: duration("idle_timeout", raw.idle_timeout, DEFAULT_CONNECTION_TIMEOUTS.idleMs),
-      keepaliveMs: duration("keepalive_time", raw.keepalive_time, DEFAULT_CONNECTION_TIMEOUTS.keepaliveMs),
-      keepaliveTimeoutMs: duration("keepalive_timeout", raw.keepalive_timeout, DEFAULT_CONNECTION_TIMEOUTS.keepaliveTimeoutMs),
-    },
-    logLevel: logLevel as LogLevel,
-    backends,
-  };
+  return assemble(values, given, backends, baseDir, resolve(file));
 }
 
 /** A config file parsed but not yet validated (plugins must load first to know their types). */
@@ -235,8 +329,9 @@ export function readConfigSource(file: string | undefined, exists: (path: string
 export function pluginDirOf(source: ConfigSource): string | undefined {
   const v = source.raw.plugin_dir;
   if (v === undefined) return undefined;
-  if (typeof v !== "string") throw new ConfigError(source.file ?? "(defaults)", "plugin_dir", `expected a string, got ${typeName(v)}`);
-  return resolve(dirname(resolve(source.file ?? ".")), v);
+  const dir = SETTINGS.plugin_dir.parse(v, dirname(resolve(source.file ?? ".")));
+  if (typeof dir !== "string") throw new ConfigError(source.file ?? "(defaults)", "plugin_dir", dir.error);
+  return dir;
 }
 
 /** Validates a config source against the known backend types (and those of refused plugins). */
@@ -249,21 +344,29 @@ export function configFromSource(
   return validateConfig(source.raw, source.file, definitions, unavailable);
 }
 
-/** The configuration used when no file exists: the well-known stores that are present. */
+/** The configuration used when no file exists: the table's defaults and the well-known stores that are present. */
 export function defaultConfig(exists: (path: string) => boolean = existsSync): ImageletConfig {
-  return {
-    baseDir: process.cwd(),
-    socket: DEFAULT_SOCKET,
-    backendTimeoutMs: DEFAULT_BACKEND_TIMEOUT_MS,
-    pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
-    fsInfoIntervalMs: DEFAULT_FS_INFO_INTERVAL_MS,
-    connectionTimeouts: DEFAULT_CONNECTION_TIMEOUTS,
-    logLevel: "info",
-    backends: WELL_KNOWN_STORES.filter((s) => exists(s.path)).map((s) => ({
-      type: s.type,
-      name: s.name,
-      timeoutMs: DEFAULT_BACKEND_TIMEOUT_MS,
-      options: { path: s.path },
-    })),
-  };
+  const baseDir = process.cwd();
+  const { given, values } = readSettings({}, "(defaults)", baseDir);
+  const backends = WELL_KNOWN_STORES.filter((s) => exists(s.path)).map((s) => ({
+    type: s.type,
+    name: s.name,
+    timeoutMs: values.backend_timeout,
+    options: { path: s.path },
+  }));
+  return assemble(values, given, backends, baseDir);
+}
+
+/**
+ * The one line said when there is neither a config file nor any well-known
+ * store: an empty table alone would not tell an operator where imagelet looked.
+ * Undefined when there is something to serve or a file says what to serve.
+ */
+export function nothingToServe(config: ImageletConfig): string | undefined {
+  if (config.file !== undefined || config.backends.length > 0) return undefined;
+  return (
+    `nothing to serve: no config file (${DEFAULT_CONFIG_FILE}) and none of the well-known stores ` +
+    `(${WELL_KNOWN_STORES.map((s) => s.path).join(", ")}); name the stores in a file given with --config FILE ` +
+    `(docs/configuration.md)`
+  );
 }
