@@ -6,13 +6,14 @@ import { writeSync } from "node:fs";
 import { ClientError, Status } from "nice-grpc";
 import pkg from "../../package.json";
 import type { Logger } from "../backend/contract";
-import { ConfigError } from "../config/config";
+import { ConfigError, nothingToServe, type ImageletConfig } from "../config/config";
 import { createLogger, type LogLevel } from "../log";
 import { containStrayErrors } from "../plugins/containment";
 import { sdkSource } from "../plugins/sdk-source" with { type: "macro" };
 import { Reloader } from "../registry/reload";
 import { loadSetup, type SetupOptions } from "../registry/setup";
 import { serve, SocketPathError } from "../server/serve";
+import { configCommand } from "./config-command";
 import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, sortImages, type OutputFormat } from "./format";
 import { inProcessSource, remoteSource, serverBackends, type ImageSource, type ServerBackends } from "./source";
 
@@ -72,7 +73,14 @@ async function openSource(opts: GlobalOptions): Promise<ImageSource> {
   }
   const log = cliLogger(opts, "error");
   const { config, definitions } = await loadSetup(opts, log);
+  sayIfNothingToServe(config);
   return inProcessSource(config, definitions, log);
+}
+
+/** Without a config file and without any well-known store, one stderr line says where imagelet looked. */
+function sayIfNothingToServe(config: ImageletConfig): void {
+  const nothing = nothingToServe(config);
+  if (nothing !== undefined) writeSync(2, `imagelet: ${nothing}\n`);
 }
 
 /** Written synchronously: the process exits as soon as a command returns (see main.ts). */
@@ -99,6 +107,8 @@ export function buildCli() {
       const { config, definitions } = started;
       if (opts.socket) config.socket = opts.socket;
       const log = createLogger((opts.logLevel as LogLevel | undefined) ?? config.logLevel);
+      const nothing = nothingToServe(config);
+      if (nothing !== undefined) log.warn(nothing);
       const reloader = new Reloader(started, opts, log);
       containStrayErrors(log, () => reloader.plugins);
       try {
@@ -183,6 +193,7 @@ export function buildCli() {
       }
       const log = cliLogger(opts, "error");
       const { config, definitions, plugins } = await loadSetup(opts, log);
+      sayIfNothingToServe(config);
       const source = await inProcessSource(config, definitions, log);
       try {
         print({ backends: source.health!(), refused: plugins.refused });
@@ -190,6 +201,18 @@ export function buildCli() {
         source.close();
       }
     });
+
+  cli
+    .command("config [file]", "Print the configuration in force as TOML (a starting config file); --check validates it")
+    .option("--check", "Validate the config (FILE, --config or the default) without starting anything: exit 0, or the error and exit 2")
+    .action((file: string | undefined, opts: GlobalOptions & { check?: boolean }) =>
+      configCommand(file, opts, {
+        write,
+        warn: (line) => writeSync(2, `imagelet: warning: ${line}\n`),
+        log: cliLogger(opts, "error"),
+        usage,
+      }),
+    );
 
   cli.command("sdk", "Print the backend plugin SDK (imagelet-plugin.ts) this binary implements").action(() => {
     write(sdkSource());

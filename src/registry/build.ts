@@ -137,3 +137,33 @@ export async function buildRegistry(
   if (opts.watch) registry.startWatching();
   return registry;
 }
+
+/**
+ * Creates each configured backend and closes it again, without listing or
+ * watching: `imagelet config --check` refuses an option value a backend's
+ * create() refuses (OptionError) with the same ConfigError a start gives. A
+ * create() that fails otherwise would start as a failing backend, not stop
+ * imagelet, so it is returned as a warning.
+ */
+export async function checkBackends(config: ImageletConfig, definitions: readonly BackendDefinition[], log: Logger): Promise<string[]> {
+  const platform = hostPlatform();
+  const warnings: string[] = [];
+  for (const [i, entry] of config.backends.entries()) {
+    if (entry.unavailable !== undefined) {
+      warnings.push(`backend ${entry.name}: plugin for type ${JSON.stringify(entry.type)} refused: ${entry.unavailable}`);
+      continue;
+    }
+    const definition = definitions.find((d) => d.name === entry.type);
+    if (!definition) throw new ConfigError(config.file ?? "(defaults)", `backend[${i}].type`, `unknown backend type ${entry.type}`);
+    const ctx: BackendContext = { name: entry.name, log: backendLogger(log, entry.name), baseDir: config.baseDir, platform, setNotice: () => {} };
+    try {
+      const backend = checkBackend(await createWithin(definition, entry.options, ctx, entry.timeoutMs, log));
+      await backend.close?.();
+    } catch (e) {
+      const key = optionErrorKey(e);
+      if (key !== undefined) throw new ConfigError(config.file ?? "(defaults)", `backend[${i}].${key}`, (e as Error).message);
+      warnings.push(`backend ${entry.name} could not be created: ${errorText(e)}`);
+    }
+  }
+  return warnings;
+}
