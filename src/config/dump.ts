@@ -25,9 +25,6 @@ function describeOption(key: string, spec: OptionSpec): string {
   return `# ${key} (${spec.type}${spec.required ? ", required" : ""}): unset${spec.description ? `; ${spec.description}` : ""}`;
 }
 
-/** Is a backend option a relative path? Only the definition knows what its strings mean, so this only warns. */
-const relative = (v: unknown) => typeof v === "string" && v !== "" && !v.startsWith("/");
-
 /**
  * The TOML text of `config`. Top-level keys come with their values in force
  * (defaults filled in); a key that is unset is written as a comment. Backend
@@ -54,9 +51,9 @@ export function configToml(config: ImageletConfig, definitions: readonly Backend
   if (config.backends.length === 0) {
     lines.push("", "# No [[backend]]: nothing is served. Add one, for example:", "# [[backend]]", '# type = "oci-layout"', '# path = "/var/lib/imagelet/oci"');
   }
-  const relativeSeen = config.backends.some((b) => Object.values(b.options).some(relative));
-  if (relativeSeen && config.file !== undefined) {
-    lines.push("", `# Relative paths in [[backend]] options are resolved against the directory of the file that holds`, `# them (now ${config.baseDir}): save this file there, or make them absolute.`);
+  // Only a backend knows which of its options are paths; they are written as given.
+  if (config.file !== undefined && config.backends.length > 0) {
+    lines.push("", "# A relative path in a [[backend]] option is resolved against the directory of the file that holds it.");
   }
   for (const backend of config.backends) {
     lines.push("");
