@@ -127,12 +127,12 @@ export function formatDuration(ms: number): string {
  * prints them, and test/unit/config-doc.test.ts holds docs/configuration.md
  * to them, so a key cannot be added without its documentation line.
  */
-export interface Setting<T> {
+export interface Setting<T, D extends T | undefined = T | undefined> {
   /** The type as docs/configuration.md names it. */
   type: "string" | "path" | "duration" | "log level";
   /** The value when the key is absent; undefined: unset. */
-  default: T | undefined;
-  /** The TOML value → the value; a string return is the error message. */
+  default: D;
+  /** The TOML value → the value, or the error message. */
   parse(value: unknown, baseDir: string): T | { error: string };
   /** The value → its TOML value. */
   toToml(value: T): string;
@@ -140,7 +140,7 @@ export interface Setting<T> {
   of(config: ImageletConfig): T | undefined;
 }
 
-const stringSetting = (type: "string" | "path", def: string | undefined, of: (c: ImageletConfig) => string | undefined): Setting<string> => ({
+const stringSetting = <D extends string | undefined>(type: "string" | "path", def: D, of: (c: ImageletConfig) => string | undefined): Setting<string, D> => ({
   type,
   default: def,
   parse: (v, baseDir) => (typeof v !== "string" ? { error: `expected a string, got ${typeName(v)}` } : type === "path" ? resolve(baseDir, v) : v),
@@ -148,7 +148,7 @@ const stringSetting = (type: "string" | "path", def: string | undefined, of: (c:
   of,
 });
 
-const durationSetting = (def: number, of: (c: ImageletConfig) => number): Setting<number> => ({
+const durationSetting = (def: number, of: (c: ImageletConfig) => number): Setting<number, number> => ({
   type: "duration",
   default: def,
   parse: (v) => (typeof v === "string" ? parseDuration(v) : undefined) ?? { error: `expected a duration such as "500ms" or "2s", got ${JSON.stringify(v)}` },
@@ -156,7 +156,7 @@ const durationSetting = (def: number, of: (c: ImageletConfig) => number): Settin
   of,
 });
 
-const logLevelSetting: Setting<LogLevel> = {
+const logLevelSetting: Setting<LogLevel, LogLevel> = {
   type: "log level",
   default: "info",
   parse: (v) => ((LOG_LEVELS as readonly unknown[]).includes(v) ? (v as LogLevel) : { error: `expected one of ${LOG_LEVELS.join(", ")}` }),
@@ -180,7 +180,8 @@ export const SETTINGS = {
 } satisfies Record<string, Setting<string> | Setting<number>>;
 
 export type SettingKey = keyof typeof SETTINGS;
-type SettingValues = { [K in SettingKey]: (typeof SETTINGS)[K] extends Setting<infer T> ? T : never };
+/** Each key's value once defaults are applied: possibly undefined only for a key without a default. */
+type SettingValues = { [K in SettingKey]: (typeof SETTINGS)[K] extends Setting<infer T, infer D> ? (undefined extends D ? T | undefined : T) : never };
 
 /** The keys every `[[backend]]` entry has besides its type's options (documented with them). */
 export const ENTRY_KEYS = {
