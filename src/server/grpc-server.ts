@@ -13,6 +13,7 @@
 // patching grpc-js's Server.prototype.bindAsync to capture the instance touches
 // a shared prototype, and relaying through an internal socket doubles every hop.
 import { Server, ServerCredentials, type ChannelOptions, type UntypedHandleCall } from "@grpc/grpc-js";
+import type { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import {
   composeServerMiddleware,
@@ -27,6 +28,7 @@ import { createClientStreamingMethodHandler } from "nice-grpc/lib/server/handleC
 import { createServerStreamingMethodHandler } from "nice-grpc/lib/server/handleServerStreamingCall";
 import { createUnaryMethodHandler } from "nice-grpc/lib/server/handleUnaryCall";
 import { normalizeServiceDefinition, toGrpcJsServiceDefinition } from "nice-grpc/lib/service-definitions";
+import { boundCompletions } from "./completion-depth";
 
 export interface ServiceRegistration {
   definition: CompatServiceDefinition;
@@ -52,6 +54,18 @@ type HandlerFactory = (
 function handlerFactory(method: AnyMethod): HandlerFactory {
   if (method.requestStream) return method.responseStream ? createBidiStreamingMethodHandler : createClientStreamingMethodHandler;
   return method.responseStream ? createServerStreamingMethodHandler : createUnaryMethodHandler;
+}
+
+/**
+ * The HTTP/2 servers behind grpc-js's connection injectors: its private
+ * `http2Servers` map (grpc-js 1.14, pinned by the lockfile), the only way to
+ * reach the streams before grpc-js does. Fails loudly at start-up if a
+ * grpc-js upgrade moved it, rather than serving without the guard.
+ */
+function http2ServersOf(server: Server): EventEmitter[] {
+  const servers: unknown = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(servers instanceof Map) || servers.size === 0) throw new Error("grpc-js has no http2Servers map: completion-depth.ts needs updating");
+  return [...(servers as Map<EventEmitter, unknown>).keys()];
 }
 
 function methodImplementation(implementation: object, name: string): (request: unknown, context: unknown) => unknown {
@@ -110,6 +124,8 @@ export function createInjectableGrpcServer(
     server.addService(toGrpcJsServiceDefinition(normalized), handlers);
   }
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+  // Each stream's completions are bounded before grpc-js sees the stream (completion-depth.ts).
+  for (const http2Server of http2ServersOf(server)) http2Server.prependListener("stream", boundCompletions);
   return {
     inject: (connection) => injector.injectConnection(connection),
     shutdown: async () => {
