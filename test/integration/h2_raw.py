@@ -45,9 +45,13 @@ class RawH2:
         self.answered = 0  # trailers (HEADERS with END_STREAM) received
         self.answered_streams = set()
         self.resets = collections.Counter()  # RST_STREAM error code name -> count
-        self.goaway = None  # (error code name, last stream id)
+        self.reset_streams = set()
+        self.goaway = None  # the first GOAWAY: (error code name, last stream id)
+        self.goaways = []
         self.settings = {}  # the server's SETTINGS
         self.closed_at = None
+        self.write_failed = False
+        self._reader = None
         self.bytes_in = 0
         self.opened_at = time.monotonic()
         self._lock = threading.Condition()
@@ -60,7 +64,6 @@ class RawH2:
         if window:
             first += frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", window))
         self.send(first)
-        self._reader = None
         if read is True:
             self.start_reading()
 
@@ -91,7 +94,7 @@ class RawH2:
         """Waits until everything queued has been written (or the connection is gone)."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while (self._queue or self._urgent or self._writing) and self.closed_at is None and time.monotonic() < deadline:
+            while (self._queue or self._urgent or self._writing) and not self.write_failed and time.monotonic() < deadline:
                 self._lock.wait(0.05)
         return not (self._queue or self._urgent)
 
@@ -109,7 +112,9 @@ class RawH2:
             try:
                 self.s.sendall(data)
             except OSError:
-                self._mark_closed()
+                # The server closed; what it sent before is still to be read, so
+                # the close counts when the reader reaches it.
+                self.write_failed = True
                 with self._lock:
                     self._queue.clear()
                     self._urgent.clear()
@@ -167,10 +172,12 @@ class RawH2:
         elif kind == RST_STREAM and len(payload) >= 4:
             with self._lock:
                 self.resets[ERROR_NAMES.get(struct.unpack(">I", payload[:4])[0], "?")] += 1
+                self.reset_streams.add(stream)
                 self._lock.notify_all()
         elif kind == GOAWAY and len(payload) >= 8:
             last, code = struct.unpack(">II", payload[:8])
-            self.goaway = (ERROR_NAMES.get(code, str(code)), last & 0x7FFFFFFF)
+            self.goaways.append((ERROR_NAMES.get(code, str(code)), last & 0x7FFFFFFF))
+            self.goaway = self.goaways[0]
         elif kind == SETTINGS and not flags & ACK:
             for i in range(0, len(payload) - 5, 6):
                 key, value = struct.unpack(">HI", payload[i:i + 6])
@@ -184,20 +191,31 @@ class RawH2:
         """Waits until predicate(self) or the connection closed; returns whether predicate held."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while not predicate(self) and self.closed_at is None and time.monotonic() < deadline:
+            while not predicate(self) and not self.gone() and time.monotonic() < deadline:
                 self._lock.wait(0.05)
         return predicate(self)
+
+    def gone(self):
+        """The server closed the connection (as the reader saw it, or as writes found it with no reader)."""
+        return self.closed_at is not None or (self.write_failed and self._reader is None)
 
     def finished(self):
         """Answers plus resets: every stream the server has dealt with."""
         return self.answered + sum(self.resets.values())
 
+    def unsettled(self, streams):
+        """Of `streams`, those the server neither answered, nor reset, nor declared
+        unprocessed (above a GOAWAY's last stream): lost without a word."""
+        last = min((l for _, l in self.goaways), default=None)
+        return [st for st in streams if st not in self.answered_streams and st not in self.reset_streams
+                and (last is None or st <= last)]
+
     def outcome(self):
         """One line for a report: what the server did with this connection."""
         parts = [f"{self.answered} answered"]
         parts += [f"{n} reset {code}" for code, n in sorted(self.resets.items())]
-        if self.goaway:
-            parts.append(f"GOAWAY {self.goaway[0]}")
+        if self.goaways:
+            parts.append("GOAWAY " + " then ".join(dict.fromkeys(code for code, _ in self.goaways)))
         if self.closed_at is not None:
             parts.append(f"closed after {self.closed_at - self.opened_at:.1f} s")
         return ", ".join(parts)
