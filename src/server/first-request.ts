@@ -19,7 +19,7 @@
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../backend/contract";
-import { CLIENT_PREFACE, ClientHeaderRewriter, H2StreamError, MAX_HEADER_BLOCK_BYTES } from "./h2-authority";
+import { CLIENT_PREFACE, ClientHeaderRewriter, goawayFrame, H2_ERROR, H2StreamError, MAX_HEADER_BLOCK_BYTES } from "./h2-authority";
 import { NormalizedConnection } from "./normalized-connection";
 
 const FRAME_HEADER_BYTES = 9;
@@ -121,7 +121,10 @@ export function handOverConnection(socket: Socket, log: Logger, inject: (connect
       decision = sniffer.feed(chunk);
     } catch (e) {
       log.warn("closing client connection", { reason: e instanceof H2StreamError ? e.message : String(e) });
-      socket.destroy();
+      // No request was taken (last stream 0); the GOAWAY says why. A client
+      // that does not read it is closed by ConnectionWatch's flush grace.
+      socket.off("data", onData);
+      socket.end(goawayFrame(0, e instanceof H2StreamError ? e.code : H2_ERROR.INTERNAL_ERROR));
       return;
     }
     if (decision === undefined) return;

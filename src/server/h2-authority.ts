@@ -20,6 +20,7 @@ const PREFACE_BYTES = CLIENT_PREFACE.length;
 const FRAME_HEADER_BYTES = 9;
 const TYPE_HEADERS = 0x1;
 const TYPE_CONTINUATION = 0x9;
+const TYPE_GOAWAY = 0x7;
 const FLAG_END_STREAM = 0x1;
 const FLAG_END_HEADERS = 0x4;
 const FLAG_PADDED = 0x8;
@@ -35,8 +36,30 @@ const HEADER_TABLE_BYTES = 4096;
 /** What a path-like `:authority` becomes: what grpc-go itself sends for unix sockets since v1.30-era clients. */
 export const REPLACEMENT_AUTHORITY = "localhost";
 
-/** A client stream the rewriter cannot follow; the connection is closed (the server would close it too). */
-export class H2StreamError extends Error {}
+/** RFC 9113 §7 error codes that imagelet's own GOAWAYs carry. */
+export const H2_ERROR = { NO_ERROR: 0x0, PROTOCOL_ERROR: 0x1, INTERNAL_ERROR: 0x2, COMPRESSION_ERROR: 0x9, ENHANCE_YOUR_CALM: 0xb } as const;
+
+/**
+ * A client stream the rewriter cannot follow; the connection is closed with
+ * GOAWAY carrying `code` (the server would close it too).
+ */
+export class H2StreamError extends Error {
+  constructor(
+    message: string,
+    readonly code: number = H2_ERROR.PROTOCOL_ERROR,
+  ) {
+    super(message);
+  }
+}
+
+/** A GOAWAY frame: no stream above `lastStreamId` was or will be processed; `code` says why. */
+export function goawayFrame(lastStreamId: number, code: number): Buffer {
+  const out = Buffer.alloc(FRAME_HEADER_BYTES + 8);
+  writeFrameHeader(out, 0, 8, TYPE_GOAWAY, 0, 0);
+  out.writeUInt32BE(lastStreamId & 0x7fffffff, FRAME_HEADER_BYTES);
+  out.writeUInt32BE(code, FRAME_HEADER_BYTES + 4);
+  return out;
+}
 
 export interface HeaderField {
   name: string;
@@ -80,7 +103,7 @@ export class HeaderBlockDecoder {
     try {
       while (!decoder.isEmpty()) this.decodeOne(decoder, fields);
     } catch (e) {
-      throw new H2StreamError(`undecodable header block: ${e instanceof Error ? e.message : String(e)}`);
+      throw new H2StreamError(`undecodable header block: ${e instanceof Error ? e.message : String(e)}`, H2_ERROR.COMPRESSION_ERROR);
     }
     return fields;
   }
@@ -258,6 +281,9 @@ export class ClientHeaderRewriter {
    */
   private tablesInStep = true;
 
+  /** The highest stream whose header block was handed on: a GOAWAY's last stream. */
+  lastStreamId = 0;
+
   /** Told, at the end of each header block, whether it needed a rewrite. */
   onHeaderBlock: ((rewritten: boolean) => void) | undefined;
 
@@ -345,7 +371,7 @@ export class ClientHeaderRewriter {
 
   private checkFrameLength(length: number): void {
     if (FRAME_HEADER_BYTES + length + (this.block?.bytes ?? 0) > MAX_HEADER_BLOCK_BYTES) {
-      throw new H2StreamError(`header block over ${MAX_HEADER_BLOCK_BYTES} bytes`);
+      throw new H2StreamError(`header block over ${MAX_HEADER_BLOCK_BYTES} bytes`, H2_ERROR.ENHANCE_YOUR_CALM);
     }
   }
 
@@ -375,6 +401,7 @@ export class ClientHeaderRewriter {
     const fields = this.decoder.decode(concatFragments(block.fragments));
     const normalized = normalizedFields(fields);
     this.onHeaderBlock?.(normalized !== undefined);
+    this.lastStreamId = Math.max(this.lastStreamId, block.streamId);
     if (normalized === undefined) return undefined;
     this.tablesInStep = false;
     return headerFrames(block.streamId, (block.flags & FLAG_END_STREAM) !== 0, block.priority, encodeWithoutDynamicTable(normalized));
@@ -428,6 +455,7 @@ export class ClientHeaderRewriter {
     const fields = this.decoder.decode(concatFragments(block.fragments));
     const normalized = normalizedFields(fields);
     this.onHeaderBlock?.(normalized !== undefined);
+    this.lastStreamId = Math.max(this.lastStreamId, block.streamId);
     if (normalized === undefined && this.tablesInStep) {
       for (const frame of block.frames) this.forward(frame);
       return;

@@ -19,6 +19,17 @@ import { servedServices } from "./services";
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
 export const MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
 
+/**
+ * SETTINGS_MAX_CONCURRENT_STREAMS, advertised to every client and enforced
+ * (a stream beyond it is refused with REFUSED_STREAM, which a client may
+ * retry). kubelet runs a few dozen calls at once at most, and a gRPC client
+ * that reaches the limit queues its next call instead of failing it; 256 is
+ * Go's net/http2 default (250) rounded up, and over twice RFC 9113's advice
+ * not to go below 100. It bounds what one connection can make the server
+ * hold: docs/reliability.md ("HTTP/2 abuse") has the memory figures.
+ */
+export const MAX_CONCURRENT_STREAMS = 256;
+
 /** The socket path cannot be served safely (in use, not a socket, a directory others may write). */
 export class SocketPathError extends Error {}
 
@@ -93,6 +104,7 @@ export async function serve(
     {
       "grpc.max_receive_message_length": MAX_RECEIVE_BYTES,
       "grpc.max_send_message_length": -1,
+      "grpc.max_concurrent_streams": MAX_CONCURRENT_STREAMS,
       // channelz (grpc-js's per-call statistics for its admin service) is not served: it is pure per-call cost.
       "grpc.enable_channelz": 0,
       "grpc.max_connection_idle_ms": timeouts.idleMs,
