@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import type { BackendDefinition, OptionSpec } from "../backend/contract";
 import { LOG_LEVELS, type LogLevel } from "../log";
+import { PinnedImages, PinnedPatternError } from "../model/pinned";
 
 export const DEFAULT_CONFIG_FILE = "/etc/imagelet/config.toml";
 export const DEFAULT_SOCKET = "/run/imagelet/imagelet.sock";
@@ -72,6 +73,8 @@ export interface ImageletConfig {
   connectionTimeouts: ConnectionTimeouts;
   logLevel: LogLevel;
   backends: BackendConfig[];
+  /** pinned_images: CRI-O's patterns of images kubelet's GC must keep (src/model/pinned.ts). */
+  pinnedImages?: string[];
 }
 
 export class ConfigError extends Error {
@@ -115,7 +118,7 @@ function checkOption(spec: OptionSpec, v: unknown): boolean {
 
 const TOP_KEYS = new Set([
   "socket", "socket_group", "plugin_dir", "backend_timeout", "poll_interval", "fs_info_interval", "log_level", "backend",
-  "handshake_timeout", "idle_timeout", "keepalive_time", "keepalive_timeout",
+  "handshake_timeout", "idle_timeout", "keepalive_time", "keepalive_timeout", "pinned_images",
 ]);
 const ENTRY_KEYS = new Set(["type", "name", "timeout"]);
 
@@ -149,6 +152,16 @@ export function validateConfig(
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw err("log_level", `expected one of ${LOG_LEVELS.join(", ")}`);
   const backendTimeoutMs = duration("backend_timeout", raw.backend_timeout, DEFAULT_BACKEND_TIMEOUT_MS);
   const baseDir = dirname(resolve(file));
+  const pinnedImages = raw.pinned_images ?? [];
+  if (!Array.isArray(pinnedImages) || !pinnedImages.every((p) => typeof p === "string")) {
+    throw err("pinned_images", `expected an array of strings, got ${typeName(pinnedImages)}`);
+  }
+  try {
+    new PinnedImages(pinnedImages);
+  } catch (e) {
+    if (e instanceof PinnedPatternError) throw err("pinned_images", e.message);
+    throw e;
+  }
 
   const entries = raw.backend ?? [];
   if (!Array.isArray(entries)) throw err("backend", "expected [[backend]] tables");
@@ -200,6 +213,7 @@ export function validateConfig(
     },
     logLevel: logLevel as LogLevel,
     backends,
+    pinnedImages,
   };
 }
 
