@@ -342,3 +342,57 @@ describe("files the service may not read", () => {
     expect(() => store(dir).store.list()).toThrow(/EACCES/);
   });
 });
+
+describe("OCI artifacts (image-spec 1.1)", () => {
+  const artifacts: { ref: string; id: string; artifactType: string; size: number }[] = JSON.parse(
+    readFileSync(join(FIXTURES, "oci-artifacts.expected.json"), "utf8"),
+  );
+  const EMPTY = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+  test("two artifacts sharing the empty config are two records, each identified by its manifest digest", () => {
+    const { store: s } = store(join(FIXTURES, "oci-artifacts"));
+    const records = s.list();
+    expect(records.map((r) => r.id).sort()).toEqual(artifacts.map((a) => a.id).sort());
+    for (const a of artifacts) {
+      const r = byId(records, a.id);
+      expect(r.kind).toBe("artifact");
+      expect(r.repoTags).toEqual([a.ref]);
+      expect(r.repoDigests).toEqual([`${a.ref.split(":")[0]}@${a.id}`]);
+      expect(r.size).toBe(a.size);
+      expect(r.id).not.toBe(EMPTY);
+    }
+    // Verbose detail: the manifest (there is no image config).
+    const status = s.status(artifacts[0]!.id)!;
+    expect((status.manifest as { artifactType: string }).artifactType).toBe(artifacts[0]!.artifactType);
+    expect(status.config).toBeUndefined();
+  });
+
+  test("a manifest whose config is not an image config is an artifact, even without artifactType", () => {
+    const path = copy("oci-artifacts");
+    const index = JSON.parse(readFileSync(join(path, "index.json"), "utf8"));
+    const { createHash } = require("node:crypto") as typeof import("node:crypto");
+    const put = (data: string) => {
+      const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+      writeFileSync(join(path, "blobs", "sha256", digest.slice(7)), data);
+      return digest;
+    };
+    const config = '{"chart":"demo"}';
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.cncf.helm.config.v1+json", digest: put(config), size: config.length },
+      layers: [],
+    });
+    const digest = put(manifest);
+    index.manifests.push({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest, size: manifest.length, annotations: { "org.opencontainers.image.ref.name": "chart" } });
+    writeFileSync(join(path, "index.json"), JSON.stringify(index));
+    const r = byId(store(path).store.list(), digest);
+    expect(r.kind).toBe("artifact");
+    expect(r.repoTags).toEqual(["localhost/oci-artifacts:chart"]);
+  });
+
+  test("images keep their config digest as ID", () => {
+    const { store: s } = store(join(FIXTURES, "oci-umoci"));
+    expect(s.list().every((r) => r.kind === "oci" && expected.some((e) => e.id === r.id))).toBe(true);
+  });
+});
