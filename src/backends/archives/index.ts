@@ -7,7 +7,7 @@
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, readdirSync, realpathSync, unlinkSync, type Stats } from "node:fs";
 import { join, resolve } from "node:path";
 import { BACKEND_API_VERSION, RemovalRefused, defineBackend, type BackendContext, type CallContext, type ImageRecord, type FsUsage } from "../../backend/contract";
-import { ProblemLog, StoreProblem, resolveInside, watchDirectories, directoryUsage } from "../common/files";
+import { ProblemLog, StoreProblem, notWritableHint, resolveInside, watchDirectories, directoryUsage } from "../common/files";
 import { mergeNames, repositoryOption } from "../oci-layout/images";
 import { archiveImages, type ArchiveContext } from "./archive";
 import { scanGzipTar, scanPlainTar, type TarContents } from "./tar";
@@ -120,7 +120,7 @@ export class ArchiveDirStore {
       try {
         unlinkSync(path);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw notWritableHint(e);
       }
       this.tarballs.delete(path);
     }

@@ -5,7 +5,7 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { BACKEND_API_VERSION, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
-import { ProblemLog, ScanPaths, StoreProblem, readStoreJson, statKey, watchDirectories, directoryUsage } from "../common/files";
+import { ProblemLog, ScanPaths, StoreProblem, notWritableHint, readStoreJson, statKey, watchDirectories, directoryUsage } from "../common/files";
 import { layoutImages, parseConfig, repositoryOption, type LayoutSource } from "./images";
 import { blobPath, readJsonBlob } from "./layout";
 import { JOURNAL, finishRemoval, removeFromLayout } from "./remove";
@@ -113,7 +113,13 @@ export class OciLayoutStore {
    */
   remove(id: string): void {
     if (!this.writable) throw new Error("this layout is not writable");
-    const { entries, blobsDeleted } = removeFromLayout(this.root, id, this.source);
+    let removal;
+    try {
+      removal = removeFromLayout(this.root, id, this.source);
+    } catch (e) {
+      throw notWritableHint(e);
+    }
+    const { entries, blobsDeleted } = removal;
     if (entries > 0) this.ctx.log.info("removed image from layout", { image: id, entries, blobsDeleted, path: this.root });
   }
 
