@@ -194,3 +194,20 @@ def test_cli_pull_mirrors_crictl(serve, workdir):
     assert out.stdout == f"Image is up to date for {s.image_status('edge-tools:2.0').image.id}\n"
     absent = run_cli("pull", "busybox", env={"IMAGELET_ENDPOINT": f"unix://{s.socket}"})
     assert absent.returncode == 1 and "does not fetch" in absent.stderr
+
+
+def test_sighup_applies_a_changed_pinned_images(serve, workdir):
+    import signal
+    import time
+
+    s = serve('pinned_images = ["*nothing*"]\n' + oci_backend(writable_copy(workdir), name="umoci", writable=True))
+    assert pinned_of(s) == {HELLO["id"]: False, SECOND["id"]: False}
+    with open(s.config) as f:
+        text = f.read()
+    with open(s.config, "w") as f:
+        f.write(text.replace('"*nothing*"', '"localhost/oci-umoci:2.0"'))
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 20
+    while 'msg="reloaded"' not in s.log() and time.time() < deadline:
+        time.sleep(0.05)
+    assert pinned_of(s) == {HELLO["id"]: False, SECOND["id"]: True}
