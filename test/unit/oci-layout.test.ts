@@ -401,19 +401,19 @@ describe("removal from a writable layout", () => {
   const multi = expected.find((e) => e.layout === "oci-multi")!;
   const blobs = (path: string) => require("node:fs").readdirSync(join(path, "blobs", "sha256")) as string[];
 
-  test("a multi-platform image goes with every platform's manifest, config and layers, and its index", () => {
+  test("a multi-platform image goes with every platform's manifest, config and layers, and its index", async () => {
     const path = copy("oci-multi");
     expect(blobs(path).length).toBeGreaterThan(5);
     const { store: s } = store(path);
     const writable = new OciLayoutStore(path, undefined, { name: "test", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} }, true);
     expect(s.list().map((r) => r.id)).toEqual([multi.id]);
-    writable.remove(multi.id);
+    await writable.remove(multi.id);
     expect(JSON.parse(readFileSync(join(path, "index.json"), "utf8")).manifests).toEqual([]);
     expect(blobs(path)).toEqual([]);
     expect(store(path).store.list()).toEqual([]);
   });
 
-  test("an entry whose blobs are missing is kept as it is, and nothing of it deleted", () => {
+  test("an entry whose blobs are missing is kept as it is, and nothing of it deleted", async () => {
     const path = copy("oci-umoci");
     const index = JSON.parse(readFileSync(join(path, "index.json"), "utf8"));
     const broken = { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: `sha256:${"e".repeat(64)}`, size: 10 };
@@ -421,15 +421,15 @@ describe("removal from a writable layout", () => {
     writeFileSync(join(path, "index.json"), JSON.stringify(index));
     const writable = new OciLayoutStore(path, undefined, { name: "test", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} }, true);
     writable.list();
-    writable.remove(expected.find((e) => e.ref === "2.0")!.id);
+    await writable.remove(expected.find((e) => e.ref === "2.0")!.id);
     const after = JSON.parse(readFileSync(join(path, "index.json"), "utf8")).manifests;
     expect(after.length).toBe(4);
     expect(after.at(-1)).toEqual(broken);
   });
 
-  test("a read-only store refuses, whatever calls it", () => {
+  test("a read-only store refuses, whatever calls it", async () => {
     const { store: s } = store(copy("oci-umoci"));
     expect(s.writable).toBe(false);
-    expect(() => s.remove(expected[0]!.id)).toThrow(/not writable/);
+    await expect(s.remove(expected[0]!.id)).rejects.toThrow(/not writable/);
   });
 });

@@ -30,7 +30,8 @@ export default defineBackend({
   },
   create(options, ctx) {
     const store = new OciLayoutStore(resolve(ctx.baseDir, options.path), options.repository, ctx, options.writable === true);
-    if (store.writable) store.finishInterruptedRemoval();
+    // In the background: a large leftover must not hold up the start (create() has the backend's timeout).
+    if (store.writable) store.recovery = store.finishInterruptedRemoval();
     return store;
   },
 });
@@ -46,6 +47,8 @@ export class OciLayoutStore {
   private records: ImageRecord[] = [];
   private readonly problems: ProblemLog;
   private usage?: { key: string; value: FsUsage; reused: number };
+  /** The start's finishing of an interrupted removal (writable layouts); never rejects. */
+  recovery?: Promise<void>;
   private scanPaths = new ScanPaths("/");
 
   constructor(
@@ -111,11 +114,13 @@ export class OciLayoutStore {
    * RemoveImage (writable layouts only; the registry asks only those): index.json
    * without the image's entries, then its blobs no other entry reaches (remove.ts).
    */
-  remove(id: string): void {
+  async remove(id: string): Promise<void> {
     if (!this.writable) throw new Error("this layout is not writable");
+    // A removal and the recovery of an interrupted one never overlap: each writes the journal.
+    await this.recovery;
     let removal;
     try {
-      removal = removeFromLayout(this.root, id, this.source);
+      removal = await removeFromLayout(this.root, id, this.source);
     } catch (e) {
       throw notWritableHint(e);
     }
@@ -124,10 +129,10 @@ export class OciLayoutStore {
   }
 
   /** A removal killed between its steps left a journal: delete the blobs it names that nothing reaches. */
-  finishInterruptedRemoval(): void {
+  async finishInterruptedRemoval(): Promise<void> {
     try {
       if (!existsSync(join(this.root, JOURNAL))) return;
-      const deleted = finishRemoval(this.root);
+      const deleted = await finishRemoval(this.root);
       this.ctx.log.warn("finished a removal that was interrupted", { path: this.root, blobsDeleted: deleted });
     } catch (e) {
       this.problems.skip(new StoreProblem(`cannot finish an interrupted removal: ${(e as Error).message}`, join(this.root, JOURNAL)), "removal journal");

@@ -28,6 +28,23 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/** The event loop gets a turn at least this often (ms) while a removal walks a large layout. */
+const YIELD_EVERY_MS = 10;
+
+/** Resolves at once, or on the next turn of the event loop when YIELD_EVERY_MS have passed since the last one. */
+function yielder(): () => Promise<void> | undefined {
+  let last = performance.now();
+  return () => {
+    if (performance.now() - last < YIELD_EVERY_MS) return undefined;
+    return new Promise<void>((r) =>
+      setImmediate(() => {
+        last = performance.now();
+        r();
+      }),
+    );
+  };
+}
+
 /** What one removal did, for the log. */
 export interface LayoutRemoval {
   entries: number;
@@ -38,14 +55,16 @@ export interface LayoutRemoval {
  * Removes every index.json entry that stands for image `id`, then the blobs
  * only they reached. An image the layout does not hold removes nothing.
  */
-export function removeFromLayout(root: string, id: string, src: LayoutSource): LayoutRemoval {
-  finishRemoval(root);
+export async function removeFromLayout(root: string, id: string, src: LayoutSource): Promise<LayoutRemoval> {
+  await finishRemoval(root);
+  const pause = yielder();
   const indexPath = join(root, "index.json");
   const { value: index } = readStoreJson(root, indexPath);
   if (!isObject(index) || !Array.isArray(index.manifests)) throw new StoreProblem("not an image index (no manifests array)", indexPath);
   const keep: unknown[] = [];
   const drop: Descriptor[] = [];
   for (const raw of index.manifests) {
+    await pause();
     const entry = parseDescriptor(raw);
     let entryId: string | undefined;
     try {
@@ -57,10 +76,12 @@ export function removeFromLayout(root: string, id: string, src: LayoutSource): L
     else keep.push(raw);
   }
   if (drop.length === 0) return { entries: 0, blobsDeleted: 0 };
-  const candidates = reachableBlobs(root, drop);
+  const candidates = await reachableBlobs(root, drop);
+  // From the journal on, the index.json read above must be the one replaced:
+  // nothing else in imagelet writes it (removals run one at a time).
   writeFileAtomic(root, JOURNAL, `${JSON.stringify({ removing: id, blobs: [...candidates] })}\n`);
   writeFileAtomic(root, "index.json", JSON.stringify({ ...index, manifests: keep }), indexPath);
-  const blobsDeleted = collect(root, candidates);
+  const blobsDeleted = await collect(root, candidates);
   unlinkIfThere(join(root, JOURNAL));
   return { entries: drop.length, blobsDeleted };
 }
@@ -71,7 +92,7 @@ export function removeFromLayout(root: string, id: string, src: LayoutSource): L
  * index.json was replaced), then the journal and stray temporary files.
  * Returns how many blobs it deleted.
  */
-export function finishRemoval(root: string): number {
+export async function finishRemoval(root: string): Promise<number> {
   for (const name of readdirSync(root)) if (name.startsWith(TEMP_PREFIX)) unlinkIfThere(join(root, name));
   const journalPath = join(root, JOURNAL);
   if (!existsSync(journalPath)) return 0;
@@ -82,16 +103,16 @@ export function finishRemoval(root: string): number {
   } catch {
     // A journal cut short was written before index.json was touched (it is renamed into place): nothing to finish.
   }
-  const deleted = collect(root, new Set(blobs));
+  const deleted = await collect(root, new Set(blobs));
   unlinkIfThere(journalPath);
   return deleted;
 }
 
 /** Deletes the candidate blobs the current index.json does not reach. */
-function collect(root: string, candidates: ReadonlySet<string>): number {
+async function collect(root: string, candidates: ReadonlySet<string>): Promise<number> {
   if (candidates.size === 0) return 0;
   const indexPath = join(root, "index.json");
-  const live = reachableBlobs(root, parseIndex(readStoreJson(root, indexPath).value, indexPath).index.manifests);
+  const live = await reachableBlobs(root, parseIndex(readStoreJson(root, indexPath).value, indexPath).index.manifests);
   let deleted = 0;
   const dirs = new Set<string>();
   for (const digest of candidates) {
@@ -109,10 +130,12 @@ function collect(root: string, candidates: ReadonlySet<string>): number {
  * platform's), configs and layers. A blob that cannot be read is still
  * counted but not followed.
  */
-export function reachableBlobs(root: string, from: readonly Descriptor[]): Set<string> {
+export async function reachableBlobs(root: string, from: readonly Descriptor[]): Promise<Set<string>> {
   const seen = new Set<string>();
   const queue = [...from];
+  const pause = yielder();
   while (queue.length > 0) {
+    await pause();
     const d = queue.pop()!;
     if (seen.has(d.digest)) continue;
     seen.add(d.digest);
