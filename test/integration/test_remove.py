@@ -267,6 +267,10 @@ def interrupted_layout(workdir, after_index):
         index["manifests"] = oci_check.entries_named(layout, lambda n: n == "2.0")
         with open(os.path.join(layout, "index.json"), "w") as f:
             json.dump(index, f)
+    else:
+        # Killed while writing the new index.json: its temporary file, cut short.
+        with open(os.path.join(layout, ".imagelet-tmp-4242-index.json"), "w") as f:
+            f.write('{"schemaVersion": 2, "manif')
     return layout, doomed
 
 
@@ -300,6 +304,7 @@ def test_a_removal_killed_before_index_json_removed_nothing(serve, workdir):
     remove(s, "localhost/oci-umoci:1.0")
     assert_gone(s, HELLO_NAMES)
     assert oci_check.reachable(layout) == oci_check.on_disk(layout)
+    assert [f for f in os.listdir(layout) if f.startswith(".imagelet")] == []
 
 
 def test_index_json_keeps_its_mode_and_other_fields(serve, layout):
