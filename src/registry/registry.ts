@@ -104,6 +104,8 @@ export interface RegistryOptions {
   fsIntervalMs?: number;
   /** pinned_images. */
   pinned?: PinnedImages;
+  /** remove()'s timeout (default: the backend's, at least REMOVE_MIN_TIMEOUT_MS). */
+  removeTimeoutMs?: number;
 }
 
 /** How long after start-up the stores' disk usage is first measured, unless ImageFsInfo asks sooner. */
@@ -125,6 +127,8 @@ export class BackendRegistry {
   private readonly debounceTimers = new Map<Slot, ReturnType<typeof setTimeout>>();
   /** Removals run one at a time (the tail of the queue). */
   private removals: Promise<unknown> = Promise.resolve();
+  /** A remove() hook abandoned at its timeout and still running: the next removal waits for it. */
+  private abandonedRemoval?: Promise<void>;
   /** A measurement started after the last removal; ImageFsInfo waits for it. */
   private fsAfterRemoval?: Promise<void>;
   private readonly pinPolicy: PinPolicy;
@@ -292,6 +296,7 @@ export class BackendRegistry {
   }
 
   private async removeNow(input: string): Promise<RemovalOutcome> {
+    if (this.abandonedRemoval) await this.abandonedRemoval;
     const image = this.currentView.resolve(input);
     if (!image) return { backends: [] };
     const holders = image.backends.map((name) => this.slots.find((s) => s.reg.name === name)!);
@@ -324,15 +329,19 @@ export class BackendRegistry {
   private async removeFrom(slot: Slot, id: string, done: readonly string[]): Promise<void> {
     const remove = slot.reg.backend.remove!;
     const partly = done.length > 0 ? `; already removed from ${done.join(", ")}` : "";
-    // An abandoned remove() still holds the queue until it ends: removals never overlap.
+    // A remove() abandoned at its timeout still holds back the next removal until it ends: removals never overlap.
     let settled!: () => void;
     const ended = new Promise<void>((r) => (settled = r));
     try {
-      await this.call(slot, (ctx) => remove.call(slot.reg.backend, id, ctx), settled, Math.max(slot.reg.timeoutMs, REMOVE_MIN_TIMEOUT_MS));
-      settled();
+      await this.call(slot, (ctx) => remove.call(slot.reg.backend, id, ctx), settled, this.options.removeTimeoutMs ?? Math.max(slot.reg.timeoutMs, REMOVE_MIN_TIMEOUT_MS));
     } catch (e) {
-      if (!(e instanceof TimeoutError)) settled();
-      else this.removals = this.removals.then(() => ended);
+      if (e instanceof TimeoutError) {
+        this.abandonedRemoval = ended.then(() => {
+          this.abandonedRemoval = undefined;
+          // What it did is seen by a list that starts now.
+          void this.refreshSlot(slot);
+        });
+      }
       if (e instanceof Error && e.name === "RemovalRefused") {
         throw new RemovalRefusedError(`backend ${quote(slot.reg.name)} refused to remove ${id}: ${e.message}${partly}`);
       }

@@ -34,10 +34,10 @@ function memoryStore(images: ImageRecord[], opts: { writable?: boolean } = {}) {
   return { store, backend };
 }
 
-function registryOf(backends: Record<string, Backend>) {
+function registryOf(backends: Record<string, Backend>, removeTimeoutMs?: number) {
   return new BackendRegistry(
     Object.entries(backends).map(([name, backend]) => ({ name, type: "test", backend, timeoutMs: 1000 })),
-    { log: memoryLogger() },
+    { log: memoryLogger(), removeTimeoutMs },
   );
 }
 
@@ -138,5 +138,29 @@ describe("RemoveImage in the registry", () => {
     await registry.loadAll();
     await expect(registry.remove(id("a"))).rejects.toThrow(RemovalRefusedError);
     expect(store.removed).toEqual([]);
+  });
+
+  test("a remove() that outlives its timeout fails the call, and the next removal waits until it ends", async () => {
+    const { store, backend } = memoryStore([a, b]);
+    let finish!: () => void;
+    const events: string[] = [];
+    const remove = backend.remove!.bind(backend);
+    backend.remove = async (imageId, ctx) => {
+      events.push(`start ${imageId}`);
+      if (imageId === id("a")) await new Promise<void>((r) => (finish = r));
+      await remove(imageId, ctx);
+      events.push(`end ${imageId}`);
+    };
+    const registry = registryOf({ rw: backend }, 30);
+    await registry.loadAll();
+    await expect(registry.remove("app:1")).rejects.toThrow(/timed out after 30 ms/);
+    const next = registry.remove("tool:1");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(events).toEqual([`start ${id("a")}`]); // held back
+    finish();
+    await next;
+    expect(events).toEqual([`start ${id("a")}`, `end ${id("a")}`, `start ${id("b")}`, `end ${id("b")}`]);
+    expect(store.images).toEqual([]);
+    expect(registry.view.size).toBe(0); // the late removal is seen too
   });
 });
