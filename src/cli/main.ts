@@ -188,7 +188,9 @@ export function buildCli() {
             continue;
           }
           await source.removeImage(ref);
-          write(`Deleted: ${[...(answer.image.repoTags ?? [])].join(", ") || answer.image.id}\n`);
+          // crictl's lines: one per tag, else one per repo digest.
+          const tags = answer.image.repoTags ?? [];
+          write((tags.length > 0 ? tags : (answer.image.repoDigests ?? [])).map((name) => `Deleted: ${name}\n`).join(""));
         }
       } finally {
         source.close();

@@ -340,8 +340,10 @@ def test_crictl_rmi_is_image_status_then_remove_image(serve, layout):
 def test_cli_rmi_mirrors_crictl(serve, layout):
     s = serve(oci_backend(layout, name="umoci", writable=True))
     env = {"IMAGELET_ENDPOINT": f"unix://{s.socket}"}
-    out = run_cli("rmi", "localhost/oci-umoci:2.0", env=env)
+    out = run_cli("rmi", "localhost/oci-umoci:2.0", "example.com/edge/hello:1.0", env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "Deleted: localhost/oci-umoci:2.0\n"
+    # crictl's lines: one per tag of each image removed.
+    assert sorted(out.stdout.splitlines()) == sorted(
+        f"Deleted: {t}" for t in ("localhost/oci-umoci:2.0", "localhost/oci-umoci:1.0", "localhost/oci-umoci:latest", "example.com/edge/hello:1.0"))
     again = run_cli("rmi", "localhost/oci-umoci:2.0", env=env)
     assert again.returncode == 1 and "no such image" in again.stderr
