@@ -95,6 +95,8 @@ def test_every_call_accepts_a_runtime_handler(server):
     assert server.stub.ImageStatus(pb.ImageStatusRequest(image=spec), timeout=10).image.id == HELLO["id"]
     assert [i.id for i in server.stub.ListImages(pb.ListImagesRequest(filter=pb.ImageFilter(image=spec)), timeout=10).images] == [HELLO["id"]]
     assert server.stub.PullImage(pb.PullImageRequest(image=spec), timeout=10).image_ref == HELLO["id"]
+    streamed = [i.id for r in server.stub.StreamImages(pb.StreamImagesRequest(filter=pb.ImageFilter(image=spec)), timeout=10) for i in r.images]
+    assert streamed == [HELLO["id"]]
     # RemoveImage of an absent image is OK whatever the handler.
     server.stub.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image="absent:1", runtime_handler=HANDLER)), timeout=10)
 
