@@ -123,7 +123,7 @@ export class ImageView {
       image.pinned =
         unremovable.has(image.id) ||
         image.backends.some((b) => !policy.removers.has(b)) ||
-        policy.patterns.matches([...image.repoTags, ...image.repoDigests]);
+        (!policy.patterns.empty && (policy.patterns.matches(image.repoTags) || policy.patterns.matches(image.repoDigests)));
     }
     return new ImageView([...byId.values()]);
   }

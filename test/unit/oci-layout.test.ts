@@ -433,3 +433,19 @@ describe("removal from a writable layout", () => {
     await expect(s.remove(expected[0]!.id)).rejects.toThrow(/not writable/);
   });
 });
+
+describe("removal refuses a layout whose blobs live elsewhere", () => {
+  test("blobs/sha256 linked out of the layout: nothing is changed", async () => {
+    const path = copy("oci-umoci");
+    const outside = mkdtempSync(join(tmpdir(), "imagelet-outside-"));
+    temps.push(outside);
+    cpSync(join(path, "blobs", "sha256"), join(outside, "sha256"), { recursive: true });
+    rmSync(join(path, "blobs", "sha256"), { recursive: true });
+    symlinkSync(join(outside, "sha256"), join(path, "blobs", "sha256"));
+    const index = readFileSync(join(path, "index.json"), "utf8");
+    const writable = new OciLayoutStore(path, undefined, { name: "test", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} }, true);
+    await expect(writable.remove(expected.find((e) => e.ref === "2.0")!.id)).rejects.toThrow(/links out of the layout/);
+    expect(readFileSync(join(path, "index.json"), "utf8")).toBe(index);
+    expect(require("node:fs").readdirSync(join(outside, "sha256")).length).toBe(6);
+  });
+});

@@ -12,10 +12,10 @@
 // deletes. Only blobs the removed entries reached are ever deleted: a blob
 // no entry names may be another writer's copy in progress (skopeo writes
 // blobs before index.json).
-import { closeSync, existsSync, fchmodSync, fchownSync, fsyncSync, openSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, existsSync, fchmodSync, fchownSync, fsyncSync, openSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { isDigest } from "../../model/digest";
-import { StoreProblem, parseJson, readStoreJson, readStoreFile } from "../common/files";
+import { StoreProblem, isInside, parseJson, readStoreJson, readStoreFile } from "../common/files";
 import { entryImageId, type LayoutSource } from "./images";
 import { blobPath, isIndexType, isManifestType, parseDescriptor, parseIndex, readJsonBlob, type Descriptor } from "./layout";
 
@@ -77,6 +77,7 @@ export async function removeFromLayout(root: string, id: string, src: LayoutSour
   }
   if (drop.length === 0) return { entries: 0, blobsDeleted: 0 };
   const candidates = await reachableBlobs(root, drop);
+  checkBlobDirectories(root, candidates);
   // From the journal on, the index.json read above must be the one replaced:
   // nothing else in imagelet writes it (removals run one at a time).
   writeFileAtomic(root, JOURNAL, `${JSON.stringify({ removing: id, blobs: [...candidates] })}\n`);
@@ -115,14 +116,40 @@ async function collect(root: string, candidates: ReadonlySet<string>): Promise<n
   const live = await reachableBlobs(root, parseIndex(readStoreJson(root, indexPath).value, indexPath).index.manifests);
   let deleted = 0;
   const dirs = new Set<string>();
+  const realRoot = realpathSync(root);
   for (const digest of candidates) {
     if (live.has(digest)) continue;
     const path = blobPath(root, digest);
+    // blobs/<algorithm> linked out of the layout: its files are not the layout's to delete.
+    let dir: string;
+    try {
+      dir = realpathSync(dirname(path));
+    } catch {
+      continue;
+    }
+    if (!isInside(realRoot, dir)) continue; // refused before anything changed (checkBlobDirectories)
     if (unlinkIfThere(path)) deleted++;
-    dirs.add(join(path, ".."));
+    dirs.add(dir);
   }
   for (const dir of dirs) fsyncDirectory(dir);
   return deleted;
+}
+
+/**
+ * Refuses, before anything changes, a layout whose blobs/<algorithm>
+ * directory links out of it: the files there are not the layout's to delete.
+ */
+function checkBlobDirectories(root: string, digests: ReadonlySet<string>): void {
+  const realRoot = realpathSync(root);
+  for (const dir of new Set([...digests].map((d) => dirname(blobPath(root, d))))) {
+    let real: string;
+    try {
+      real = realpathSync(dir);
+    } catch {
+      continue; // no such directory: nothing to delete in it
+    }
+    if (!isInside(realRoot, real)) throw new StoreProblem("blob directory links out of the layout; refusing to delete from it", dir);
+  }
 }
 
 /**
