@@ -20,7 +20,13 @@
  */
 export const apiVersion = 1;
 
-export type ImageKind = "oci" | "embedded";
+/**
+ * "oci": an image (its ID is its config digest). "artifact": an OCI artifact
+ * (image-spec 1.1: a manifest with `artifactType`, or whose config is not an
+ * image config); its ID is its manifest digest, as CRI-O's. "embedded":
+ * iSulad's embedded images, listed but never served by ImageStatus.
+ */
+export type ImageKind = "oci" | "artifact" | "embedded";
 
 export interface Platform {
   os: string;
@@ -47,10 +53,31 @@ export interface ImageRecord {
   platform?: Platform;
   /** The OCI image config, for verbose ImageStatus. May be left out and served by `status()`. */
   config?: unknown;
+  /** The OCI manifest of an "artifact" (it has no image config), for verbose ImageStatus. May be served by `status()`. */
+  manifest?: unknown;
   /** "embedded" images (iSulad) are listed but never served by ImageStatus. */
   kind: ImageKind;
   /** Where the record came from (a file path), for diagnostics. */
   source?: string;
+  /**
+   * false: this backend, though writable, cannot remove this image (an archive
+   * tarball that also holds other images). The image is reported pinned, so
+   * kubelet's garbage collector does not pick it.
+   */
+  removable?: boolean;
+}
+
+/**
+ * Thrown by `remove` when the store cannot remove the image as asked (it shares
+ * a file with other images, say): the client gets FAILED_PRECONDITION with
+ * the message, and the backend must have changed nothing. (Recognised by its
+ * name, so a vendored copy of this file works.)
+ */
+export class RemovalRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RemovalRefused";
+  }
 }
 
 /**
@@ -105,6 +132,24 @@ export interface Backend {
   status?(id: string, ctx: CallContext): ImageRecord | undefined | Promise<ImageRecord | undefined>;
   /** Calls `onChange` when the store may have changed; returns a function that stops watching. */
   watch?(onChange: () => void): () => void;
+  /**
+   * True when the operator made this store writable (by convention a
+   * `writable = true` option, default false). Only then does the registry
+   * call `remove`; an image held by any backend that is not writable is
+   * never removed and is reported pinned.
+   */
+  readonly writable?: boolean;
+  /**
+   * Removes the image `id` (one this backend listed) with every name it has
+   * in this store (CRI RemoveImage removes every tag). Called one at a time,
+   * never during another `remove`. Returns once the store no longer holds it
+   * as far as a reader sees (the next `list()` leaves it out); data no other
+   * image uses may be deleted after that point, and a process killed between
+   * the two must leave a store that reads correctly. An `id` this store does
+   * not hold is no error. Throws `RemovalRefused` to refuse, having changed
+   * nothing. Optional: without it (or without `writable`) the store is read-only.
+   */
+  remove?(id: string, ctx: CallContext): void | Promise<void>;
   /** Disk usage of the image data; called in the background, never per RPC, so it may walk the store. */
   fsInfo?(ctx: CallContext): FsUsage[] | Promise<FsUsage[]>;
   close?(): void | Promise<void>;

@@ -63,12 +63,12 @@ export function sortImages(images: CriImage[]): CriImage[] {
   });
 }
 
-export function imagesTable(images: CriImage[], opts: { digests: boolean; noTrunc: boolean }): string {
-  const header = ["IMAGE", "TAG", ...(opts.digests ? ["DIGEST"] : []), "IMAGE ID", "SIZE"];
+export function imagesTable(images: CriImage[], opts: { digests: boolean; noTrunc: boolean; pinned?: boolean }): string {
+  const header = ["IMAGE", "TAG", ...(opts.digests ? ["DIGEST"] : []), "IMAGE ID", "SIZE", ...(opts.pinned ? ["PINNED"] : [])];
   const rows: string[][] = [];
   for (const image of sortImages(images)) {
     const digest = image.repoDigests[0]?.split("@")[1] ?? "<none>";
-    const tail = [...(opts.digests ? [digest === "<none>" ? digest : truncateId(digest, opts.noTrunc)] : []), truncateId(image.id, opts.noTrunc), humanSize(image.size)];
+    const tail = [...(opts.digests ? [digest === "<none>" ? digest : truncateId(digest, opts.noTrunc)] : []), truncateId(image.id, opts.noTrunc), humanSize(image.size), ...(opts.pinned ? [String(image.pinned)] : [])];
     if (image.repoTags.length === 0) {
       const repo = image.repoDigests[0]?.split("@")[0] ?? "<none>";
       rows.push([repo, "<none>", ...tail]);

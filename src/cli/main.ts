@@ -129,15 +129,16 @@ export function buildCli() {
     .option("--digests", "Show digests")
     .option("--no-trunc", "Show full IDs and digests")
     .option("-q, --quiet", "Only show image IDs")
+    .option("--pinned", "Show whether each image is pinned (kept from kubelet's image GC)")
     .option("-o, --output <format>", "table, json or yaml", { default: "table" })
-    .action(async (ref: string | undefined, opts: GlobalOptions & { digests?: boolean; trunc?: boolean; quiet?: boolean; output?: string }) => {
+    .action(async (ref: string | undefined, opts: GlobalOptions & { digests?: boolean; trunc?: boolean; quiet?: boolean; pinned?: boolean; output?: string }) => {
       const format = outputFormat(opts.output, ["table", "json", "yaml"]);
       const source = await openSource(opts);
       try {
         // crictl sorts before every output form; so do we.
         const images = sortImages(await source.listImages(ref));
         if (opts.quiet) write(images.map((i) => `${i.id}\n`).join(""));
-        else if (format === "table") write(imagesTable(images, { digests: !!opts.digests, noTrunc: opts.trunc === false }));
+        else if (format === "table") write(imagesTable(images, { digests: !!opts.digests, noTrunc: opts.trunc === false, pinned: !!opts.pinned }));
         else write(serialize({ images: images.map(imageJson) }, format));
       } finally {
         source.close();
@@ -165,6 +166,41 @@ export function buildCli() {
             continue;
           }
           write(serialize(inspectJson(answer), format as "json" | "yaml"));
+        }
+      } finally {
+        source.close();
+      }
+      if (missing.length > 0) throw new CliError(missing.join("; "), 1);
+    });
+
+  cli
+    .command("pull <ref>", "CRI PullImage, as crictl pull: prints the ID of an image on the device (imagelet never fetches)")
+    .action(async (ref: string, opts: GlobalOptions) => {
+      const source = await openSource(opts);
+      try {
+        write(`Image is up to date for ${await source.pullImage(ref)}\n`);
+      } finally {
+        source.close();
+      }
+    });
+
+  cli
+    .command("rmi <...refs>", "CRI RemoveImage, as crictl rmi: removes images (all their tags) from writable stores")
+    .action(async (refs: string[], opts: GlobalOptions) => {
+      const source = await openSource(opts);
+      const missing: string[] = [];
+      try {
+        for (const ref of refs) {
+          // crictl rmi: ImageStatus first, then RemoveImage of what it found.
+          const answer = await source.imageStatus(ref, false);
+          if (!answer.image) {
+            missing.push(`no such image ${JSON.stringify(ref)} present`);
+            continue;
+          }
+          await source.removeImage(ref);
+          // crictl's lines: one per tag, else one per repo digest.
+          const tags = answer.image.repoTags ?? [];
+          write((tags.length > 0 ? tags : (answer.image.repoDigests ?? [])).map((name) => `Deleted: ${name}\n`).join(""));
         }
       } finally {
         source.close();

@@ -20,6 +20,9 @@ export type ImageStatusAnswer = runtime.v1.ImageStatusResponse;
 export interface ImageSource {
   listImages(filter?: string): Promise<CriImage[]>;
   imageStatus(ref: string, verbose: boolean): Promise<ImageStatusAnswer>;
+  /** PullImage: the image's ID (image_ref). */
+  pullImage(ref: string): Promise<string>;
+  removeImage(ref: string): Promise<void>;
   /** In-process only: lets `inspecti` say why an embedded image has no status. */
   resolveLocal?(ref: string): Image | undefined;
   health?(): BackendHealth[];
@@ -55,6 +58,13 @@ export async function inProcessSource(
     async imageStatus(ref, verbose) {
       const response = await service.imageStatus({ image: { image: ref }, verbose } as never, localContext());
       return D.imageStatus.responseDeserialize(D.imageStatus.responseSerialize(response));
+    },
+    async pullImage(ref) {
+      const response = await service.pullImage({ image: { image: ref } } as never, localContext());
+      return D.pullImage.responseDeserialize(D.pullImage.responseSerialize(response)).imageRef;
+    },
+    async removeImage(ref) {
+      await service.removeImage({ image: { image: ref } } as never, localContext());
     },
     resolveLocal: (ref) => {
       try {
@@ -116,6 +126,12 @@ export function remoteSource(endpoint: string, timeoutMs: number): ImageSource {
     },
     async imageStatus(ref, verbose) {
       return (await client.imageStatus({ image: { image: ref }, verbose }, { signal: signal() })) as ImageStatusAnswer;
+    },
+    async pullImage(ref) {
+      return (await client.pullImage({ image: { image: ref } }, { signal: signal() })).imageRef;
+    },
+    async removeImage(ref) {
+      await client.removeImage({ image: { image: ref } }, { signal: signal() });
     },
     close: () => channel.close(),
   };

@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import type { BackendDefinition, OptionSpec } from "../backend/contract";
 import { LOG_LEVELS, type LogLevel } from "../log";
+import { PinnedImages, PinnedPatternError } from "../model/pinned";
 import { DEFAULT_PLUGIN_DIR } from "../plugins/load";
 
 export const DEFAULT_CONFIG_FILE = "/etc/imagelet/config.toml";
@@ -73,6 +74,8 @@ export interface ImageletConfig {
   connectionTimeouts: ConnectionTimeouts;
   logLevel: LogLevel;
   backends: BackendConfig[];
+  /** pinned_images: CRI-O's patterns of images kubelet's GC must keep (src/model/pinned.ts). */
+  pinnedImages?: string[];
 }
 
 export class ConfigError extends Error {
@@ -129,13 +132,13 @@ export function formatDuration(ms: number): string {
  */
 export interface Setting<T, D extends T | undefined = T | undefined> {
   /** The type as docs/configuration.md names it. */
-  type: "string" | "path" | "duration" | "log level";
+  type: "string" | "path" | "duration" | "log level" | "string[]";
   /** The value when the key is absent; undefined: unset. */
   default: D;
   /** The TOML value → the value, or the error message. */
   parse(value: unknown, baseDir: string): T | { error: string };
   /** The value → its TOML value. */
-  toToml(value: T): string;
+  toToml(value: T): string | string[];
   /** The value in force, read back from a configuration (for `imagelet config`). */
   of(config: ImageletConfig): T | undefined;
 }
@@ -164,6 +167,24 @@ const logLevelSetting: Setting<LogLevel, LogLevel> = {
   of: (c) => c.logLevel,
 };
 
+/** pinned_images: CRI-O's patterns (src/model/pinned.ts), each checked when the file is read. */
+const pinnedImagesSetting: Setting<string[], string[]> = {
+  type: "string[]",
+  default: [],
+  parse: (v) => {
+    if (!Array.isArray(v) || !v.every((p) => typeof p === "string")) return { error: `expected an array of strings, got ${typeName(v)}` };
+    try {
+      new PinnedImages(v);
+    } catch (e) {
+      if (e instanceof PinnedPatternError) return { error: e.message };
+      throw e;
+    }
+    return v;
+  },
+  toToml: (v) => v,
+  of: (c) => c.pinnedImages,
+};
+
 /** The top-level keys, in the order `imagelet config` prints them. `[[backend]]` is ENTRY_KEYS' and the definitions'. */
 export const SETTINGS = {
   socket: stringSetting("path", DEFAULT_SOCKET, (c) => c.socket),
@@ -177,7 +198,8 @@ export const SETTINGS = {
   idle_timeout: durationSetting(DEFAULT_CONNECTION_TIMEOUTS.idleMs, (c) => c.connectionTimeouts.idleMs),
   keepalive_time: durationSetting(DEFAULT_CONNECTION_TIMEOUTS.keepaliveMs, (c) => c.connectionTimeouts.keepaliveMs),
   keepalive_timeout: durationSetting(DEFAULT_CONNECTION_TIMEOUTS.keepaliveTimeoutMs, (c) => c.connectionTimeouts.keepaliveTimeoutMs),
-} satisfies Record<string, Setting<string> | Setting<number>>;
+  pinned_images: pinnedImagesSetting,
+} satisfies Record<string, Setting<string> | Setting<number> | Setting<string[]>>;
 
 export type SettingKey = keyof typeof SETTINGS;
 /** Each key's value once defaults are applied: possibly undefined only for a key without a default. */
@@ -230,6 +252,7 @@ function assemble(values: SettingValues, given: Partial<SettingValues>, backends
     },
     logLevel: values.log_level,
     backends,
+    pinnedImages: values.pinned_images,
   };
 }
 

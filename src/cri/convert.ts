@@ -19,7 +19,7 @@ export function toCriImage(image: Image, withSpec = false): CriImage {
     repoDigests: image.repoDigests as string[],
     size: image.size,
     username: username ?? "",
-    pinned: false,
+    pinned: image.pinned,
   };
   if (uid !== undefined) out.uid = { value: uid };
   if (withSpec && image.annotations && Object.keys(image.annotations).length > 0) {
@@ -40,8 +40,19 @@ export function chainId(config: unknown): string | undefined {
   return chain;
 }
 
-/** verbose=true: `info["info"]` is a JSON object with `imageSpec`, as containerd and CRI-O return. */
-export function verboseInfo(config: unknown): Record<string, string> {
+/**
+ * verbose=true: `info["info"]` is a JSON object with `imageSpec`, as containerd
+ * and CRI-O return. An artifact has no image config: its info carries its
+ * manifest (and artifactType) instead.
+ */
+export function verboseInfo(detail: unknown, image?: Image): Record<string, string> {
+  if (image?.kind === "artifact") {
+    const artifactType = (detail as { artifactType?: unknown } | undefined)?.artifactType;
+    const configType = (detail as { config?: { mediaType?: unknown } } | undefined)?.config?.mediaType;
+    const type = typeof artifactType === "string" ? artifactType : typeof configType === "string" ? configType : undefined;
+    return { info: JSON.stringify({ ...(type !== undefined ? { artifactType: type } : {}), manifest: detail ?? {} }) };
+  }
+  const config = detail;
   const info: Record<string, unknown> = {};
   const chain = chainId(config);
   if (chain) info.chainID = chain;

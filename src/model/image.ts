@@ -16,9 +16,17 @@ export interface Image {
   readonly annotations?: Readonly<Record<string, string>>;
   readonly platform?: Platform;
   readonly config?: unknown;
+  /** An artifact's manifest (it has no image config). */
+  readonly manifest?: unknown;
   readonly kind: ImageKind;
   /** Names of the backends that hold this image, in configuration order. */
   readonly backends: readonly string[];
+  /**
+   * Kept from kubelet's garbage collector: a name matches pinned_images, or
+   * imagelet cannot remove it (a backend holding it is not writable, or
+   * cannot remove this one; embedded images).
+   */
+  readonly pinned: boolean;
 }
 
 /**

@@ -4,6 +4,7 @@
 import { arch, platform as osPlatform } from "node:os";
 import type { Backend, BackendContext, BackendDefinition, Logger, Platform } from "../backend/contract";
 import { ConfigError, type ImageletConfig } from "../config/config";
+import { PinnedImages } from "../model/pinned";
 import { BackendRegistry, errorText, type RegisteredBackend } from "./registry";
 
 /** The host platform in OCI terms (GOOS/GOARCH names). */
@@ -131,6 +132,7 @@ export async function buildRegistry(
     log,
     pollIntervalMs: opts.watch ? config.pollIntervalMs : 0,
     fsIntervalMs: config.fsInfoIntervalMs,
+    pinned: new PinnedImages(config.pinnedImages ?? []),
   });
   if (opts.previous) registry.inherit(opts.previous);
   await registry.loadAll();

@@ -6,9 +6,11 @@
 // of the others.
 import type { Backend, CallContext, FsUsage, ImageRecord, Logger } from "../backend/contract";
 import type { Image } from "../model/image";
+import { PinnedImages } from "../model/pinned";
+import { quote } from "../model/reference";
 import { groupByFilesystem, type FilesystemUsage } from "./filesystems";
 import { validateRecords, type ValidRecord } from "./validate";
-import { ImageView } from "./view";
+import { ImageView, type PinPolicy } from "./view";
 
 export interface BackendHealth {
   name: string;
@@ -43,6 +45,33 @@ class TimeoutError extends Error {
   }
 }
 
+/** RemoveImage cannot remove the image as asked; nothing was removed (FAILED_PRECONDITION). */
+export class RemovalRefusedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RemovalRefusedError";
+  }
+}
+
+/** A writable backend failed while removing (the store may hold the image still; it reads correctly). */
+export class RemovalFailedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RemovalFailedError";
+  }
+}
+
+/** What RemoveImage did. */
+export interface RemovalOutcome {
+  /** The removed image's ID; undefined when the reference named no image (RemoveImage is idempotent). */
+  id?: string;
+  /** The backends it was removed from. */
+  backends: string[];
+}
+
+/** Removing can rewrite index.json and delete many blobs: remove() gets at least this long. */
+const REMOVE_MIN_TIMEOUT_MS = 60_000;
+
 interface Slot {
   readonly reg: RegisteredBackend;
   snapshot: readonly ValidRecord[];
@@ -53,6 +82,16 @@ interface Slot {
   /** A refresh was asked for while one was running; run again when it ends. */
   again: boolean;
   stopWatch?: () => void;
+  /** list() runs started so far (numbers them). */
+  runs: number;
+  /** Calls waiting for a list() run numbered at least `run` to end (see freshList). */
+  waiters: { run: number; resolve: () => void }[];
+  /**
+   * Images removed from this backend, with the first list() run that started
+   * after the removal: a run started before it may still return the image,
+   * and must not bring it back into the view.
+   */
+  removed: Map<string, number>;
 }
 
 export interface RegistryOptions {
@@ -63,6 +102,10 @@ export interface RegistryOptions {
   debounceMs?: number;
   /** Re-measures the stores' disk usage (ImageFsInfo) this often, in ms. */
   fsIntervalMs?: number;
+  /** pinned_images. */
+  pinned?: PinnedImages;
+  /** remove()'s timeout (default: the backend's, at least REMOVE_MIN_TIMEOUT_MS). */
+  removeTimeoutMs?: number;
 }
 
 /** How long after start-up the stores' disk usage is first measured, unless ImageFsInfo asks sooner. */
@@ -82,6 +125,13 @@ export class BackendRegistry {
   private filesystems?: FilesystemUsage[];
   private fsMeasuring?: Promise<void>;
   private readonly debounceTimers = new Map<Slot, ReturnType<typeof setTimeout>>();
+  /** Removals run one at a time (the tail of the queue). */
+  private removals: Promise<unknown> = Promise.resolve();
+  /** A remove() hook abandoned at its timeout and still running: the next removal waits for it. */
+  private abandonedRemoval?: Promise<void>;
+  /** A measurement started after the last removal; ImageFsInfo waits for it. */
+  private fsAfterRemoval?: Promise<void>;
+  private readonly pinPolicy: PinPolicy;
 
   constructor(
     backends: readonly RegisteredBackend[],
@@ -92,8 +142,15 @@ export class BackendRegistry {
       snapshot: [],
       inFlight: false,
       again: false,
+      runs: 0,
+      waiters: [],
+      removed: new Map(),
       health: { name: reg.name, type: reg.type, state: "pending", images: 0, hung: false },
     }));
+    this.pinPolicy = {
+      patterns: options.pinned ?? PinnedImages.none,
+      removers: new Set(this.slots.filter((s) => canRemove(s.reg.backend)).map((s) => s.reg.name)),
+    };
   }
 
   /** The current merged view. */
@@ -172,16 +229,20 @@ export class BackendRegistry {
     return () => this.listeners.delete(listener);
   }
 
-  /** Detail for one image (verbose ImageStatus): the view's config, else the backends' status(). */
+  /**
+   * Detail for one image (verbose ImageStatus): its OCI config (an artifact's
+   * manifest), from the view, else from the backends' status().
+   */
   async detail(image: Image): Promise<unknown> {
-    if (image.config !== undefined) return image.config;
+    const field = image.kind === "artifact" ? "manifest" : "config";
+    if (image[field] !== undefined) return image[field];
     for (const name of image.backends) {
       const slot = this.slots.find((s) => s.reg.name === name);
       const status = slot?.reg.backend.status;
       if (!slot || !status) continue;
       try {
         const record = await this.call(slot, (ctx) => status.call(slot.reg.backend, image.id, ctx));
-        if (record?.config !== undefined) return record.config;
+        if (record?.[field] !== undefined) return record[field];
       } catch (e) {
         this.options.log.warn("backend status() failed", { backend: name, image: image.id, error: errorText(e) });
       }
@@ -195,6 +256,8 @@ export class BackendRegistry {
    * measurement).
    */
   async imageFilesystems(): Promise<FilesystemUsage[]> {
+    // After a removal the next answer shows the freed bytes (kubelet's GC reads it to see what it freed).
+    if (this.fsAfterRemoval) await this.fsAfterRemoval;
     if (!this.filesystems) await this.measureFilesystems();
     return this.filesystems ?? [];
   }
@@ -218,6 +281,94 @@ export class BackendRegistry {
       this.fsMeasuring = undefined;
     });
     return this.fsMeasuring;
+  }
+
+  /**
+   * RemoveImage: resolves `input` in the current view and removes that image,
+   * with every name it has, from each backend holding it. Every holder must
+   * be writable, or nothing is removed. Resolves once the view no longer
+   * holds the image. Removals run one at a time.
+   */
+  remove(input: string): Promise<RemovalOutcome> {
+    const run = this.removals.then(() => this.removeNow(input));
+    this.removals = run.catch(() => undefined);
+    return run;
+  }
+
+  private async removeNow(input: string): Promise<RemovalOutcome> {
+    if (this.abandonedRemoval) await this.abandonedRemoval;
+    const image = this.currentView.resolve(input);
+    if (!image) return { backends: [] };
+    const holders = image.backends.map((name) => this.slots.find((s) => s.reg.name === name)!);
+    const readOnly = holders.filter((s) => !this.pinPolicy.removers.has(s.reg.name));
+    if (readOnly.length > 0) {
+      const names = readOnly.map((s) => `${quote(s.reg.name)} (${s.reg.type})`).join(", ");
+      throw new RemovalRefusedError(
+        `image ${quote(input)} (${image.id}) is held by read-only backend${readOnly.length > 1 ? "s" : ""} ${names}; ` +
+          "imagelet removes images only from stores configured with writable = true, and removed nothing",
+      );
+    }
+    // A backend that said it cannot remove this image goes first: it refuses
+    // before any other backend has removed anything.
+    const cannot = (s: Slot) => s.snapshot.some((r) => r.id === image.id && r.removable === false);
+    holders.sort((a, b) => Number(cannot(b)) - Number(cannot(a)));
+    const done: string[] = [];
+    for (const slot of holders) {
+      await this.removeFrom(slot, image.id, done);
+      done.push(slot.reg.name);
+    }
+    this.fsAfterRemoval = (this.fsMeasuring ?? Promise.resolve()).then(() => this.measureFilesystems());
+    const measured = this.fsAfterRemoval;
+    void measured.finally(() => {
+      if (this.fsAfterRemoval === measured) this.fsAfterRemoval = undefined;
+    });
+    this.options.log.info("image removed", { image: image.id, reference: input, backends: done.join(",") });
+    return { id: image.id, backends: done };
+  }
+
+  private async removeFrom(slot: Slot, id: string, done: readonly string[]): Promise<void> {
+    const remove = slot.reg.backend.remove!;
+    const partly = done.length > 0 ? `; already removed from ${done.join(", ")}` : "";
+    // A remove() abandoned at its timeout still holds back the next removal until it ends: removals never overlap.
+    let settled!: () => void;
+    const ended = new Promise<void>((r) => (settled = r));
+    try {
+      await this.call(slot, (ctx) => remove.call(slot.reg.backend, id, ctx), settled, this.options.removeTimeoutMs ?? Math.max(slot.reg.timeoutMs, REMOVE_MIN_TIMEOUT_MS));
+    } catch (e) {
+      if (e instanceof TimeoutError) {
+        this.abandonedRemoval = ended.then(() => {
+          this.abandonedRemoval = undefined;
+          // What it did is seen by a list that starts now.
+          void this.refreshSlot(slot);
+        });
+      }
+      if (e instanceof Error && e.name === "RemovalRefused") {
+        throw new RemovalRefusedError(`backend ${quote(slot.reg.name)} refused to remove ${id}: ${e.message}${partly}`);
+      }
+      this.options.log.error("backend remove() failed", { backend: slot.reg.name, image: id, error: errorText(e) });
+      throw new RemovalFailedError(`backend ${quote(slot.reg.name)} failed to remove ${id}: ${errorText(e)}${partly}`);
+    }
+    // Gone from the view at once; a list() already running may still return it, and is not believed.
+    slot.removed.set(id, slot.runs + 1);
+    slot.snapshot = slot.snapshot.filter((r) => r.id !== id);
+    slot.lastRaw = undefined;
+    this.publish();
+    await this.freshList(slot);
+  }
+
+  /** Resolves when a list() of this backend that started after now has ended. */
+  private freshList(slot: Slot): Promise<void> {
+    const run = slot.runs + 1;
+    const ended = new Promise<void>((resolve) => slot.waiters.push({ run, resolve }));
+    void this.refreshSlot(slot);
+    return ended;
+  }
+
+  private endRun(slot: Slot, run: number): void {
+    const ready = slot.waiters.filter((w) => w.run <= run);
+    if (ready.length === 0) return;
+    slot.waiters = slot.waiters.filter((w) => w.run > run);
+    for (const w of ready) w.resolve();
   }
 
   async close(): Promise<void> {
@@ -303,11 +454,13 @@ export class BackendRegistry {
       return;
     }
     slot.inFlight = true;
+    const run = ++slot.runs;
     let abandoned = false;
     try {
       const raw = await this.call(slot, (ctx) => slot.reg.backend.list(ctx), () => this.listSettledLate(slot));
       if (raw !== slot.lastRaw) {
-        const records = validateRecords(raw);
+        let records = validateRecords(raw);
+        if (slot.removed.size > 0) records = this.withoutRemoved(slot, records, run);
         slot.lastRaw = raw;
         slot.snapshot = records;
         this.publish();
@@ -326,11 +479,19 @@ export class BackendRegistry {
     } finally {
       // An abandoned call keeps the slot busy until it settles (listSettledLate).
       if (!abandoned) slot.inFlight = false;
+      this.endRun(slot, run);
     }
     if (slot.again && !slot.inFlight) {
       slot.again = false;
       await this.refreshSlot(slot);
     }
+  }
+
+  /** A run that started before a removal ended may list the removed image: leave it out. */
+  private withoutRemoved(slot: Slot, records: ValidRecord[], run: number): ValidRecord[] {
+    for (const [id, firstFresh] of slot.removed) if (run >= firstFresh) slot.removed.delete(id);
+    const stale = [...slot.removed.keys()];
+    return stale.length === 0 ? records : records.filter((r) => !stale.includes(r.id));
   }
 
   private fail(slot: Slot, message: string): void {
@@ -370,10 +531,16 @@ export class BackendRegistry {
           droppedBackend,
         });
       },
+      this.pinPolicy,
     );
     this.currentView = view;
     for (const l of this.listeners) l(view);
   }
+}
+
+/** Whether the registry may ask a backend to remove images: it says it is writable and has the hook. */
+export function canRemove(backend: Backend): boolean {
+  return backend.writable === true && typeof backend.remove === "function";
 }
 
 /** One line for a thrown value; a file path the error carries (fs errors, store problems) is kept. */

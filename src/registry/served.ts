@@ -5,7 +5,7 @@
 // status() hook) finishes there before the old registry is closed.
 import type { Image } from "../model/image";
 import type { FilesystemUsage } from "./filesystems";
-import type { BackendHealth, BackendRegistry } from "./registry";
+import type { BackendHealth, BackendRegistry, RemovalOutcome } from "./registry";
 import type { ImageView } from "./view";
 
 /** What the RPC handlers need from a registry. */
@@ -13,6 +13,8 @@ export interface RegistryReader {
   readonly view: ImageView;
   detail(image: Image): Promise<unknown>;
   imageFilesystems(): Promise<FilesystemUsage[]>;
+  /** RemoveImage (BackendRegistry.remove). */
+  remove(input: string): Promise<RemovalOutcome>;
   allLoadedOnce(): boolean;
   onHealthChange(listener: () => void): () => void;
 }
@@ -62,6 +64,10 @@ export class ServedRegistry implements RegistryReader {
 
   imageFilesystems(): Promise<FilesystemUsage[]> {
     return this.within((r) => r.imageFilesystems());
+  }
+
+  remove(input: string): Promise<RemovalOutcome> {
+    return this.within((r) => r.remove(input));
   }
 
   /**

@@ -17,7 +17,7 @@ export class MalformedRecordError extends Error {
   }
 }
 
-const KINDS: ReadonlySet<string> = new Set<ImageKind>(["oci", "embedded"]);
+const KINDS: ReadonlySet<string> = new Set<ImageKind>(["oci", "artifact", "embedded"]);
 
 function isStringMap(v: unknown): v is Record<string, string> {
   return typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === "string");
@@ -51,12 +51,13 @@ export function validateRecord(raw: unknown): ValidRecord {
   if (typeof r.size !== "number" || !Number.isSafeInteger(r.size) || r.size <= 0) {
     throw new Error(`size ${quote(String(r.size))} is not a positive integer`);
   }
-  if (typeof r.kind !== "string" || !KINDS.has(r.kind)) throw new Error(`kind ${quote(String(r.kind))} is not oci or embedded`);
+  if (typeof r.kind !== "string" || !KINDS.has(r.kind)) throw new Error(`kind ${quote(String(r.kind))} is not oci, artifact or embedded`);
   if (r.user !== undefined && typeof r.user !== "string") throw new Error("user is not a string");
   if (r.created !== undefined && typeof r.created !== "string") throw new Error("created is not a string");
   if (r.labels !== undefined && !isStringMap(r.labels)) throw new Error("labels is not a string map");
   if (r.annotations !== undefined && !isStringMap(r.annotations)) throw new Error("annotations is not a string map");
   if (r.source !== undefined && typeof r.source !== "string") throw new Error("source is not a string");
+  if (r.removable !== undefined && typeof r.removable !== "boolean") throw new Error("removable is not a boolean");
   const record: ImageRecord = {
     id: r.id,
     repoTags: unique(r.repoTags.map(normalizeTag)),
@@ -68,8 +69,10 @@ export function validateRecord(raw: unknown): ValidRecord {
     annotations: r.annotations,
     platform: r.platform,
     config: r.config,
+    manifest: r.manifest,
     kind: r.kind,
     source: r.source,
+    removable: r.removable,
   };
   return record as ValidRecord;
 }

@@ -2,6 +2,7 @@
 // A new view is built whenever a backend's snapshot changes; RPCs read the
 // current one and never scan it. Reference resolution lives here and only here.
 import type { Image } from "../model/image";
+import { PinnedImages } from "../model/pinned";
 import { InvalidReferenceError, formatReference, parseNormalizedNamed, quote } from "../model/reference";
 import type { ValidRecord } from "./validate";
 
@@ -25,6 +26,16 @@ const HEX_PREFIX = /^(?:sha256:)?([a-f0-9]{3,64})$/;
 const MIN_PREFIX = 3;
 /** How many distinct ImageStatus inputs a view remembers the answer to (see resolve()). */
 const RESOLVED_MEMO_LIMIT = 4096;
+
+/** What decides Image.pinned (see Image.pinned). */
+export interface PinPolicy {
+  patterns: PinnedImages;
+  /** Backends that may remove images (writable, with a remove hook). */
+  removers: ReadonlySet<string>;
+}
+
+/** Without a policy every image is pinned: nothing can remove it. */
+const NO_REMOVERS: PinPolicy = { patterns: PinnedImages.none, removers: new Set() };
 
 /** An Image while merge() is still building it. */
 type MutableImage = { -readonly [K in keyof Image]: Image[K] } & { repoTags: string[]; repoDigests: string[]; backends: string[] };
@@ -64,8 +75,10 @@ export class ImageView {
    * two backends is one image with the union of its names; a tag or digest
    * claimed by two different images stays with the earlier backend's image.
    */
-  static merge(snapshots: readonly BackendSnapshot[], onConflict?: ConflictReporter): ImageView {
+  static merge(snapshots: readonly BackendSnapshot[], onConflict?: ConflictReporter, policy: PinPolicy = NO_REMOVERS): ImageView {
     const byId = new Map<string, MutableImage>();
+    /** Images some backend says it cannot remove (ImageRecord.removable false). */
+    const unremovable = new Set<string>();
     const owner = new Map<string, { id: string; backend: string }>();
     for (const { backend, records } of snapshots) {
       for (const r of records) {
@@ -74,7 +87,7 @@ export class ImageView {
           image = {
             id: r.id, repoTags: [], repoDigests: [], size: r.size, user: r.user, created: r.created,
             labels: r.labels, annotations: r.annotations, platform: r.platform, config: r.config,
-            kind: r.kind, backends: [backend],
+            manifest: r.manifest, kind: r.kind, backends: [backend], pinned: false,
           };
           byId.set(r.id, image);
         } else {
@@ -86,9 +99,11 @@ export class ImageView {
           image.labels ??= r.labels;
           image.annotations ??= r.annotations;
           image.platform ??= r.platform;
+          image.manifest ??= r.manifest;
           // An image any backend holds as a real OCI image is servable by ImageStatus.
           if (r.kind === "oci") image.kind = "oci";
         }
+        if (r.removable === false || r.kind === "embedded") unremovable.add(r.id);
         for (const [names, target] of [[r.repoTags, image.repoTags], [r.repoDigests, image.repoDigests]] as const) {
           for (const ref of names) {
             const claimed = owner.get(ref);
@@ -103,6 +118,12 @@ export class ImageView {
           }
         }
       }
+    }
+    for (const image of byId.values()) {
+      image.pinned =
+        unremovable.has(image.id) ||
+        image.backends.some((b) => !policy.removers.has(b)) ||
+        (!policy.patterns.empty && (policy.patterns.matches(image.repoTags) || policy.patterns.matches(image.repoDigests)));
     }
     return new ImageView([...byId.values()]);
   }

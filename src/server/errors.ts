@@ -3,6 +3,7 @@
 import { ServerError, Status, type CallContext, type ServerMiddlewareCall } from "nice-grpc";
 import type { Logger } from "../backend/contract";
 import { InvalidReferenceError } from "../model/reference";
+import { RemovalFailedError, RemovalRefusedError } from "../registry/registry";
 import { AmbiguousReferenceError } from "../registry/view";
 
 /** A request whose bytes did not decode; stands in for the request so the middleware can refuse it. */
@@ -51,6 +52,9 @@ export function errorMapping(log: Logger) {
       if (e instanceof InvalidReferenceError || e instanceof AmbiguousReferenceError) {
         throw new ServerError(Status.INVALID_ARGUMENT, e.message);
       }
+      if (e instanceof RemovalRefusedError) throw new ServerError(Status.FAILED_PRECONDITION, e.message);
+      // The store's error (a permission, a read-only mount), which the operator must see to fix.
+      if (e instanceof RemovalFailedError) throw new ServerError(Status.INTERNAL, e.message);
       // A bug, not bad input: keep the details in the log, not on the wire.
       log.error("internal error", { method: call.method.path, error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
       throw new ServerError(Status.INTERNAL, "internal error; see the imagelet log");

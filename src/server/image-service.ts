@@ -5,13 +5,32 @@ import { ServerError, Status, type ServiceImplementation } from "nice-grpc";
 import { IMAGE_NOT_FOUND, encodeStreamBatches, encodedAnswers, toCriImage, toFilesystemUsage, verboseInfo } from "../cri/convert";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import type { Logger } from "../backend/contract";
+import { normalizeReference, quote } from "../model/reference";
 import type { RegistryReader } from "../registry/served";
 
 export type ImageService = ServiceImplementation<typeof ImageServiceDefinition>;
 
-const PRELOAD_HINT =
-  "imagelet serves the images already on this device and does not pull or remove; " +
-  "preload images into a configured store instead (for example `skopeo copy docker://REF oci:/var/lib/imagelet/oci:TAG`)";
+/**
+ * PullImage of an image that is not on the device. imagelet never contacts a
+ * registry (there is no network in its unit), so the message says how to preload.
+ */
+function notOnDevice(ref: string, embedded: boolean): ServerError {
+  let name = "IMAGE";
+  try {
+    name = normalizeReference(ref);
+  } catch {
+    // an ID or an ID prefix: the example keeps the placeholder
+  }
+  if (embedded) {
+    return new ServerError(Status.NOT_FOUND, `image ${quote(ref)} is an iSulad embedded image: it has no OCI config and cannot be run through the CRI`);
+  }
+  return new ServerError(
+    Status.NOT_FOUND,
+    `image ${quote(ref)} is not on this device; imagelet serves only images already in its stores and does not fetch images from registries. ` +
+      `Preload it into a configured store, e.g. \`skopeo copy docker://${name} oci:/var/lib/imagelet/oci:${name}\` ` +
+      "or a `docker save` tarball copied into /var/lib/imagelet/archives (see docs/kubelet.md)",
+  );
+}
 
 /** kubelet's CRI client refuses answers above this (k8s.io/cri-client MaxMsgSize). */
 export const KUBELET_MAX_RECEIVE_BYTES = 16 * 1024 * 1024;
@@ -43,15 +62,25 @@ export function createImageService(registry: RegistryReader, log: Logger): Image
       // Embedded images have no OCI config or registry manifest: iSulad does not serve their status.
       if (!image || image.kind === "embedded") return IMAGE_NOT_FOUND;
       if (!request.verbose) return encodedAnswers(view).imageStatus(image);
-      return { image: toCriImage(image, true), info: verboseInfo(await registry.detail(image)) };
+      return { image: toCriImage(image, true), info: verboseInfo(await registry.detail(image), image) };
     },
 
-    async pullImage() {
-      throw new ServerError(Status.UNIMPLEMENTED, `PullImage: ${PRELOAD_HINT}`);
+    // A pull that finds the image on the device: what a runtime answers after
+    // pulling it. Auth, the sandbox config and the ImageSpec's runtime_handler
+    // are accepted and ignored: nothing is fetched, and one view serves every
+    // runtime handler.
+    async pullImage(request) {
+      const ref = request.image?.image ?? "";
+      const image = registry.view.resolve(ref);
+      if (!image || image.kind === "embedded") throw notOnDevice(ref, image !== undefined);
+      return { imageRef: image.id };
     },
 
-    async removeImage() {
-      throw new ServerError(Status.UNIMPLEMENTED, `RemoveImage: ${PRELOAD_HINT}`);
+    // Every name of the image goes, from every (writable) backend holding it;
+    // an image that is not there is no error (the CRI asks for idempotence).
+    async removeImage(request) {
+      await registry.remove(request.image?.image ?? "");
+      return {};
     },
 
     // One entry per filesystem holding a store, primary first (kubelet reads

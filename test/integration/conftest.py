@@ -121,7 +121,10 @@ def oci_backend(path, name=None, **options):
     if name:
         lines.append(f'name = "{name}"')
     for k, v in options.items():
-        lines.append(f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}")
+        if isinstance(v, bool):
+            lines.append(f"{k} = {str(v).lower()}")
+        else:
+            lines.append(f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}")
     return "\n".join(lines) + "\n"
 
 

@@ -1085,7 +1085,9 @@ def scenario_hostile_payloads(workdir, count=2000, seed=9):
         valid = [image_status_request(b"edge-tools:2.0"), list_images_request(b"example.com/edge/hello"),
                  image_status_request(b"sha256:" + b"a" * 64) + b"\x10\x01"]
         codes = {}
-        expected = {"PullImage": "UNIMPLEMENTED", "RemoveImage": "UNIMPLEMENTED"}
+        # A payload that decodes to a reference: absent (NOT_FOUND) for PullImage; on this
+        # read-only store RemoveImage of an image it names (an ID prefix) is refused.
+        expected = {"PullImage": "NOT_FOUND", "RemoveImage": "FAILED_PRECONDITION"}
         for i in range(count):
             kind = i % 4
             if kind == 0:

@@ -61,7 +61,8 @@ def test_images_json_and_yaml_are_protojson_with_defaults():
         "uid": {"value": "1000"},
         "username": "",
         "spec": None,
-        "pinned": False,
+        # The sample store is read-only: imagelet cannot remove its images, so they are pinned.
+        "pinned": True,
     }
     assert yaml.safe_load(cli("images", "-o", "yaml").stdout) == data
 

@@ -201,13 +201,17 @@ def test_image_status_verbose_has_image_spec(server):
     assert r.image.spec.annotations["org.example.note"] == "manifest-annotation"
 
 
-def test_pull_and_remove_are_unimplemented_with_advice(server):
+def test_pull_of_an_absent_image_says_how_to_preload(server):
     pb = server.pb
+    with pytest.raises(grpc.RpcError) as err:
+        server.stub.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image="busybox:1.36")), timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert '"busybox:1.36"' in err.value.details() and "Preload" in err.value.details()
+    # Empty references are the client's error, for both calls.
     for call, req in ((server.stub.PullImage, pb.PullImageRequest()), (server.stub.RemoveImage, pb.RemoveImageRequest())):
         with pytest.raises(grpc.RpcError) as err:
             call(req, timeout=5)
-        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "preload" in err.value.details()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_store_change_is_visible_without_restart(serve, workdir):

@@ -71,10 +71,11 @@ def unshare_works():
     return r.returncode == 0, r.stderr.strip()
 
 
-def wrapper(unit_path, program, workdir, runtime_dir, read_only=(), drop_caps=()):
+def wrapper(unit_path, program, workdir, runtime_dir, read_only=(), drop_caps=(), read_write=()):
     """Writes an executable script that runs `program "$@"` inside the unit's
     sandbox, and returns its path. drop_caps removes capabilities from the
-    unit's set (for negative controls)."""
+    unit's set (for negative controls); read_write are the paths a drop-in's
+    ReadWritePaths= opens (they stay writable, like the runtime directory)."""
     s = parse_unit(unit_path)["Service"]
     assert s.get("ProtectSystem") == ["strict"], "the sandbox emulates ProtectSystem=strict only"
     caps = [c.lower().removeprefix("cap_") for c in " ".join(s.get("CapabilityBoundingSet", [])).split()]
@@ -91,7 +92,7 @@ def wrapper(unit_path, program, workdir, runtime_dir, read_only=(), drop_caps=()
     with open(helper, "w") as f:
         f.write(SECCOMP_EXEC)
     # The runtime directory stays writable (a bind mount of its own), everything else read-only.
-    mounts = [f"mount --bind {shlex.quote(runtime_dir)} {shlex.quote(runtime_dir)}"]
+    mounts = [f"mount --bind {shlex.quote(p)} {shlex.quote(p)}" for p in (runtime_dir, *read_write)]
     for path in read_only:
         q = shlex.quote(path)
         mounts.append(f"mount --bind {q} {q} && mount -o remount,bind,ro {q}")

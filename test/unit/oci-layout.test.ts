@@ -342,3 +342,110 @@ describe("files the service may not read", () => {
     expect(() => store(dir).store.list()).toThrow(/EACCES/);
   });
 });
+
+describe("OCI artifacts (image-spec 1.1)", () => {
+  const artifacts: { ref: string; id: string; artifactType: string; size: number }[] = JSON.parse(
+    readFileSync(join(FIXTURES, "oci-artifacts.expected.json"), "utf8"),
+  );
+  const EMPTY = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+  test("two artifacts sharing the empty config are two records, each identified by its manifest digest", () => {
+    const { store: s } = store(join(FIXTURES, "oci-artifacts"));
+    const records = s.list();
+    expect(records.map((r) => r.id).sort()).toEqual(artifacts.map((a) => a.id).sort());
+    for (const a of artifacts) {
+      const r = byId(records, a.id);
+      expect(r.kind).toBe("artifact");
+      expect(r.repoTags).toEqual([a.ref]);
+      expect(r.repoDigests).toEqual([`${a.ref.split(":")[0]}@${a.id}`]);
+      expect(r.size).toBe(a.size);
+      expect(r.id).not.toBe(EMPTY);
+    }
+    // Verbose detail: the manifest (there is no image config).
+    const status = s.status(artifacts[0]!.id)!;
+    expect((status.manifest as { artifactType: string }).artifactType).toBe(artifacts[0]!.artifactType);
+    expect(status.config).toBeUndefined();
+  });
+
+  test("a manifest whose config is not an image config is an artifact, even without artifactType", () => {
+    const path = copy("oci-artifacts");
+    const index = JSON.parse(readFileSync(join(path, "index.json"), "utf8"));
+    const { createHash } = require("node:crypto") as typeof import("node:crypto");
+    const put = (data: string) => {
+      const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+      writeFileSync(join(path, "blobs", "sha256", digest.slice(7)), data);
+      return digest;
+    };
+    const config = '{"chart":"demo"}';
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.cncf.helm.config.v1+json", digest: put(config), size: config.length },
+      layers: [],
+    });
+    const digest = put(manifest);
+    index.manifests.push({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest, size: manifest.length, annotations: { "org.opencontainers.image.ref.name": "chart" } });
+    writeFileSync(join(path, "index.json"), JSON.stringify(index));
+    const r = byId(store(path).store.list(), digest);
+    expect(r.kind).toBe("artifact");
+    expect(r.repoTags).toEqual(["localhost/oci-artifacts:chart"]);
+  });
+
+  test("images keep their config digest as ID", () => {
+    const { store: s } = store(join(FIXTURES, "oci-umoci"));
+    expect(s.list().every((r) => r.kind === "oci" && expected.some((e) => e.id === r.id))).toBe(true);
+  });
+});
+
+describe("removal from a writable layout", () => {
+  const multi = expected.find((e) => e.layout === "oci-multi")!;
+  const blobs = (path: string) => require("node:fs").readdirSync(join(path, "blobs", "sha256")) as string[];
+
+  test("a multi-platform image goes with every platform's manifest, config and layers, and its index", async () => {
+    const path = copy("oci-multi");
+    expect(blobs(path).length).toBeGreaterThan(5);
+    const { store: s } = store(path);
+    const writable = new OciLayoutStore(path, undefined, { name: "test", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} }, true);
+    expect(s.list().map((r) => r.id)).toEqual([multi.id]);
+    await writable.remove(multi.id);
+    expect(JSON.parse(readFileSync(join(path, "index.json"), "utf8")).manifests).toEqual([]);
+    expect(blobs(path)).toEqual([]);
+    expect(store(path).store.list()).toEqual([]);
+  });
+
+  test("an entry whose blobs are missing is kept as it is, and nothing of it deleted", async () => {
+    const path = copy("oci-umoci");
+    const index = JSON.parse(readFileSync(join(path, "index.json"), "utf8"));
+    const broken = { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: `sha256:${"e".repeat(64)}`, size: 10 };
+    index.manifests.push(broken);
+    writeFileSync(join(path, "index.json"), JSON.stringify(index));
+    const writable = new OciLayoutStore(path, undefined, { name: "test", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} }, true);
+    writable.list();
+    await writable.remove(expected.find((e) => e.ref === "2.0")!.id);
+    const after = JSON.parse(readFileSync(join(path, "index.json"), "utf8")).manifests;
+    expect(after.length).toBe(4);
+    expect(after.at(-1)).toEqual(broken);
+  });
+
+  test("a read-only store refuses, whatever calls it", async () => {
+    const { store: s } = store(copy("oci-umoci"));
+    expect(s.writable).toBe(false);
+    await expect(s.remove(expected[0]!.id)).rejects.toThrow(/not writable/);
+  });
+});
+
+describe("removal refuses a layout whose blobs live elsewhere", () => {
+  test("blobs/sha256 linked out of the layout: nothing is changed", async () => {
+    const path = copy("oci-umoci");
+    const outside = mkdtempSync(join(tmpdir(), "imagelet-outside-"));
+    temps.push(outside);
+    cpSync(join(path, "blobs", "sha256"), join(outside, "sha256"), { recursive: true });
+    rmSync(join(path, "blobs", "sha256"), { recursive: true });
+    symlinkSync(join(outside, "sha256"), join(path, "blobs", "sha256"));
+    const index = readFileSync(join(path, "index.json"), "utf8");
+    const writable = new OciLayoutStore(path, undefined, { name: "test", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} }, true);
+    await expect(writable.remove(expected.find((e) => e.ref === "2.0")!.id)).rejects.toThrow(/links out of the layout/);
+    expect(readFileSync(join(path, "index.json"), "utf8")).toBe(index);
+    expect(require("node:fs").readdirSync(join(outside, "sha256")).length).toBe(6);
+  });
+});

@@ -4,10 +4,10 @@
 // .tar or .tar.gz. Only tar headers and small JSON members are read, and a
 // tarball is read again only when its size, mtime or inode changes, so a
 // rescan of a large directory costs one stat per tarball.
-import { closeSync, fstatSync, openSync, readSync, readdirSync, realpathSync, type Stats } from "node:fs";
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, readdirSync, realpathSync, unlinkSync, type Stats } from "node:fs";
 import { join, resolve } from "node:path";
-import { BACKEND_API_VERSION, defineBackend, type BackendContext, type CallContext, type ImageRecord, type FsUsage } from "../../backend/contract";
-import { ProblemLog, StoreProblem, resolveInside, watchDirectories, directoryUsage } from "../common/files";
+import { BACKEND_API_VERSION, RemovalRefused, defineBackend, type BackendContext, type CallContext, type ImageRecord, type FsUsage } from "../../backend/contract";
+import { ProblemLog, StoreProblem, notWritableHint, resolveInside, watchDirectories, directoryUsage } from "../common/files";
 import { mergeNames, repositoryOption } from "../oci-layout/images";
 import { archiveImages, type ArchiveContext } from "./archive";
 import { scanGzipTar, scanPlainTar, type TarContents } from "./tar";
@@ -28,9 +28,13 @@ export default defineBackend({
       type: "string",
       description: "Repository for bare-tag ref.names in OCI archives (default localhost/<tarball name>)",
     },
+    writable: {
+      type: "boolean",
+      description: "Let RemoveImage delete tarballs that hold only the image removed (default false: read-only)",
+    },
   },
   create(options, ctx) {
-    return new ArchiveDirStore(resolve(ctx.baseDir, options.path), options.repository, ctx);
+    return new ArchiveDirStore(resolve(ctx.baseDir, options.path), options.repository, ctx, options.writable === true);
   },
 });
 
@@ -67,6 +71,8 @@ export class ArchiveDirStore {
     readonly root: string,
     repository: string | undefined,
     private readonly ctx: BackendContext,
+    /** `writable = true`: RemoveImage may delete tarballs. */
+    readonly writable = false,
   ) {
     this.problems = new ProblemLog(ctx.log, ctx.name);
     this.repository = repository === undefined ? undefined : repositoryOption(repository);
@@ -90,8 +96,43 @@ export class ArchiveDirStore {
     // Tarballs that left the directory leave the cache with them.
     this.tarballs = seen;
     const fingerprint = [...seen].map(([path, t]) => `${path}\0${t.key}`).join("\n");
-    if (this.merged?.fingerprint !== fingerprint) this.merged = { fingerprint, records: mergeByImage([...seen.values()]) };
+    if (this.merged?.fingerprint !== fingerprint) this.merged = { fingerprint, records: mergeByImage([...seen.values()], this.writable) };
     return this.merged.records;
+  }
+
+  /**
+   * RemoveImage: deletes every tarball holding the image, as last listed. A
+   * tarball is a unit (rewriting one to drop an image would be a copy of
+   * everything else in it), so one that also holds another image makes the
+   * removal refused, before anything is deleted.
+   */
+  remove(id: string): void {
+    if (!this.writable) throw new Error("this archive directory is not writable");
+    const holders = [...this.tarballs].filter(([, t]) => t.records.some((r) => r.id === id));
+    const shared = holders.filter(([, t]) => t.records.some((r) => r.id !== id));
+    if (shared.length > 0) {
+      const list = shared.map(([path, t]) => `${path} (also holds ${t.records.filter((r) => r.id !== id).map((r) => r.repoTags[0] ?? r.id).join(", ")})`);
+      throw new RemovalRefused(
+        `tarball${shared.length > 1 ? "s" : ""} ${list.join("; ")}: imagelet deletes only tarballs that hold nothing but the image removed; nothing was deleted`,
+      );
+    }
+    for (const [path] of holders) {
+      try {
+        unlinkSync(path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw notWritableHint(e);
+      }
+      this.tarballs.delete(path);
+    }
+    if (holders.length === 0) return;
+    const dir = openSync(this.root, "r");
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
+    this.merged = undefined;
+    this.ctx.log.info("removed image's tarballs", { image: id, tarballs: holders.map(([p]) => p).join(",") });
   }
 
   status(id: string): ImageRecord | undefined {
@@ -210,15 +251,18 @@ function isGzip(fd: number): boolean {
  * other fields from the first tarball (in name order) that has them. Copies,
  * so the cached per-tarball records are never changed.
  */
-function mergeByImage(tarballs: readonly CachedTarball[]): ImageRecord[] {
+function mergeByImage(tarballs: readonly CachedTarball[], writable: boolean): ImageRecord[] {
   const byId = new Map<string, ImageRecord>();
   for (const t of tarballs) {
+    // A writable directory cannot remove an image that shares a tarball: it is reported pinned.
+    const shared = writable && new Set(t.records.map((r) => r.id)).size > 1;
     for (const r of t.records) {
       const existing = byId.get(r.id);
       if (!existing) {
-        byId.set(r.id, { ...r, repoTags: [...r.repoTags], repoDigests: [...r.repoDigests] });
+        byId.set(r.id, { ...r, repoTags: [...r.repoTags], repoDigests: [...r.repoDigests], ...(shared ? { removable: false } : {}) });
         continue;
       }
+      if (shared) existing.removable = false;
       mergeNames(existing, r);
       existing.config ??= r.config;
       existing.user ??= r.user;
@@ -226,6 +270,7 @@ function mergeByImage(tarballs: readonly CachedTarball[]): ImageRecord[] {
       existing.labels ??= r.labels;
       existing.annotations ??= r.annotations;
       existing.platform ??= r.platform;
+      existing.manifest ??= r.manifest;
     }
   }
   return [...byId.values()];

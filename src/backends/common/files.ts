@@ -140,6 +140,21 @@ export function readStoreJson(root: string, path: string, maxBytes = MAX_JSON_BY
 }
 
 /**
+ * A write to a store failed for want of permission (a read-only mount, the
+ * unit's ProtectSystem=strict): the error, with what the operator can do.
+ */
+export function notWritableHint(e: unknown): unknown {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== "EROFS" && code !== "EACCES" && code !== "EPERM") return e;
+  const path = (e as NodeJS.ErrnoException).path;
+  return new StoreProblem(
+    `${code}: imagelet may not write here. A store with writable = true must be writable by imagelet; ` +
+      "under imagelet.service add its path to ReadWritePaths= (packaging/systemd/writable-stores.conf, docs/kubelet.md)",
+    path ?? "",
+  );
+}
+
+/**
  * Logs each distinct store problem once (per backend instance), with the
  * backend and the path: a broken file is reported when it breaks, not on
  * every re-scan.

@@ -11,6 +11,7 @@ import { StoreProblem, type ProblemLog } from "../common/files";
 import { configFacts, type ConfigFacts } from "../common/oci-config";
 import {
   MAX_INDEX_DEPTH,
+  isArtifact,
   isIndexType,
   isManifestType,
   parseIndex,
@@ -52,6 +53,12 @@ export interface LayoutSource {
 
 /** What a manifest contributes to its image's record. */
 interface ManifestFacts {
+  /** The manifest's own digest: an artifact's ID. */
+  digest: string;
+  /** An OCI artifact (see isArtifact): identified by its manifest, not its config. */
+  artifact: boolean;
+  /** The parsed manifest, for an artifact's verbose ImageStatus; left out by a source that remembers (status() reads it again). */
+  raw?: unknown;
   configDigest: string;
   configSize: number;
   /** The manifest's own size plus its layers' (descriptor sizes). */
@@ -69,8 +76,12 @@ function remembered<T>(src: LayoutSource, digest: string, what: string, derive: 
   return src.remember ? src.remember(digest, what, derive) : derive();
 }
 
-function manifestFacts(manifest: Manifest, size: number): ManifestFacts {
+function manifestFacts(manifest: Manifest, size: number, digest: string, raw: unknown): ManifestFacts {
+  const artifact = isArtifact(manifest);
   return {
+    digest,
+    artifact,
+    raw: artifact ? raw : undefined,
     configDigest: manifest.config.digest,
     configSize: manifest.config.size,
     ownAndLayersSize: size + manifest.layers.reduce((n, l) => n + l.size, 0),
@@ -131,7 +142,7 @@ function resolveEntry(src: LayoutSource, d: Descriptor, depth: number): Resolved
   if (isManifestType(d.mediaType)) {
     const manifest = remembered(src, d.digest, "manifest", () => {
       const { value, size } = src.blob(d.digest);
-      return manifestFacts(parseManifest(value, d.digest), size);
+      return manifestFacts(parseManifest(value, d.digest), size, d.digest, src.remember ? undefined : value);
     });
     return { manifest, platform: d.platform };
   }
@@ -166,14 +177,46 @@ function configOf(src: LayoutSource, digest: string): ParsedConfig | undefined {
   }
 }
 
+/**
+ * The ID of an image: its config digest (containerd's); of an artifact: its
+ * manifest digest (CRI-O's), since artifacts share the one empty config and
+ * would otherwise all be one image.
+ */
+function idOf(manifest: ManifestFacts): string {
+  return manifest.artifact ? manifest.digest : manifest.configDigest;
+}
+
+/**
+ * The image ID an index.json entry stands for on this host (what
+ * layoutImages lists it under), or undefined when it stands for none; throws
+ * StoreProblem when a blob it needs cannot be read.
+ */
+export function entryImageId(src: LayoutSource, entry: Descriptor): string | undefined {
+  const resolved = resolveEntry(src, entry, 0);
+  return resolved && idOf(resolved.manifest);
+}
+
 function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: ResolvedEntry): ImageRecord | undefined {
-  const id = manifest.configDigest;
+  const id = idOf(manifest);
   if (!isImageId(id)) {
-    src.problems.report(`entry ${entry.digest} skipped: config digest ${id} is not sha256`, src.path);
+    src.problems.report(`entry ${entry.digest} skipped: ${manifest.artifact ? "manifest" : "config"} digest ${id} is not sha256`, src.path);
     return undefined;
   }
   const repoTags = namesOf(src, entry);
   const repositories = [...new Set(repoTags.map((t) => parseNormalizedNamed(t).repository))];
+  if (manifest.artifact) {
+    return {
+      id,
+      repoTags,
+      repoDigests: repositories.map((repository) => formatReference({ repository, digest: entry.digest })),
+      size: manifest.ownAndLayersSize + manifest.configSize,
+      annotations: manifest.annotations,
+      platform,
+      manifest: manifest.raw,
+      kind: "artifact",
+      source: src.path,
+    };
+  }
   const config = configOf(src, id);
   const size = manifest.ownAndLayersSize + manifest.configSize;
   return {

@@ -5,9 +5,10 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { BACKEND_API_VERSION, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
-import { ProblemLog, ScanPaths, StoreProblem, readStoreJson, statKey, watchDirectories, directoryUsage } from "../common/files";
+import { ProblemLog, ScanPaths, StoreProblem, notWritableHint, readStoreJson, statKey, watchDirectories, directoryUsage } from "../common/files";
 import { layoutImages, parseConfig, repositoryOption, type LayoutSource } from "./images";
 import { blobPath, readJsonBlob } from "./layout";
+import { JOURNAL, finishRemoval, removeFromLayout } from "./remove";
 
 /** A layout that looks unchanged is still walked at every this-many-th ImageFsInfo measurement. */
 const FULL_WALK_EVERY = 10;
@@ -22,9 +23,16 @@ export default defineBackend({
       type: "string",
       description: "Repository for ref.name values that are bare tags (default localhost/<directory name>)",
     },
+    writable: {
+      type: "boolean",
+      description: "Let RemoveImage (kubelet's image GC, crictl rmi) rewrite index.json and delete blobs (default false: read-only)",
+    },
   },
   create(options, ctx) {
-    return new OciLayoutStore(resolve(ctx.baseDir, options.path), options.repository, ctx);
+    const store = new OciLayoutStore(resolve(ctx.baseDir, options.path), options.repository, ctx, options.writable === true);
+    // In the background: a large leftover must not hold up the start (create() has the backend's timeout).
+    if (store.writable) store.recovery = store.finishInterruptedRemoval();
+    return store;
   },
 });
 
@@ -39,12 +47,16 @@ export class OciLayoutStore {
   private records: ImageRecord[] = [];
   private readonly problems: ProblemLog;
   private usage?: { key: string; value: FsUsage; reused: number };
+  /** The start's finishing of an interrupted removal (writable layouts); never rejects. */
+  recovery?: Promise<void>;
   private scanPaths = new ScanPaths("/");
 
   constructor(
     readonly root: string,
     repository: string | undefined,
-    ctx: BackendContext,
+    private readonly ctx: BackendContext,
+    /** `writable = true`: RemoveImage may change this layout. */
+    readonly writable = false,
   ) {
     this.problems = new ProblemLog(ctx.log, ctx.name);
     this.source = {
@@ -81,15 +93,49 @@ export class OciLayoutStore {
     return records;
   }
 
-  /** A listed image with its raw config, read from its blob again (records carry none; see LayoutSource.remember). */
+  /**
+   * A listed image with its raw config (an artifact: its manifest, which is
+   * its ID), read from its blob again (records carry none; see LayoutSource.remember).
+   */
   status(id: string): ImageRecord | undefined {
     const record = this.records.find((r) => r.id === id);
     if (!record) return undefined;
     try {
-      return { ...record, config: parseConfig(readJsonBlob(this.root, id).value)?.config };
+      const { value } = readJsonBlob(this.root, id);
+      if (record.kind === "artifact") return { ...record, manifest: value };
+      return { ...record, config: parseConfig(value)?.config };
     } catch (e) {
       this.problems.skip(e, `config of ${id}`);
       return record;
+    }
+  }
+
+  /**
+   * RemoveImage (writable layouts only; the registry asks only those): index.json
+   * without the image's entries, then its blobs no other entry reaches (remove.ts).
+   */
+  async remove(id: string): Promise<void> {
+    if (!this.writable) throw new Error("this layout is not writable");
+    // A removal and the recovery of an interrupted one never overlap: each writes the journal.
+    await this.recovery;
+    let removal;
+    try {
+      removal = await removeFromLayout(this.root, id, this.source);
+    } catch (e) {
+      throw notWritableHint(e);
+    }
+    const { entries, blobsDeleted } = removal;
+    if (entries > 0) this.ctx.log.info("removed image from layout", { image: id, entries, blobsDeleted, path: this.root });
+  }
+
+  /** A removal killed between its steps left a journal: delete the blobs it names that nothing reaches. */
+  async finishInterruptedRemoval(): Promise<void> {
+    try {
+      if (!existsSync(join(this.root, JOURNAL))) return;
+      const deleted = await finishRemoval(this.root);
+      this.ctx.log.warn("finished a removal that was interrupted", { path: this.root, blobsDeleted: deleted });
+    } catch (e) {
+      this.problems.skip(new StoreProblem(`cannot finish an interrupted removal: ${(e as Error).message}`, join(this.root, JOURNAL)), "removal journal");
     }
   }
 

@@ -14,6 +14,12 @@ export const MEDIA = {
   dockerManifest: "application/vnd.docker.distribution.manifest.v2+json",
 } as const;
 
+/** Config media types of images; a manifest whose config is anything else is an artifact (image-spec 1.1). */
+const IMAGE_CONFIG_TYPES: ReadonlySet<string> = new Set([
+  "application/vnd.oci.image.config.v1+json",
+  "application/vnd.docker.container.image.v1+json",
+]);
+
 const INDEX_TYPES: ReadonlySet<string> = new Set([MEDIA.ociIndex, MEDIA.dockerList]);
 const MANIFEST_TYPES: ReadonlySet<string> = new Set([MEDIA.ociManifest, MEDIA.dockerManifest]);
 
@@ -30,6 +36,8 @@ export interface Descriptor {
 
 export interface Manifest {
   mediaType?: string;
+  /** image-spec 1.1: set on artifact manifests. */
+  artifactType?: string;
   config: Descriptor;
   layers: Descriptor[];
   annotations?: Record<string, string>;
@@ -123,7 +131,25 @@ export function parseManifest(v: unknown, path: string): Manifest {
     if (!d) throw new StoreProblem("manifest has an invalid layer descriptor", path);
     layers.push(d);
   }
-  return { mediaType: typeof v.mediaType === "string" ? v.mediaType : undefined, config, layers, annotations: stringMap(v.annotations) };
+  return {
+    mediaType: typeof v.mediaType === "string" ? v.mediaType : undefined,
+    artifactType: typeof v.artifactType === "string" ? v.artifactType : undefined,
+    config,
+    layers,
+    annotations: stringMap(v.annotations),
+  };
+}
+
+/**
+ * image-spec 1.1: a manifest is an artifact when it says `artifactType`, or
+ * when its config is not an image config (the empty config
+ * application/vnd.oci.empty.v1+json most artifacts carry, a Helm chart's).
+ * A config without a media type is taken for an image's.
+ */
+export function isArtifact(manifest: Manifest): boolean {
+  if (manifest.artifactType !== undefined) return true;
+  const configType = manifest.config.mediaType;
+  return configType !== undefined && !IMAGE_CONFIG_TYPES.has(configType);
 }
 
 /**

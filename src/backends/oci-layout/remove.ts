@@ -1,0 +1,240 @@
+// Removing an image from an OCI layout directory (RemoveImage on a
+// `writable = true` oci-layout). index.json is the layout's commit point, so a
+// removal is two steps, in this order:
+//   1. index.json is replaced (temp file, fsync, rename, fsync of the
+//      directory) without the entries that stand for the image: from here on
+//      every reader, imagelet or skopeo, sees the image gone and the rest whole;
+//   2. the blobs only those entries reached are deleted.
+// Blobs reached by a remaining entry stay (shared layers, the one empty config
+// of every artifact). Before step 1 the blobs to delete are written to a
+// journal, so a process killed between the steps leaves a store that reads
+// correctly and a list of leftovers that the next removal, or the next start,
+// deletes. Only blobs the removed entries reached are ever deleted: a blob
+// no entry names may be another writer's copy in progress (skopeo writes
+// blobs before index.json).
+import { closeSync, existsSync, fchmodSync, fchownSync, fsyncSync, openSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { isDigest } from "../../model/digest";
+import { StoreProblem, isInside, parseJson, readStoreJson, readStoreFile } from "../common/files";
+import { entryImageId, type LayoutSource } from "./images";
+import { blobPath, isIndexType, isManifestType, parseDescriptor, parseIndex, readJsonBlob, type Descriptor } from "./layout";
+
+/** The removal journal: the blobs a removal will delete once index.json no longer reaches them. */
+export const JOURNAL = ".imagelet-removal.json";
+/** Temporary files of an atomic write start with this (left behind only by a killed process). */
+const TEMP_PREFIX = ".imagelet-tmp-";
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** The event loop gets a turn at least this often (ms) while a removal walks a large layout. */
+const YIELD_EVERY_MS = 10;
+
+/** Resolves at once, or on the next turn of the event loop when YIELD_EVERY_MS have passed since the last one. */
+function yielder(): () => Promise<void> | undefined {
+  let last = performance.now();
+  return () => {
+    if (performance.now() - last < YIELD_EVERY_MS) return undefined;
+    return new Promise<void>((r) =>
+      setImmediate(() => {
+        last = performance.now();
+        r();
+      }),
+    );
+  };
+}
+
+/** What one removal did, for the log. */
+export interface LayoutRemoval {
+  entries: number;
+  blobsDeleted: number;
+}
+
+/**
+ * Removes every index.json entry that stands for image `id`, then the blobs
+ * only they reached. An image the layout does not hold removes nothing.
+ */
+export async function removeFromLayout(root: string, id: string, src: LayoutSource): Promise<LayoutRemoval> {
+  await finishRemoval(root);
+  const pause = yielder();
+  const indexPath = join(root, "index.json");
+  const { value: index } = readStoreJson(root, indexPath);
+  if (!isObject(index) || !Array.isArray(index.manifests)) throw new StoreProblem("not an image index (no manifests array)", indexPath);
+  const keep: unknown[] = [];
+  const drop: Descriptor[] = [];
+  for (const raw of index.manifests) {
+    await pause();
+    const entry = parseDescriptor(raw);
+    let entryId: string | undefined;
+    try {
+      entryId = entry && entryImageId(src, entry);
+    } catch {
+      // An entry this host cannot resolve (a blob missing) is not this image: kept as it is.
+    }
+    if (entry && entryId === id) drop.push(entry);
+    else keep.push(raw);
+  }
+  if (drop.length === 0) return { entries: 0, blobsDeleted: 0 };
+  const candidates = await reachableBlobs(root, drop);
+  checkBlobDirectories(root, candidates);
+  // From the journal on, the index.json read above must be the one replaced:
+  // nothing else in imagelet writes it (removals run one at a time).
+  writeFileAtomic(root, JOURNAL, `${JSON.stringify({ removing: id, blobs: [...candidates] })}\n`);
+  writeFileAtomic(root, "index.json", JSON.stringify({ ...index, manifests: keep }), indexPath);
+  const blobsDeleted = await collect(root, candidates);
+  unlinkIfThere(join(root, JOURNAL));
+  return { entries: drop.length, blobsDeleted };
+}
+
+/**
+ * Finishes a removal a killed process left half done: deletes the journal's
+ * blobs that index.json does not reach (none, if it was killed before
+ * index.json was replaced), then the journal and stray temporary files.
+ * Returns how many blobs it deleted.
+ */
+export async function finishRemoval(root: string): Promise<number> {
+  for (const name of readdirSync(root)) if (name.startsWith(TEMP_PREFIX)) unlinkIfThere(join(root, name));
+  const journalPath = join(root, JOURNAL);
+  if (!existsSync(journalPath)) return 0;
+  let blobs: string[] = [];
+  try {
+    const journal = parseJson(readStoreFile(root, journalPath), journalPath) as { blobs?: unknown };
+    if (Array.isArray(journal?.blobs)) blobs = journal.blobs.filter(isDigest);
+  } catch {
+    // A journal cut short was written before index.json was touched (it is renamed into place): nothing to finish.
+  }
+  const deleted = await collect(root, new Set(blobs));
+  unlinkIfThere(journalPath);
+  return deleted;
+}
+
+/** Deletes the candidate blobs the current index.json does not reach. */
+async function collect(root: string, candidates: ReadonlySet<string>): Promise<number> {
+  if (candidates.size === 0) return 0;
+  const indexPath = join(root, "index.json");
+  const live = await reachableBlobs(root, parseIndex(readStoreJson(root, indexPath).value, indexPath).index.manifests);
+  let deleted = 0;
+  const dirs = new Set<string>();
+  const realRoot = realpathSync(root);
+  for (const digest of candidates) {
+    if (live.has(digest)) continue;
+    const path = blobPath(root, digest);
+    // blobs/<algorithm> linked out of the layout: its files are not the layout's to delete.
+    let dir: string;
+    try {
+      dir = realpathSync(dirname(path));
+    } catch {
+      continue;
+    }
+    if (!isInside(realRoot, dir)) continue; // refused before anything changed (checkBlobDirectories)
+    if (unlinkIfThere(path)) deleted++;
+    dirs.add(dir);
+  }
+  for (const dir of dirs) fsyncDirectory(dir);
+  return deleted;
+}
+
+/**
+ * Refuses, before anything changes, a layout whose blobs/<algorithm>
+ * directory links out of it: the files there are not the layout's to delete.
+ */
+function checkBlobDirectories(root: string, digests: ReadonlySet<string>): void {
+  const realRoot = realpathSync(root);
+  for (const dir of new Set([...digests].map((d) => dirname(blobPath(root, d))))) {
+    let real: string;
+    try {
+      real = realpathSync(dir);
+    } catch {
+      continue; // no such directory: nothing to delete in it
+    }
+    if (!isInside(realRoot, real)) throw new StoreProblem("blob directory links out of the layout; refusing to delete from it", dir);
+  }
+}
+
+/**
+ * Every blob the descriptors reach: manifests, nested indexes (every
+ * platform's), configs and layers. A blob that cannot be read is still
+ * counted but not followed.
+ */
+export async function reachableBlobs(root: string, from: readonly Descriptor[]): Promise<Set<string>> {
+  const seen = new Set<string>();
+  const queue = [...from];
+  const pause = yielder();
+  while (queue.length > 0) {
+    await pause();
+    const d = queue.pop()!;
+    if (seen.has(d.digest)) continue;
+    seen.add(d.digest);
+    if (!isIndexType(d.mediaType) && !isManifestType(d.mediaType)) continue;
+    let value: unknown;
+    try {
+      value = readJsonBlob(root, d.digest).value;
+    } catch {
+      continue;
+    }
+    if (!isObject(value)) continue;
+    const children: unknown[] = [
+      ...(Array.isArray(value.manifests) ? value.manifests : []),
+      value.config,
+      ...(Array.isArray(value.layers) ? value.layers : []),
+    ];
+    for (const child of children) {
+      const c = parseDescriptor(child);
+      if (c) queue.push(c);
+    }
+  }
+  return seen;
+}
+
+/**
+ * Replaces `root/name` atomically: a temporary file in the same directory,
+ * written and fsynced, given the mode and owner of the file it replaces
+ * (`like`; the unit's UMask would make it private), renamed over it, and the
+ * directory fsynced so the rename survives a power cut.
+ */
+function writeFileAtomic(root: string, name: string, text: string, like?: string): void {
+  const temp = join(root, `${TEMP_PREFIX}${process.pid}-${name}`);
+  const fd = openSync(temp, "w", 0o644);
+  try {
+    if (like !== undefined) {
+      const before = statSync(like);
+      fchmodSync(fd, before.mode & 0o7777);
+      try {
+        fchownSync(fd, before.uid, before.gid);
+      } catch {
+        // Not allowed to give it away: it stays ours, with the same mode.
+      }
+    }
+    const bytes = Buffer.from(text);
+    let written = 0;
+    while (written < bytes.length) written += writeSync(fd, bytes, written);
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    unlinkIfThere(temp);
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(temp, join(root, name));
+  fsyncDirectory(root);
+}
+
+function fsyncDirectory(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function unlinkIfThere(path: string): boolean {
+  try {
+    unlinkSync(path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw e;
+  }
+}
