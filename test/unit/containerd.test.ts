@@ -153,7 +153,9 @@ describe("namespaces", () => {
     expect(plain.flatMap((r) => r.repoTags)).toEqual(["example.com/edge/beta:2.0"]);
     expect(plain.flatMap((r) => r.repoDigests)).toEqual([expect.stringMatching(/^docker\.io\/library\/moby-dangling@sha256:/)]);
     const docker = store({ namespace: "moby", ignoreName: (n) => n.startsWith("moby-dangling@") }).store.list();
-    expect(docker.map((r) => r.repoTags)).toEqual([["example.com/edge/beta:2.0"]]);
+    expect(docker).toHaveLength(2);
+    expect(docker.flatMap((r) => r.repoTags)).toEqual(["example.com/edge/beta:2.0"]);
+    expect(docker.flatMap((r) => r.repoDigests)).toEqual([]);
   });
 
   test("the namespace option is checked", () => {
@@ -362,5 +364,18 @@ describe("changes", () => {
     expect(() => s.list()).toThrow(/meta\.db cannot be read/);
     writeFileSync(meta, bytes);
     expect(s.list().map((r) => r.id).sort()).toEqual(good.map((r) => r.id).sort());
+  });
+});
+
+describe("without a config file", () => {
+  test("containerd's, k3s's and MicroK8s's roots are well-known stores", async () => {
+    const { defaultConfig } = await import("../../src/config/config");
+    const roots = ["/var/lib/containerd", "/var/lib/rancher/k3s/agent/containerd", "/var/snap/microk8s/common/var/lib/containerd"];
+    const backends = defaultConfig((p) => roots.includes(p)).backends;
+    expect(backends.map((b) => [b.type, b.name, b.options.path])).toEqual([
+      ["containerd", "containerd", roots[0]],
+      ["containerd", "k3s", roots[1]],
+      ["containerd", "microk8s", roots[2]],
+    ]);
   });
 });

@@ -90,7 +90,7 @@ export interface ImageSource {
   backend: string;
   /** meta.db, named as records' source. */
   metaPath: string;
-  /** Names that are never tags or digests here (Docker's `moby-dangling@…`). */
+  /** Names that are neither tags nor digests here, though their image is listed (Docker's `moby-dangling@…`). */
   ignoreName?: (name: string) => boolean;
 }
 
@@ -123,7 +123,6 @@ export class ContainerdImages {
         this.src.problems.report(`image ${quote(entry.name)} skipped: ${entry.problem ?? "no target"}`, this.src.metaPath);
         continue;
       }
-      if (this.src.ignoreName?.(entry.name)) continue;
       let resolved: Resolved | string;
       try {
         resolved = this.resolve(entry.target.digest, entry.target.mediaType, entry.target.size, undefined, 0);
@@ -137,7 +136,8 @@ export class ContainerdImages {
         this.src.problems.report(`image ${quote(entry.name)} skipped: ${resolved}`, this.src.metaPath);
         continue;
       }
-      const names = classifyName(entry.name);
+      // An ignored name still lists its image (Docker's dangling images are listed untagged).
+      const names = this.src.ignoreName?.(entry.name) ? {} : classifyName(entry.name);
       const pinned = entry.labels[PINNED_LABEL] === PINNED_VALUE;
       const existing = byId.get(resolved.configDigest);
       if (existing) {
