@@ -88,6 +88,13 @@ export function fnv64a(bytes: Uint8Array): bigint {
   return h;
 }
 
+/** A u64 page id as a number, without a BigInt (the hot path reads one per page and per nested bucket). */
+function readPageId(buf: Buffer, offset: number, what: string): number {
+  const high = buf.readUInt32LE(offset + 4);
+  if (high > 0x1fffff) throw new BoltError("corrupt", `${what} is out of range`);
+  return high * 0x100000000 + buf.readUInt32LE(offset);
+}
+
 function safeNumber(v: bigint, what: string): number {
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new BoltError("corrupt", `${what} ${v} is out of range`);
   return Number(v);
@@ -212,7 +219,7 @@ export class BoltSnapshot {
 
   /** The root bucket (the one that holds the top-level buckets). */
   root(): BoltBucket {
-    return new BoltBucket(this, this.meta.rootPage, undefined, "/");
+    return new BoltBucket(this, this.meta.rootPage, undefined);
   }
 
   /** Reads page `id` (with its overflow pages) during a walk that has seen `visited`; `what` names it in errors. */
@@ -226,8 +233,8 @@ export class BoltSnapshot {
     if (position + pageSize > this.fileSize) throw new BoltError("corrupt", `${what}: page ${id} is past the end of the file (truncated?)`);
     let buf = preadExact(this.fd, pageSize, position);
     if (buf.length < pageSize) throw new BoltError("corrupt", `${what}: page ${id} is past the end of the file (truncated?)`);
-    const headerId = buf.readBigUInt64LE(0);
-    if (headerId !== BigInt(id)) throw new BoltError("corrupt", `${what}: page ${id} says it is page ${headerId}`);
+    const headerId = buf.readUInt32LE(4) * 0x100000000 + buf.readUInt32LE(0);
+    if (headerId !== id) throw new BoltError("corrupt", `${what}: page ${id} says it is page ${headerId}`);
     const overflow = buf.readUInt32LE(12);
     if (overflow > 0) {
       if (id + overflow >= highWater) throw new BoltError("corrupt", `${what}: page ${id} overflows past the high-water mark`);
@@ -250,9 +257,17 @@ export class BoltBucket {
     private readonly snap: BoltSnapshot,
     private readonly rootPage: number,
     private readonly inline: Buffer | undefined,
-    /** The bucket's path, for messages. */
-    readonly path: string,
+    /** Parent and key, for the path in messages (made only when one is needed: there are many buckets). */
+    private readonly parent?: BoltBucket,
+    private readonly key?: Buffer,
   ) {}
+
+  /** The bucket's path from the root, for messages. */
+  get path(): string {
+    if (!this.parent || !this.key) return "/";
+    const up = this.parent.path;
+    return `${up === "/" ? "" : up}/${this.key.toString("utf8")}`;
+  }
 
   /** Calls `fn` for every key in order; the value is the bytes, or a bucket for a nested bucket. */
   forEach(fn: (key: Buffer, value: BoltValue) => void): void {
@@ -292,7 +307,7 @@ export class BoltBucket {
     if (PAGE_HEADER + count * ELEMENT_SIZE > buf.length) throw new BoltError("corrupt", `bucket ${this.path}: page ${id} has more elements than fit`);
     for (let i = 0; i < count; i++) {
       const e = PAGE_HEADER + i * ELEMENT_SIZE;
-      const child = safeNumber(buf.readBigUInt64LE(e + 8), `bucket ${this.path}: child page`);
+      const child = readPageId(buf, e + 8, `bucket ${this.path}: child page`);
       this.walk(child, depth + 1, visited, fn);
     }
   }
@@ -316,13 +331,9 @@ export class BoltBucket {
         continue;
       }
       if (value.length < BUCKET_HEADER) throw new BoltError("corrupt", `bucket ${this.path}: nested bucket ${JSON.stringify(key.toString("utf8"))} has a short header`);
-      const root = value.readBigUInt64LE(0);
-      const path = `${this.path === "/" ? "" : this.path}/${key.toString("utf8")}`;
-      if (root === 0n) {
-        fn(key, new BoltBucket(this.snap, 0, value.subarray(BUCKET_HEADER), path));
-      } else {
-        fn(key, new BoltBucket(this.snap, safeNumber(root, `bucket ${path}: root page`), undefined, path));
-      }
+      const root = readPageId(value, 0, `bucket ${this.path}: nested bucket root page`);
+      const child = new BoltBucket(this.snap, root, root === 0 ? value.subarray(BUCKET_HEADER) : undefined, this, key);
+      fn(key, child);
     }
   }
 }
@@ -373,6 +384,18 @@ function sameCommit(fd: number, meta: BoltMeta): boolean {
 
 /** Go encoding/binary Varint (zigzag), how containerd stores sizes and the schema version. */
 export function readVarint(buf: Buffer): number | undefined {
+  // Sizes of a few bytes are the common case: plain numbers while they stay exact.
+  let ux = 0;
+  let mul = 1;
+  for (let i = 0; i < buf.length && i < 7; i++) {
+    const b = buf[i]!;
+    ux += (b & 0x7f) * mul;
+    if ((b & 0x80) === 0) {
+      if (i !== buf.length - 1) return undefined;
+      return ux % 2 === 0 ? ux / 2 : -(ux + 1) / 2;
+    }
+    mul *= 128;
+  }
   let x = 0n;
   let shift = 0n;
   for (let i = 0; i < buf.length && i < 10; i++) {

@@ -37,6 +37,7 @@ import { formatReference, parseNormalizedNamed, quote } from "../../model/refere
 import { ProblemLog, ScanPaths, StoreProblem } from "../common/files";
 import { configFacts } from "../common/oci-config";
 import { MAX_INDEX_DEPTH, blobPath, isIndexType, isManifestType, parseIndex, parseManifest, pickPlatform, readJsonBlob } from "../oci-layout/layout";
+import { ContentReader } from "./content";
 import type { ImageEntry } from "./metadata";
 
 export const PINNED_LABEL = "io.cri-containerd.pinned";
@@ -98,12 +99,12 @@ export class ContainerdImages {
   /** Facts of blobs by `<what> <digest>`; only those used by the last scan are kept. */
   private facts = new Map<string, unknown>();
   private touched = new Map<string, unknown>();
-  private scanPaths: ScanPaths;
+  private content: ContentReader;
   /** Whether the content store may have lost blobs since the facts were made. */
   private recheck = true;
 
   constructor(private readonly src: ImageSource) {
-    this.scanPaths = new ScanPaths(src.contentRoot);
+    this.content = new ContentReader(src.contentRoot, new ScanPaths(src.contentRoot));
   }
 
   /**
@@ -115,7 +116,7 @@ export class ContainerdImages {
   images(entries: readonly ImageEntry[], contentChanged: boolean): { records: ImageRecord[]; complete: boolean } {
     this.touched = new Map();
     this.recheck = contentChanged;
-    this.scanPaths = new ScanPaths(this.src.contentRoot);
+    this.content = new ContentReader(this.src.contentRoot, new ScanPaths(this.src.contentRoot));
     const byId = new Map<string, { record: ImageRecord; pinned: boolean }>();
     let complete = true;
     for (const entry of entries) {
@@ -198,7 +199,7 @@ export class ContainerdImages {
     if (!isDigest(digest)) return `target digest ${quote(digest)} is not a digest`;
     if (isManifestType(mediaType)) {
       const m = this.remember(digest, "manifest", () => {
-        const manifest = parseManifest(readJsonBlob(this.src.contentRoot, digest, this.scanPaths).value, blobPath(this.src.contentRoot, digest));
+        const manifest = parseManifest(this.content.json(digest).value, blobPath(this.src.contentRoot, digest));
         return {
           configDigest: manifest.config.digest,
           configSize: manifest.config.size,
@@ -211,7 +212,7 @@ export class ContainerdImages {
     }
     if (isIndexType(mediaType)) {
       if (depth >= MAX_INDEX_DEPTH) throw new StoreProblem(`indexes nested deeper than ${MAX_INDEX_DEPTH}`, blobPath(this.src.contentRoot, digest));
-      const index = this.remember(digest, "index", () => parseIndex(readJsonBlob(this.src.contentRoot, digest, this.scanPaths).value, blobPath(this.src.contentRoot, digest)).index);
+      const index = this.remember(digest, "index", () => parseIndex(this.content.json(digest).value, blobPath(this.src.contentRoot, digest)).index);
       const child = pickPlatform(index.manifests, this.src.platform);
       if (!child) return `index ${digest} has no manifest for ${this.src.platform.os}/${this.src.platform.architecture}`;
       const inner = this.resolve(child.digest, child.mediaType ?? "", child.size, child.platform, depth + 1);
@@ -222,7 +223,7 @@ export class ContainerdImages {
 
   private config(digest: string): ConfigSummary {
     return this.remember(digest, "config", () => {
-      const facts = configFacts(readJsonBlob(this.src.contentRoot, digest, this.scanPaths).value);
+      const facts = configFacts(this.content.json(digest).value);
       if (!facts) throw new StoreProblem("config is not a JSON object", blobPath(this.src.contentRoot, digest));
       return { user: facts.user, labels: facts.labels, created: facts.created, platform: facts.platform } satisfies ConfigSummary;
     });
