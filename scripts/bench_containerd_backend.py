@@ -4,7 +4,8 @@ containerd root holding 10,000 images, and the backend's RSS).
 A containerd root is made by Debian's containerd itself: N small distinct
 images (test/integration/synthetic.py) in one OCI archive, `ctr images import
 --no-unpack` into a containerd of its own root, state and socket (CRI plugin
-on, as bench_containerd.py runs it). With that containerd still running (it
+on, as bench_containerd.py runs it), left until its CRI plugin lists them all
+and restarted, as scripts/bench does. With that containerd running (it
 holds meta.db's lock and may write), the compiled imagelet is started with one
 `containerd` backend on the root, and measured through its unix socket with
 python3-grpcio:
@@ -105,6 +106,17 @@ def main():
         ctd.wait_socket()
         import_s = ctd.import_archive(tarball)
         os.unlink(tarball)
+        # As scripts/bench does: until containerd's CRI plugin has every image (it writes an ID
+        # name per image as it learns of them), then restarted, so the root is settled.
+        pb, pbg = cri_stubs.load()
+        for restart in (True, False):
+            channel, _, _ = wait_for_list(pb, pbg, ctd.socket, ctd.proc, ctd.log_path, time.perf_counter(), want=args.images,
+                                          limit_s=1800, every_s=0.5)
+            channel.close()
+            if restart:
+                ctd.stop()
+                ctd.start()
+                ctd.wait_socket()
         r = bench_containerd_root(BIN, os.path.join(work, "imagelet"), os.path.join(ctd.work, "root"), args.images, ctd)
     finally:
         ctd.stop()

@@ -55,6 +55,12 @@ def wait_for(fn, timeout=10):
     return fn()
 
 
+def without_empty(v):
+    if isinstance(v, dict):
+        return {k: without_empty(x) for k, x in v.items() if x not in ({}, [], "", None)}
+    return v
+
+
 def view(images):
     """What CRI clients compare: per ID, sorted tags and digests, uid/username and size."""
     return {
@@ -112,6 +118,12 @@ def test_list_and_status_agree_with_containerds_cri_on_the_same_root(live, serve
         assert (got["uid"], got["username"]) == (want["uid"], want["username"]), image_id
         # Size: containerd's CRI rule (Σ descriptor sizes: target, index, manifest, config, layers).
         assert got["size"] == want["size"], image_id
+    # Verbose ImageStatus: the same image config (its imageSpec) from both.
+    for image_id in theirs:
+        a = json.loads(stub.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=image_id), verbose=True), timeout=5).info["info"])
+        b = json.loads(server.image_status(image_id, verbose=True).info["info"])
+        # containerd re-marshals the config from its Go struct (omitempty drops empty fields); imagelet serves it as stored.
+        assert without_empty(a["imageSpec"]) == without_empty(b["imageSpec"]), image_id
     # ImageStatus by each tag and repo digest resolves to the same image in both.
     for image_id, want in theirs.items():
         for ref in want["tags"] + want["digests"]:

@@ -340,6 +340,31 @@ describe("bbolt reader on crafted files", () => {
     expect(tries).toBe(2);
   });
 
+  test("a long read stops at the first look at the metas after a commit, not at its end", () => {
+    const { meta, written } = craftedRoot(700, { perLeaf: 2 });
+    let attempt = 0;
+    const seen: number[] = [];
+    readSnapshot(meta, (root) => {
+      attempt++;
+      let n = 0;
+      const images = root.bucket("v1")!.bucket("k8s.io")!.bucket("images")!;
+      images.forEach((_k, v) => {
+        if (attempt === 1 && n === 5) {
+          const file = readFileSync(meta);
+          file.writeBigUInt64LE(file.readBigUInt64LE(16 + 48) + 2n, 16 + 48);
+          resealMeta(file, written.pageSize, 0);
+          writeFileSync(meta, file);
+        }
+        n++;
+        (v as { forEach(fn: () => void): void }).forEach(() => {}); // each image bucket is a page of its own
+      });
+      seen.push(n);
+    });
+    expect(seen).toHaveLength(1); // the first attempt threw before finishing
+    expect(seen[0]).toBe(700);
+    expect(attempt).toBe(2);
+  });
+
   test("the crafted writer agrees with containerd's real file on what a reader sees", () => {
     // The fixture's meta.db, written by bbolt itself, reads without a problem.
     const snap = readImages(join(ROOT, "io.containerd.metadata.v1.bolt/meta.db"), "k8s.io");
@@ -407,6 +432,27 @@ describe("changes", () => {
     expect(() => s.list()).toThrow(/meta\.db cannot be read/);
     writeFileSync(meta, bytes);
     expect(s.list().map((r) => r.id).sort()).toEqual(good.map((r) => r.id).sort());
+  });
+});
+
+describe("Docker 29 (the docker backend, in containerd image store mode)", () => {
+  test("serves <docker root>/containerd/daemon, namespace moby, and says so", async () => {
+    const { DockerStore } = await import("../../src/backends/docker/index");
+    const root = join(tempDir(), "docker");
+    cpSync(ROOT, join(root, "containerd", "daemon"), { recursive: true });
+    mkdirSync(join(root, "image"));
+    const notices: (string | undefined)[] = [];
+    const log = memoryLogger();
+    const ctx: BackendContext = { name: "engine", log, baseDir: "/", platform: amd64, setNotice: (n) => void notices.push(n) };
+    const docker = new DockerStore({ root }, ctx);
+    const records = docker.list();
+    expect(records.flatMap((r) => r.repoTags)).toEqual(["example.com/edge/beta:2.0"]);
+    expect(records).toHaveLength(2); // and the dangling one, untagged
+    expect(records.flatMap((r) => r.repoDigests)).toEqual([]);
+    expect(notices.at(-1)).toContain("read through the containerd backend");
+    expect(notices.at(-1)).toContain("namespace moby");
+    const beta = records.find((r) => r.repoTags.length > 0)!;
+    expect((docker.status(beta.id)?.config as { config: { User: string } }).config.User).toBe("1000:1000");
   });
 });
 
