@@ -226,6 +226,8 @@ describe("bbolt reader on crafted files", () => {
     const records = store({ root }).store.list();
     expect(records.map((r) => r.id).sort()).toEqual(ids.slice().sort());
     expect(records.find((r) => r.repoTags[0] === "example.com/crafted/img0007:1")?.user).toBe("u7");
+    // These configs have no `created`: the image record's createdat stands in.
+    expect(records[0]!.created).toBe("2024-01-02T03:04:05Z");
   });
 
   function damaged(damage: (file: Buffer, w: ReturnType<typeof craftedRoot>["written"]) => Buffer | void) {
@@ -372,6 +374,7 @@ describe("bbolt reader on crafted files", () => {
     expect(snap.images.map((i) => i.name)).toEqual(expected.ctr["k8s.io"]!.map((r) => r.name));
     for (const i of snap.images) {
       expect(i.target?.digest).toBe(expected.ctr["k8s.io"]!.find((r) => r.name === i.name)!.target);
+      expect(readGoTime(i.createdAt!)).toMatch(/^20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
     }
   });
 });

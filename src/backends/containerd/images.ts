@@ -37,6 +37,7 @@ import { formatReference, parseNormalizedNamed, quote } from "../../model/refere
 import { ProblemLog, ScanPaths, StoreProblem } from "../common/files";
 import { configFacts } from "../common/oci-config";
 import { MAX_INDEX_DEPTH, blobPath, isIndexType, isManifestType, parseIndex, parseManifest, pickPlatform, readJsonBlob } from "../oci-layout/layout";
+import { readGoTime } from "./bbolt";
 import { ContentReader } from "./content";
 import type { ImageEntry } from "./metadata";
 
@@ -165,7 +166,8 @@ export class ContainerdImages {
           repoDigests: names.digest ? [names.digest] : [],
           size: resolved.size,
           user: config.user,
-          created: config.created,
+          // The config's time, as every backend reports it; the record's own when the config has none.
+          created: config.created ?? (entry.createdAt && readGoTime(entry.createdAt)),
           labels: config.labels,
           annotations: resolved.annotations,
           platform: resolved.platform ?? config.platform,
