@@ -130,9 +130,11 @@ export class ContainerdStore {
       snapshot = readImages(this.metaPath, this.opts.namespace);
     } catch (e) {
       if (e instanceof BoltError && e.kind === "changing") {
-        // Busy, not broken: keep the last whole answer and look again shortly.
+        // Busy, not broken: keep the last whole answer and look again shortly. Before the
+        // first one there is none, and an empty list would be a wrong answer: that is an error.
         this.scheduleRetry();
-        return this.records;
+        if (this.lastRead) return this.records;
+        throw new StoreProblem(`meta.db cannot be read yet: ${e.message}`, this.metaPath);
       }
       if (e instanceof BoltError || e instanceof SchemaError) throw new StoreProblem(`meta.db cannot be read: ${e.message}`, this.metaPath);
       const code = (e as NodeJS.ErrnoException).code;
