@@ -98,6 +98,9 @@ describe("agrees with containerd's CRI on a root containerd 1.6 wrote", () => {
     expect(classifyName("a".repeat(64))).toEqual({});
     expect(classifyName("busybox")).toEqual({}); // a repository without tag is neither (containerd drops it too)
     expect(classifyName("busybox:1")).toEqual({ tag: "docker.io/library/busybox:1" });
+    // containerd lists name:tag@digest as a repo digest; imagelet's repo digests are repository@digest.
+    expect(classifyName(`busybox:1@sha256:${"b".repeat(64)}`)).toEqual({ digest: `docker.io/library/busybox@sha256:${"b".repeat(64)}` });
+    expect(classifyName("Not A Name")).toEqual({});
   });
 
   test("the pinned label travels in the image's labels; other images have none", () => {
@@ -143,10 +146,12 @@ describe("namespaces", () => {
   test("each namespace has its own images; one that does not exist has none, said once", () => {
     const other = store({ namespace: "other" }).store.list();
     expect(other.map((r) => r.repoTags)).toEqual([["example.com/other/only:1.0"]]);
-    const { store: none, log } = store({ namespace: "nothing-here" });
+    const notices: (string | undefined)[] = [];
+    const { store: none, log } = store({ namespace: "nothing-here", notice: (n) => void notices.push(n) });
     expect(none.list()).toEqual([]);
     none.list();
     expect(warned(log, "does not exist")).toHaveLength(1);
+    expect(notices.at(-1)).toBe(`namespace nothing-here does not exist in ${ROOT} (yet); it has k8s.io, moby, other`);
   });
 
   test("Docker 29's moby namespace; its moby-dangling@ names can be set aside", () => {

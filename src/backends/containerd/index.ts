@@ -44,6 +44,8 @@ export interface ContainerdStoreOptions {
   namespace: string;
   /** Names that are neither tags nor repo digests (Docker's `moby-dangling@<digest>`). */
   ignoreName?: (name: string) => boolean;
+  /** Sets the backend's notice (`imagelet plugins`); the docker backend, which sets its own, passes none. */
+  notice?: (notice: string | undefined) => void;
 }
 
 export function namespaceOption(namespace: string): string {
@@ -63,7 +65,7 @@ export default defineBackend({
   },
   create(options, ctx) {
     const namespace = namespaceOption(options.namespace ?? DEFAULT_NAMESPACE);
-    return new ContainerdStore({ root: resolve(ctx.baseDir, options.path), namespace }, ctx);
+    return new ContainerdStore({ root: resolve(ctx.baseDir, options.path), namespace, notice: (n) => ctx.setNotice(n) }, ctx);
   },
 });
 
@@ -147,6 +149,11 @@ export class ContainerdStore {
     if (!snapshot.namespaceExists) {
       this.problems.report(`namespace ${quote(this.opts.namespace)} does not exist (yet): no images`, this.metaPath);
     }
+    this.opts.notice?.(
+      snapshot.namespaceExists
+        ? undefined
+        : `namespace ${this.opts.namespace} does not exist in ${this.root} (yet); it has ${snapshot.namespaces.length === 0 ? "none" : snapshot.namespaces.join(", ")}`,
+    );
     // meta.db rewritten without a new commit (bbolt touches its file in place) and the same content: same answer.
     if (this.lastRead?.txid === snapshot.meta.txid && this.lastRead.contentKey === contentKey) {
       this.cached = { key, records: this.records };

@@ -44,6 +44,8 @@ export interface MetadataSnapshot {
   dbVersion?: number;
   /** False when the namespace has no bucket (nothing was ever stored in it). */
   namespaceExists: boolean;
+  /** Every namespace in the file, for telling the operator what there is. */
+  namespaces: string[];
   images: ImageEntry[];
 }
 
@@ -116,10 +118,14 @@ export function readImages(path: string, namespace: string): MetadataSnapshot {
     }
     let dbVersion: number | undefined;
     let ns: BoltBucket | undefined;
+    const namespaces: string[] = [];
     v1.forEach((k, v) => {
       const key = k.toString("utf8");
       if (key === "version" && !(v instanceof BoltBucket)) dbVersion = readVarint(v);
-      else if (key === namespace && v instanceof BoltBucket) ns = v;
+      else if (v instanceof BoltBucket) {
+        namespaces.push(key);
+        if (key === namespace) ns = v;
+      }
     });
     const images: ImageEntry[] = [];
     const imagesBucket = ns?.bucket("images");
@@ -128,7 +134,7 @@ export function readImages(path: string, namespace: string): MetadataSnapshot {
       if (v instanceof BoltBucket) images.push(readImage(name, v));
       else images.push({ name, labels: {}, problem: "its record is a value, not a bucket" });
     });
-    return { dbVersion, namespaceExists: ns !== undefined, images };
+    return { dbVersion, namespaces, namespaceExists: ns !== undefined, images };
   });
   return { ...value, meta };
 }
