@@ -111,15 +111,13 @@ export class ContainerdImages {
   /**
    * The CRI images of these records. `contentChanged`: blobs may have come or
    * gone since the last call, so remembered facts are checked against the
-   * disk again. `complete` is false when a record was skipped for content that
-   * may yet arrive.
+   * disk again.
    */
-  images(entries: readonly ImageEntry[], contentChanged: boolean): { records: ImageRecord[]; complete: boolean } {
+  images(entries: readonly ImageEntry[], contentChanged: boolean): ImageRecord[] {
     this.touched = new Map();
     this.recheck = contentChanged;
     this.content = new ContentReader(this.src.contentRoot, new ScanPaths(this.src.contentRoot));
     const byId = new Map<string, { record: ImageRecord; pinned: boolean }>();
-    let complete = true;
     for (const entry of entries) {
       if (entry.problem !== undefined || entry.target === undefined) {
         this.src.problems.report(`image ${quote(entry.name)} skipped: ${entry.problem ?? "no target"}`, this.src.metaPath);
@@ -130,7 +128,6 @@ export class ContainerdImages {
         resolved = this.resolve(entry.target.digest, entry.target.mediaType, entry.target.size, undefined, 0);
       } catch (e) {
         if (!(e instanceof StoreProblem)) throw e;
-        complete = false;
         this.src.problems.report(`image ${quote(entry.name)} skipped: ${e.message}`, e.path);
         continue;
       }
@@ -154,7 +151,6 @@ export class ContainerdImages {
         config = this.config(resolved.configDigest);
       } catch (e) {
         if (!(e instanceof StoreProblem)) throw e;
-        complete = false;
         this.src.problems.report(`image ${quote(entry.name)} skipped: ${e.message}`, e.path);
         continue;
       }
@@ -185,7 +181,7 @@ export class ContainerdImages {
       if (pinned) record.labels = { ...record.labels, [PINNED_LABEL]: PINNED_VALUE };
       records.push(record);
     }
-    return { records, complete };
+    return records;
   }
 
   /** Reads a config again, whole, for verbose ImageStatus. */

@@ -77,8 +77,8 @@ export class ContainerdStore {
   private cached?: { key: string; records: readonly ImageRecord[] };
   /** The last answer, complete or not: served while a snapshot cannot be had, and for status(). */
   private records: readonly ImageRecord[] = NO_IMAGES;
+  /** The commit and content-store stat the last answer was made from. */
   private lastRead?: { txid: bigint; contentKey: string };
-  private contentKeySeen?: string;
   private onChange?: () => void;
   private retryTimer?: ReturnType<typeof setTimeout>;
 
@@ -159,9 +159,7 @@ export class ContainerdStore {
       this.cached = { key, records: this.records };
       return this.records;
     }
-    const contentChanged = this.contentKeySeen !== contentKey;
-    const { records } = this.images.images(snapshot.images, contentChanged);
-    this.contentKeySeen = contentKey;
+    const records = this.images.images(snapshot.images, this.lastRead?.contentKey !== contentKey);
     this.lastRead = { txid: snapshot.meta.txid, contentKey };
     this.records = records;
     // Kept even when an image was skipped for missing content: content arrives as a new file
