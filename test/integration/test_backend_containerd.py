@@ -209,6 +209,56 @@ def test_changes_made_by_a_running_containerd_are_visible_within_a_second_and_ne
     assert view(stub.ListImages(pb.ListImagesRequest(), timeout=10).images).keys() == view(server.list_images()).keys()
 
 
+@needs_containerd
+def test_a_burst_of_imports_is_never_seen_half_done(live, serve, workdir):
+    """200 images in one `ctr images import`: containerd writes 400 blobs and 200 image records (and
+    its CRI plugin an ID name per image) while a client hammers imagelet. The count only grows, every
+    answer is whole (each listed image has its tag and its size), and all 200 are visible within a
+    second of ctr's return."""
+    from synthetic import write_layout
+
+    root, ctd, stub, pb = live
+    layout = os.path.join(workdir, "burst")
+    write_layout(layout, 200)
+    tarball = os.path.join(workdir, "burst.tar")
+    subprocess.run(["tar", "-C", layout, "-cf", tarball, "."], check=True)
+    server = serve(containerd_backend(root))
+    base = len(server.list_images())
+    failures, counts, stop = [], [], threading.Event()
+
+    def reader():
+        pbv, pbg = cri_stubs.load()
+        channel = grpc.insecure_channel(f"unix:{server.socket}")
+        s = pbg.ImageServiceStub(channel)
+        while not stop.is_set():
+            try:
+                images = s.ListImages(pbv.ListImagesRequest(), timeout=5).images
+                burst = [i for i in images if any(t.startswith("bench.local/edge/app") for t in i.repo_tags)]
+                if not all(i.size > 0 and len(i.repo_tags) == 1 for i in burst):
+                    failures.append(f"a half-read image: {burst}")
+                counts.append(len(images))
+            except grpc.RpcError as e:
+                failures.append(e)
+        channel.close()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        ctd.ctr("images", "import", "--no-unpack", tarball)
+        t0 = time.perf_counter()
+        assert wait_for(lambda: len(server.list_images()) == base + 200, 5)
+        visible_s = time.perf_counter() - t0
+    finally:
+        stop.set()
+        t.join()
+    assert failures == []
+    assert len(counts) > 10
+    assert counts == sorted(counts), "an answer lost images a previous one had"
+    print("burst: answers", len(counts), "distinct counts", len(set(counts)), "visible", round(visible_s * 1000), "ms")
+    assert visible_s < 1.0, visible_s
+    assert len(view(stub.ListImages(pb.ListImagesRequest(), timeout=10).images)) == base + 200
+
+
 def test_damaged_meta_db_is_logged_once_and_the_last_good_snapshot_and_other_backends_are_served(workdir, serve):
     root = copy_root(workdir)
     server = serve(containerd_backend(root) + oci_backend(os.path.join(FIXTURES, "oci-umoci"), name="layout"))
