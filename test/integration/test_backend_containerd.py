@@ -311,3 +311,23 @@ def test_docker_29_layout_reads_the_moby_namespace_through_the_containerd_backen
     assert any(n.startswith("moby-dangling@") for n in moby)
     # The k8s.io namespace's images are not Docker's.
     assert not any("example.com/edge/alpha:1.0" in v["tags"] for v in images.values())
+
+
+@needs_containerd
+def test_docker_29_store_changed_by_its_containerd_is_seen_through_the_docker_backend(workdir, serve):
+    docker_root = os.path.join(workdir, "docker")
+    root = copy_root(docker_root, os.path.join("containerd", "daemon"))
+    os.makedirs(os.path.join(docker_root, "image"))
+    ctd = Containerd(os.path.join(workdir, "containerd"), root=root)
+    ctd.start()
+    try:
+        ctd.wait_socket()
+        backend = "\n".join(["[[backend]]", 'type = "docker"', 'name = "engine"', f'path = "{docker_root}"']) + "\n"
+        server = serve(backend)
+        assert sorted(t for i in server.list_images() for t in i.repo_tags) == ["example.com/edge/beta:2.0"]
+        ctd.ctr("images", "tag", "example.com/edge/beta:2.0", "example.com/edge/beta:docker", namespace="moby")
+        t0 = time.perf_counter()
+        assert wait_for(lambda: any("example.com/edge/beta:docker" in i.repo_tags for i in server.list_images()), 5)
+        assert time.perf_counter() - t0 < 1.0
+    finally:
+        ctd.stop()
