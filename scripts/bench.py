@@ -12,8 +12,9 @@ h2load requests over their unix sockets and measures, per server:
   - a store change → visible to ImageStatus (imagelet: index.json replaced;
     containerd: `ctr images tag`);
   - CPU used during an idle window, RSS peak (VmHWM) and steady (VmRSS after it).
-imagelet's other scanning backends (containers/storage, archive directory)
-get their own cold-scan and change figures. Every answer is checked once with
+imagelet's other scanning backends (containers/storage, archive directory,
+and the containerd backend on the root containerd imported into, read while
+containerd runs) get their own cold-scan and change figures. Every answer is checked once with
 python3-grpcio before it is timed with h2load, and h2load's received bytes
 are checked against the answer's size.
 
@@ -38,6 +39,7 @@ import cri_stubs  # noqa: E402
 import grpc  # noqa: E402
 from bench_common import channel as grpc_channel, cpu_seconds, grpc_body, h2load, pct, proc_status_kib, wait_for_list  # noqa: E402
 from bench_containerd import Containerd, version as containerd_version  # noqa: E402
+from bench_containerd_backend import bench_containerd_root  # noqa: E402
 from bench_report import MARKER, markdown, svg_plot  # noqa: E402
 from synthetic import write_layout  # noqa: E402
 
@@ -261,6 +263,11 @@ def bench_size(n, args, root_work, pb, pbg):
             servers.append(served)
             run["containerd"] = {"cold_ms": cold_ms}
             print(f"[{n:,}] containerd: imported in {import_s:.1f} s, cold start {cold_ms:,.0f} ms", flush=True)
+            # imagelet's containerd backend on that same root, while containerd runs on it.
+            r = bench_containerd_root(BIN, os.path.join(work, "containerd-scan"), os.path.join(ctd.work, "root"), n, ctd)
+            run["containerd_scan"] = {"images": n, "all_ms": r["first_answer_ms"], "change_ms": r["change_visible_ms"], "rss_mib": r["rss_mib"]}
+            print(f"[{n:,}] scan containerd root: {n:,} listed {r['first_answer_ms']:,} ms after start, "
+                  f"change visible in {r['change_visible_ms']:,} ms, RSS {r['rss_mib']} MiB", flush=True)
         if args.compare:
             # An earlier build, on its own copy of the layout: before/after figures from one run.
             before_layout = os.path.join(work, "layout-before")
@@ -306,8 +313,12 @@ def bench_size(n, args, root_work, pb, pbg):
         if ctd is not None:
             ctd.stop()
     shutil.rmtree(work, ignore_errors=True)
+    containerd_scan = run.pop("containerd_scan", None)
     if not args.no_scans:
         run["scans"] = scans(n, root_work, args.quick)
+    if containerd_scan:
+        run.setdefault("scans", {})["containerd root (containerd backend)"] = containerd_scan
+    if run.get("scans"):
         for name, r in run["scans"].items():
             print(f"[{n:,}] scan {name}: {r['images']:,} listed {r['all_ms']:,.0f} ms after start, change visible in {r['change_ms']:,.0f} ms", flush=True)
     return run, import_s

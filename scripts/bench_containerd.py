@@ -41,14 +41,15 @@ def version():
 
 
 class Containerd:
-    def __init__(self, work):
+    def __init__(self, work, root=None):
+        """`root` is containerd's root (default <work>/root): a test points it at a copy of a fixture."""
         os.makedirs(work, exist_ok=True)
         self.work = work
         self.socket = os.path.join(work, "containerd.sock")
         self.config = os.path.join(work, "config.toml")
         self.log_path = os.path.join(work, "containerd.log")
         with open(self.config, "w") as f:
-            f.write(CONFIG.format(root=os.path.join(work, "root"), state=os.path.join(work, "state"), sock=self.socket))
+            f.write(CONFIG.format(root=root or os.path.join(work, "root"), state=os.path.join(work, "state"), sock=self.socket))
         self.proc = None
 
     def start(self):
@@ -76,8 +77,8 @@ class Containerd:
                 self.proc.wait()
         self.proc = None
 
-    def ctr(self, *args, timeout=3600):
-        out = subprocess.run(["ctr", "-a", self.socket, "-n", "k8s.io", *args], capture_output=True, text=True, timeout=timeout)
+    def ctr(self, *args, timeout=3600, namespace="k8s.io"):
+        out = subprocess.run(["ctr", "-a", self.socket, "-n", namespace, *args], capture_output=True, text=True, timeout=timeout)
         if out.returncode != 0:
             raise SystemExit(f"ctr {' '.join(args)} failed: {out.stderr.strip()}")
         return out.stdout

@@ -47,6 +47,9 @@ export const WELL_KNOWN_STORES: readonly { type: string; name: string; path: str
   { type: "containers-storage", name: "containers-storage", path: "/var/lib/containers/storage" },
   { type: "docker", name: "docker", path: "/var/lib/docker" },
   { type: "isulad", name: "isulad", path: "/var/lib/isulad" },
+  { type: "containerd", name: "containerd", path: "/var/lib/containerd" },
+  { type: "containerd", name: "k3s", path: "/var/lib/rancher/k3s/agent/containerd" },
+  { type: "containerd", name: "microk8s", path: "/var/snap/microk8s/common/var/lib/containerd" },
 ];
 
 export interface BackendConfig {

@@ -103,7 +103,9 @@ def test_containerd_store_mode_is_a_notice_in_plugins_and_the_log(workdir, serve
     config = os.path.join(workdir, "plugins.toml")
     with open(config, "w") as f:
         f.write(docker_backend(root, name="engine"))
-    notice = f"Docker at {root} uses the containerd image store; read it with a containerd backend"
+    meta = os.path.join(root, "containerd", "daemon", "io.containerd.metadata.v1.bolt", "meta.db")
+    # No meta.db yet (Docker has stored nothing there): no images, said so; test_backend_containerd reads a real one.
+    notice = f"Docker at {root} uses the containerd image store; no images there yet (no {meta})"
     out = run_cli("plugins", "--config", config, "-o", "json")
     assert out.returncode == 0, out.stderr
     (engine,) = json.loads(out.stdout)["backends"]

@@ -1,13 +1,16 @@
 // Backend for Docker engine's classic image store (graphdriver mode):
 // <root>/image/<driver>/{repositories.json, imagedb, layerdb}. It answers what
 // `docker images` (without -a) shows, sized as Docker sizes images. See
-// reference-image-stores.md §4 and docs/backends/docker.md.
+// reference-image-stores.md §4 and docs/backends/docker.md. With Docker's
+// containerd image store (Docker 29's default) it reads <root>/containerd/daemon,
+// namespace moby, through the containerd backend instead.
 import { lstatSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
 import { quote } from "../../model/reference";
 import { ProblemLog, StoreProblem, parseJson, readStoreFile, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
+import { ContainerdStore } from "../containerd/index";
 import { chainIds, parseImageConfig, parseLayerSize, parseRepositories, sha256Hex, type ImageConfig, type ImageNames } from "./metadata";
 import { DEFAULT_DAEMON_CONFIG, DEFAULT_ROOT, locateStore, type StoreLocation } from "./mode";
 
@@ -17,6 +20,11 @@ const DRIVER_NAME = /^[a-z0-9][a-z0-9._-]*$/;
 /** layerdb size and imagedb parent files hold one short line. */
 const SMALL_FILE_BYTES = 1024;
 const NO_IMAGES: readonly ImageRecord[] = Object.freeze([]);
+/** Docker's containerd image store: a containerd root under the Docker root, namespace moby (moby daemon/config DefaultContainersNamespace). */
+const CONTAINERD_ROOT = join("containerd", "daemon");
+const CONTAINERD_NAMESPACE = "moby";
+/** Docker names an untagged image `moby-dangling@<digest>` (daemon/containerd/soft_delete.go): not a repo digest. */
+const DANGLING_PREFIX = "moby-dangling@";
 
 export interface DockerStoreOptions {
   root: string;
@@ -71,6 +79,8 @@ export class DockerStore {
   /** The last scan's answer, complete or not, for status(). */
   private records: readonly ImageRecord[] = NO_IMAGES;
   private location?: StoreLocation;
+  /** The containerd image store, read by the containerd backend, when Docker uses it. */
+  private containerd?: ContainerdStore;
 
   constructor(
     private readonly opts: DockerStoreOptions,
@@ -87,8 +97,9 @@ export class DockerStore {
     const location = this.locate();
     if (location.mode === "containerd") {
       this.cached = undefined;
-      this.records = NO_IMAGES;
-      return NO_IMAGES;
+      const store = this.containerdStore();
+      this.records = store.hasMetadata() ? store.list() : NO_IMAGES;
+      return this.records;
     }
     const key = this.changeKey(location.dir);
     // repositories.json and the content directory change on every tag, pull, build and removal.
@@ -101,6 +112,7 @@ export class DockerStore {
   }
 
   status(id: string): ImageRecord | undefined {
+    if (this.location?.mode === "containerd" && this.containerd) return this.containerd.status(id);
     return this.records.find((r) => r.id === id);
   }
 
@@ -116,7 +128,21 @@ export class DockerStore {
       // repositories.json is replaced by rename (an event on its directory); configs and parents are added and removed.
       dirs.push(location.dir, join(location.dir, "imagedb", "content", "sha256"), join(location.dir, "imagedb", "metadata", "sha256"));
     }
-    return watchDirectories(dirs, onChange, this.problems);
+    const stopDirs = watchDirectories(dirs, onChange, this.problems);
+    // The containerd store is watched whatever the mode now: Docker may be switched to it.
+    const stopContainerd = this.containerdStore().watch(onChange);
+    return () => {
+      stopDirs();
+      stopContainerd();
+    };
+  }
+
+  private containerdStore(): ContainerdStore {
+    this.containerd ??= new ContainerdStore(
+      { root: join(this.root, CONTAINERD_ROOT), namespace: CONTAINERD_NAMESPACE, ignoreName: (n) => n.startsWith(DANGLING_PREFIX) },
+      this.ctx,
+    );
+    return this.containerd;
   }
 
   private tryLocate(): StoreLocation | undefined {
@@ -134,7 +160,13 @@ export class DockerStore {
     this.location = location;
     if (location.mode === "containerd") {
       if (previous?.mode !== "containerd") this.ctx.log.info("Docker uses the containerd image store", { backend: this.ctx.name, path: this.root, reason: location.reason });
-      this.ctx.setNotice(`Docker at ${this.root} uses the containerd image store; read it with a containerd backend`);
+      const store = this.containerdStore();
+      const where = `${store.root}, namespace ${CONTAINERD_NAMESPACE}`;
+      this.ctx.setNotice(
+        store.hasMetadata()
+          ? `Docker at ${this.root} uses the containerd image store; read through the containerd backend (${where})`
+          : `Docker at ${this.root} uses the containerd image store; no images there yet (no ${store.metaPath})`,
+      );
       return location;
     }
     this.ctx.setNotice(undefined);
