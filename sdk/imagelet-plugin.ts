@@ -65,6 +65,12 @@ export interface ImageRecord {
    * kubelet's garbage collector does not pick it.
    */
   removable?: boolean;
+  /**
+   * true: the store itself keeps this image from garbage collection
+   * (containerd's `io.cri-containerd.pinned=pinned` label). Reported pinned
+   * whatever pinned_images says.
+   */
+  pinned?: boolean;
 }
 
 /**

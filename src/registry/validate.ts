@@ -58,6 +58,7 @@ export function validateRecord(raw: unknown): ValidRecord {
   if (r.annotations !== undefined && !isStringMap(r.annotations)) throw new Error("annotations is not a string map");
   if (r.source !== undefined && typeof r.source !== "string") throw new Error("source is not a string");
   if (r.removable !== undefined && typeof r.removable !== "boolean") throw new Error("removable is not a boolean");
+  if (r.pinned !== undefined && typeof r.pinned !== "boolean") throw new Error("pinned is not a boolean");
   const record: ImageRecord = {
     id: r.id,
     repoTags: unique(r.repoTags.map(normalizeTag)),
@@ -73,6 +74,7 @@ export function validateRecord(raw: unknown): ValidRecord {
     kind: r.kind,
     source: r.source,
     removable: r.removable,
+    pinned: r.pinned,
   };
   return record as ValidRecord;
 }

@@ -77,7 +77,7 @@ export class ImageView {
    */
   static merge(snapshots: readonly BackendSnapshot[], onConflict?: ConflictReporter, policy: PinPolicy = NO_REMOVERS): ImageView {
     const byId = new Map<string, MutableImage>();
-    /** Images some backend says it cannot remove (ImageRecord.removable false). */
+    /** Images some backend says it cannot remove (ImageRecord.removable false) or keeps pinned itself. */
     const unremovable = new Set<string>();
     const owner = new Map<string, { id: string; backend: string }>();
     for (const { backend, records } of snapshots) {
@@ -103,7 +103,7 @@ export class ImageView {
           // An image any backend holds as a real OCI image is servable by ImageStatus.
           if (r.kind === "oci") image.kind = "oci";
         }
-        if (r.removable === false || r.kind === "embedded") unremovable.add(r.id);
+        if (r.removable === false || r.kind === "embedded" || r.pinned === true) unremovable.add(r.id);
         for (const [names, target] of [[r.repoTags, image.repoTags], [r.repoDigests, image.repoDigests]] as const) {
           for (const ref of names) {
             const claimed = owner.get(ref);

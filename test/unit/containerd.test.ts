@@ -103,12 +103,12 @@ describe("agrees with containerd's CRI on a root containerd 1.6 wrote", () => {
     expect(classifyName("Not A Name")).toEqual({});
   });
 
-  test("the pinned label travels in the image's labels; other images have none", () => {
+  test("the pinned label makes the record pinned; other images are not", () => {
     const records = store().store.list();
     const alpha = records.find((r) => r.repoTags.includes("example.com/edge/alpha:1.0"))!;
-    expect(alpha.labels?.["io.cri-containerd.pinned"]).toBe("pinned");
+    expect(alpha.pinned).toBe(true);
     const beta = records.find((r) => r.repoTags.includes("example.com/edge/beta:2.0"))!;
-    expect(beta.labels?.["io.cri-containerd.pinned"]).toBeUndefined();
+    expect(beta.pinned).toBeUndefined();
   });
 
   test("images whose config or manifest blob was removed are skipped, logged once with the blob's path", () => {

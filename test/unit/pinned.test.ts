@@ -56,15 +56,18 @@ describe("Image.pinned in the view", () => {
         { backend: "rw", records },
         { backend: "ro", records: [valid({ id: id("3"), repoTags: ["other:1"] })] },
         { backend: "rw2", records: [valid({ id: id("4"), repoTags: ["x:1"], removable: false }), valid({ id: id("5"), kind: "embedded" })] },
+        { backend: "rw3", records: [valid({ id: id("6"), repoTags: ["kept:1"], pinned: true }), valid({ id: id("7"), repoTags: ["free:1"], pinned: false })] },
       ],
       undefined,
-      { patterns: new PinnedImages(["*tool*"]), removers: new Set(["rw", "rw2"]) },
+      { patterns: new PinnedImages(["*tool*"]), removers: new Set(["rw", "rw2", "rw3"]) },
     );
     expect(view.getById(id("1"))!.pinned).toBe(false);
     expect(view.getById(id("2"))!.pinned).toBe(true); // pattern
     expect(view.getById(id("3"))!.pinned).toBe(true); // read-only backend
     expect(view.getById(id("4"))!.pinned).toBe(true); // the backend cannot remove it
     expect(view.getById(id("5"))!.pinned).toBe(true); // embedded
+    expect(view.getById(id("6"))!.pinned).toBe(true); // the store pins it (containerd's label)
+    expect(view.getById(id("7"))!.pinned).toBe(false);
   });
 
   test("an image also held by a read-only backend is pinned", () => {

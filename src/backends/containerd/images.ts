@@ -177,8 +177,7 @@ export class ContainerdImages {
     for (const { record, pinned } of byId.values()) {
       record.repoTags.sort();
       record.repoDigests.sort();
-      // The contract has no pinned field yet: the label travels with the image's labels.
-      if (pinned) record.labels = { ...record.labels, [PINNED_LABEL]: PINNED_VALUE };
+      if (pinned) record.pinned = true;
       records.push(record);
     }
     return records;
