@@ -195,7 +195,10 @@ export async function reachableBlobs(root: string, from: readonly Descriptor[]):
  */
 function writeFileAtomic(root: string, name: string, text: string, like?: string): void {
   const temp = join(root, `${TEMP_PREFIX}${process.pid}-${name}`);
-  const fd = openSync(temp, "w", 0o644);
+  // Created anew (O_EXCL): a symlink or file already under this name is never
+  // followed or written through (the store's directory may be writable by others).
+  unlinkIfThere(temp);
+  const fd = openSync(temp, "wx", 0o644);
   try {
     if (like !== undefined) {
       const before = statSync(like);

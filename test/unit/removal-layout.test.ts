@@ -1,0 +1,74 @@
+// Removal from a writable OCI layout when the layout does not hold still:
+// another writer (skopeo) changes index.json while a removal walks it, a
+// temporary file's name is taken, a blob cannot be deleted. Each test drives
+// removeFromLayout with a blob reader that does the disturbing thing at the
+// moment the removal reads its first blob (between reading index.json and
+// replacing it), so the interleaving is exact, not timed.
+import { afterEach, describe, expect, test } from "bun:test";
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Platform } from "../../src/backend/contract";
+import { ProblemLog } from "../../src/backends/common/files";
+import type { LayoutSource } from "../../src/backends/oci-layout/images";
+import { readJsonBlob } from "../../src/backends/oci-layout/layout";
+import { JOURNAL, removeFromLayout } from "../../src/backends/oci-layout/remove";
+import { memoryLogger } from "./helpers";
+
+const FIXTURES = resolve(import.meta.dir, "../fixtures");
+const expected: { layout: string; ref: string | null; id: string }[] = JSON.parse(readFileSync(join(FIXTURES, "expected.json"), "utf8"));
+const amd64: Platform = { os: "linux", architecture: "amd64" };
+const ID_2_0 = expected.find((e) => e.layout === "oci-umoci" && e.ref === "2.0")!.id;
+
+const temps: string[] = [];
+afterEach(() => {
+  for (const t of temps.splice(0)) rmSync(t, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "imagelet-rmlayout-"));
+  temps.push(dir);
+  return dir;
+}
+
+function copyUmoci(): string {
+  const to = join(tempDir(), "oci-umoci");
+  cpSync(join(FIXTURES, "oci-umoci"), to, { recursive: true });
+  return to;
+}
+
+/** A LayoutSource over `root` whose blob reader runs `disturb` once, at the first blob read. */
+function sourceOf(root: string, disturb?: () => void): LayoutSource {
+  const log = memoryLogger();
+  let disturbed = false;
+  return {
+    repository: "localhost/oci-umoci",
+    platform: amd64,
+    problems: new ProblemLog(log, "test"),
+    log,
+    backend: "test",
+    path: root,
+    blob(digest) {
+      if (!disturbed && disturb) {
+        disturbed = true;
+        disturb();
+      }
+      return readJsonBlob(root, digest);
+    },
+  };
+}
+
+describe("removal writes only its own files", () => {
+  test("a temporary file's name taken by a symlink: the file it points to is not written", async () => {
+    const root = copyUmoci();
+    const victim = join(tempDir(), "victim");
+    writeFileSync(victim, "keep me\n");
+    const src = sourceOf(root, () => {
+      symlinkSync(victim, join(root, `.imagelet-tmp-${process.pid}-index.json`));
+      symlinkSync(victim, join(root, `.imagelet-tmp-${process.pid}-${JOURNAL}`));
+    });
+    await removeFromLayout(root, ID_2_0, src).catch(() => undefined);
+    expect(readFileSync(victim, "utf8")).toBe("keep me\n");
+  });
+});
+
