@@ -5,11 +5,12 @@
 // moment the removal reads its first blob (between reading index.json and
 // replacing it), so the interleaving is exact, not timed.
 import { afterEach, describe, expect, test } from "bun:test";
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Platform } from "../../src/backend/contract";
 import { ProblemLog } from "../../src/backends/common/files";
+import { OciLayoutStore } from "../../src/backends/oci-layout/index";
 import type { LayoutSource } from "../../src/backends/oci-layout/images";
 import { readJsonBlob } from "../../src/backends/oci-layout/layout";
 import { JOURNAL, removeFromLayout } from "../../src/backends/oci-layout/remove";
@@ -18,6 +19,7 @@ import { memoryLogger } from "./helpers";
 const FIXTURES = resolve(import.meta.dir, "../fixtures");
 const expected: { layout: string; ref: string | null; id: string }[] = JSON.parse(readFileSync(join(FIXTURES, "expected.json"), "utf8"));
 const amd64: Platform = { os: "linux", architecture: "amd64" };
+const ID_1_0 = expected.find((e) => e.layout === "oci-umoci" && e.ref === "1.0")!.id;
 const ID_2_0 = expected.find((e) => e.layout === "oci-umoci" && e.ref === "2.0")!.id;
 
 const temps: string[] = [];
@@ -58,6 +60,50 @@ function sourceOf(root: string, disturb?: () => void): LayoutSource {
   };
 }
 
+const manifestsOf = (root: string) => JSON.parse(readFileSync(join(root, "index.json"), "utf8")).manifests as { digest: string; annotations?: Record<string, string> }[];
+const refNames = (root: string) => manifestsOf(root).map((m) => m.annotations?.["org.opencontainers.image.ref.name"]);
+
+function listed(root: string) {
+  const s = new OciLayoutStore(root, undefined, { name: "test", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} });
+  return s.list();
+}
+
+describe("removal while another writer changes index.json", () => {
+  test("an entry another writer adds while the removal walks the layout is kept", async () => {
+    const root = copyUmoci();
+    const src = sourceOf(root, () => {
+      // skopeo copy ... oci:root:added, finishing while the removal walks the layout.
+      const index = JSON.parse(readFileSync(join(root, "index.json"), "utf8"));
+      index.manifests.push({ ...index.manifests[0], annotations: { "org.opencontainers.image.ref.name": "added" } });
+      writeFileSync(join(root, "index.json"), JSON.stringify(index));
+    });
+    const removal = await removeFromLayout(root, ID_2_0, src);
+    expect(removal.entries).toBe(1);
+    expect(refNames(root)).toEqual(["1.0", "latest", "example.com/edge/hello:1.0", "added"]);
+    expect(listed(root).map((r) => r.id)).toEqual([ID_1_0]);
+    expect(existsSync(join(root, JOURNAL))).toBe(false);
+  });
+
+  test("an index.json that keeps changing is refused, and nothing is removed", async () => {
+    const root = copyUmoci();
+    let n = 0;
+    const src = sourceOf(root);
+    const read = src.blob.bind(src);
+    src.blob = (digest) => {
+      // Every walk sees a new index.json (a writer that never stops).
+      const index = JSON.parse(readFileSync(join(root, "index.json"), "utf8"));
+      index.manifests.push({ ...index.manifests[0], annotations: { "org.opencontainers.image.ref.name": `w${n++}` } });
+      writeFileSync(join(root, "index.json"), JSON.stringify(index));
+      return read(digest);
+    };
+    const blobsBefore = readdirSync(join(root, "blobs", "sha256")).sort();
+    await expect(removeFromLayout(root, ID_2_0, src)).rejects.toThrow(/index\.json changed/);
+    expect(refNames(root)).toContain("2.0");
+    expect(readdirSync(join(root, "blobs", "sha256")).sort()).toEqual(blobsBefore);
+    expect(existsSync(join(root, JOURNAL))).toBe(false);
+  });
+});
+
 describe("removal writes only its own files", () => {
   test("a temporary file's name taken by a symlink: the file it points to is not written", async () => {
     const root = copyUmoci();
@@ -71,4 +117,3 @@ describe("removal writes only its own files", () => {
     expect(readFileSync(victim, "utf8")).toBe("keep me\n");
   });
 });
-

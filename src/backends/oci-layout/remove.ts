@@ -51,6 +51,12 @@ export interface LayoutRemoval {
   blobsDeleted: number;
 }
 
+/** index.json is read again just before it is replaced; a removal retries this often when another writer changed it meanwhile. */
+const INDEX_ATTEMPTS = 3;
+
+/** index.json is not the one the removal read (another writer, skopeo, replaced it). */
+class IndexChanged extends Error {}
+
 /**
  * Removes every index.json entry that stands for image `id`, then the blobs
  * only they reached. An image the layout does not hold removes nothing.
@@ -59,32 +65,49 @@ export async function removeFromLayout(root: string, id: string, src: LayoutSour
   await finishRemoval(root);
   const pause = yielder();
   const indexPath = join(root, "index.json");
-  const { value: index } = readStoreJson(root, indexPath);
-  if (!isObject(index) || !Array.isArray(index.manifests)) throw new StoreProblem("not an image index (no manifests array)", indexPath);
-  const keep: unknown[] = [];
-  const drop: Descriptor[] = [];
-  for (const raw of index.manifests) {
-    await pause();
-    const entry = parseDescriptor(raw);
-    let entryId: string | undefined;
-    try {
-      entryId = entry && entryImageId(src, entry);
-    } catch {
-      // An entry this host cannot resolve (a blob missing) is not this image: kept as it is.
+  for (let attempt = 1; ; attempt++) {
+    const { value: index, bytes: indexBytes } = readStoreJson(root, indexPath);
+    if (!isObject(index) || !Array.isArray(index.manifests)) throw new StoreProblem("not an image index (no manifests array)", indexPath);
+    const keep: unknown[] = [];
+    const drop: Descriptor[] = [];
+    for (const raw of index.manifests) {
+      await pause();
+      const entry = parseDescriptor(raw);
+      let entryId: string | undefined;
+      try {
+        entryId = entry && entryImageId(src, entry);
+      } catch {
+        // An entry this host cannot resolve (a blob missing) is not this image: kept as it is.
+      }
+      if (entry && entryId === id) drop.push(entry);
+      else keep.push(raw);
     }
-    if (entry && entryId === id) drop.push(entry);
-    else keep.push(raw);
+    if (drop.length === 0) return { entries: 0, blobsDeleted: 0 };
+    const candidates = await reachableBlobs(root, drop);
+    checkBlobDirectories(root, candidates);
+    writeFileAtomic(root, JOURNAL, `${JSON.stringify({ removing: id, blobs: [...candidates] })}\n`);
+    // The walk above yields to the event loop and takes a while on a large
+    // layout: another writer (skopeo copy to this layout) may have replaced
+    // index.json meanwhile. Replacing it with a copy of the one read before
+    // would lose that writer's entry, so index.json is compared just before
+    // the rename, and a changed one is read again. What is left between the
+    // comparison and the rename is one read and a rename (skopeo takes no
+    // lock either, so nothing can close it).
+    const unchanged = () => {
+      if (!readStoreFile(root, indexPath).equals(indexBytes)) throw new IndexChanged();
+    };
+    try {
+      writeFileAtomic(root, "index.json", JSON.stringify({ ...index, manifests: keep }), indexPath, unchanged);
+    } catch (e) {
+      if (!(e instanceof IndexChanged)) throw e;
+      unlinkIfThere(join(root, JOURNAL));
+      if (attempt < INDEX_ATTEMPTS) continue;
+      throw new StoreProblem(`index.json changed during each of ${INDEX_ATTEMPTS} attempts (another writer?); nothing was removed, try again`, indexPath);
+    }
+    const blobsDeleted = await collect(root, candidates);
+    unlinkIfThere(join(root, JOURNAL));
+    return { entries: drop.length, blobsDeleted };
   }
-  if (drop.length === 0) return { entries: 0, blobsDeleted: 0 };
-  const candidates = await reachableBlobs(root, drop);
-  checkBlobDirectories(root, candidates);
-  // From the journal on, the index.json read above must be the one replaced:
-  // nothing else in imagelet writes it (removals run one at a time).
-  writeFileAtomic(root, JOURNAL, `${JSON.stringify({ removing: id, blobs: [...candidates] })}\n`);
-  writeFileAtomic(root, "index.json", JSON.stringify({ ...index, manifests: keep }), indexPath);
-  const blobsDeleted = await collect(root, candidates);
-  unlinkIfThere(join(root, JOURNAL));
-  return { entries: drop.length, blobsDeleted };
 }
 
 /**
@@ -191,9 +214,10 @@ export async function reachableBlobs(root: string, from: readonly Descriptor[]):
  * Replaces `root/name` atomically: a temporary file in the same directory,
  * written and fsynced, given the mode and owner of the file it replaces
  * (`like`; the unit's UMask would make it private), renamed over it, and the
- * directory fsynced so the rename survives a power cut.
+ * directory fsynced so the rename survives a power cut. `beforeRename` may
+ * throw to give up (the temporary file is removed, nothing replaced).
  */
-function writeFileAtomic(root: string, name: string, text: string, like?: string): void {
+function writeFileAtomic(root: string, name: string, text: string, like?: string, beforeRename?: () => void): void {
   const temp = join(root, `${TEMP_PREFIX}${process.pid}-${name}`);
   // Created anew (O_EXCL): a symlink or file already under this name is never
   // followed or written through (the store's directory may be writable by others).
@@ -219,7 +243,13 @@ function writeFileAtomic(root: string, name: string, text: string, like?: string
     throw e;
   }
   closeSync(fd);
-  renameSync(temp, join(root, name));
+  try {
+    beforeRename?.();
+    renameSync(temp, join(root, name));
+  } catch (e) {
+    unlinkIfThere(temp);
+    throw e;
+  }
   fsyncDirectory(root);
 }
 
