@@ -5,7 +5,7 @@
 // moment the removal reads its first blob (between reading index.json and
 // replacing it), so the interleaving is exact, not timed.
 import { afterEach, describe, expect, test } from "bun:test";
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Platform } from "../../src/backend/contract";
@@ -115,5 +115,25 @@ describe("removal writes only its own files", () => {
     });
     await removeFromLayout(root, ID_2_0, src).catch(() => undefined);
     expect(readFileSync(victim, "utf8")).toBe("keep me\n");
+  });
+});
+
+describe("a blob that cannot be deleted", () => {
+  test("does not fail the removal, nor every removal after it", async () => {
+    const root = copyUmoci();
+    const blobs = join(root, "blobs", "sha256");
+    // The 2.0 image's layer: a blob only its manifest reaches.
+    const manifest2 = manifestsOf(root).find((m) => m.annotations?.["org.opencontainers.image.ref.name"] === "2.0")!.digest;
+    const layer = (JSON.parse(readFileSync(join(blobs, manifest2.slice(7)), "utf8")).layers as { digest: string }[])[0]!.digest.slice(7);
+    unlinkSync(join(blobs, layer));
+    mkdirSync(join(blobs, layer)); // unlink(2) of a directory fails (EISDIR)
+    writeFileSync(join(blobs, layer, "x"), "x");
+    await removeFromLayout(root, ID_2_0, sourceOf(root));
+    expect(refNames(root)).toEqual(["1.0", "latest", "example.com/edge/hello:1.0"]);
+    // The next removal is not held up by the leftover.
+    const r = await removeFromLayout(root, ID_1_0, sourceOf(root));
+    expect(r.entries).toBe(3);
+    expect(manifestsOf(root)).toEqual([]);
+    expect(readdirSync(blobs)).toEqual([layer]);
   });
 });

@@ -124,16 +124,18 @@ export class OciLayoutStore {
     } catch (e) {
       throw notWritableHint(e);
     }
-    const { entries, blobsDeleted } = removal;
+    const { entries, blobsDeleted, blobsLeft, leftBecause } = removal;
     if (entries > 0) this.ctx.log.info("removed image from layout", { image: id, entries, blobsDeleted, path: this.root });
+    // The image is gone (index.json no longer names it); what could not be deleted is retried by the next removal or start.
+    if (blobsLeft > 0) this.ctx.log.warn("blobs of a removed image could not be deleted; retried at the next removal", { path: this.root, blobsLeft, error: leftBecause });
   }
 
   /** A removal killed between its steps left a journal: delete the blobs it names that nothing reaches. */
   async finishInterruptedRemoval(): Promise<void> {
     try {
       if (!existsSync(join(this.root, JOURNAL))) return;
-      const deleted = await finishRemoval(this.root);
-      this.ctx.log.warn("finished a removal that was interrupted", { path: this.root, blobsDeleted: deleted });
+      const { deleted, left, leftBecause } = await finishRemoval(this.root);
+      this.ctx.log.warn("finished a removal that was interrupted", { path: this.root, blobsDeleted: deleted, blobsLeft: left.length, error: leftBecause });
     } catch (e) {
       this.problems.skip(new StoreProblem(`cannot finish an interrupted removal: ${(e as Error).message}`, join(this.root, JOURNAL)), "removal journal");
     }

@@ -49,6 +49,18 @@ function yielder(): () => Promise<void> | undefined {
 export interface LayoutRemoval {
   entries: number;
   blobsDeleted: number;
+  /** Blobs it should have deleted but could not (kept in the journal for the next removal or start). */
+  blobsLeft: number;
+  /** Why the first of them could not be deleted. */
+  leftBecause?: string;
+}
+
+/** What deleting a removal's blobs did. */
+interface Collected {
+  deleted: number;
+  /** Blobs that could not be deleted (not ENOENT): they stay in the journal. */
+  left: string[];
+  leftBecause?: string;
 }
 
 /** index.json is read again just before it is replaced; a removal retries this often when another writer changed it meanwhile. */
@@ -62,7 +74,8 @@ class IndexChanged extends Error {}
  * only they reached. An image the layout does not hold removes nothing.
  */
 export async function removeFromLayout(root: string, id: string, src: LayoutSource): Promise<LayoutRemoval> {
-  await finishRemoval(root);
+  // What an earlier removal could not delete joins this one's journal, so it is never forgotten.
+  const leftovers = (await finishRemoval(root)).left;
   const pause = yielder();
   const indexPath = join(root, "index.json");
   for (let attempt = 1; ; attempt++) {
@@ -82,10 +95,11 @@ export async function removeFromLayout(root: string, id: string, src: LayoutSour
       if (entry && entryId === id) drop.push(entry);
       else keep.push(raw);
     }
-    if (drop.length === 0) return { entries: 0, blobsDeleted: 0 };
+    if (drop.length === 0) return { entries: 0, blobsDeleted: 0, blobsLeft: leftovers.length };
     const candidates = await reachableBlobs(root, drop);
+    for (const d of leftovers) candidates.add(d);
     checkBlobDirectories(root, candidates);
-    writeFileAtomic(root, JOURNAL, `${JSON.stringify({ removing: id, blobs: [...candidates] })}\n`);
+    writeJournal(root, id, [...candidates]);
     // The walk above yields to the event loop and takes a while on a large
     // layout: another writer (skopeo copy to this layout) may have replaced
     // index.json meanwhile. Replacing it with a copy of the one read before
@@ -100,44 +114,57 @@ export async function removeFromLayout(root: string, id: string, src: LayoutSour
       writeFileAtomic(root, "index.json", JSON.stringify({ ...index, manifests: keep }), indexPath, unchanged);
     } catch (e) {
       if (!(e instanceof IndexChanged)) throw e;
-      unlinkIfThere(join(root, JOURNAL));
+      writeJournal(root, id, leftovers);
       if (attempt < INDEX_ATTEMPTS) continue;
       throw new StoreProblem(`index.json changed during each of ${INDEX_ATTEMPTS} attempts (another writer?); nothing was removed, try again`, indexPath);
     }
-    const blobsDeleted = await collect(root, candidates);
-    unlinkIfThere(join(root, JOURNAL));
-    return { entries: drop.length, blobsDeleted };
+    const collected = await collect(root, candidates);
+    writeJournal(root, id, collected.left);
+    return { entries: drop.length, blobsDeleted: collected.deleted, blobsLeft: collected.left.length, leftBecause: collected.leftBecause };
   }
+}
+
+/** The journal names `blobs` (written atomically), or is deleted when there are none. */
+function writeJournal(root: string, id: string, blobs: readonly string[]): void {
+  if (blobs.length === 0) unlinkIfThere(join(root, JOURNAL));
+  else writeFileAtomic(root, JOURNAL, `${JSON.stringify({ removing: id, blobs })}\n`);
 }
 
 /**
  * Finishes a removal a killed process left half done: deletes the journal's
  * blobs that index.json does not reach (none, if it was killed before
  * index.json was replaced), then the journal and stray temporary files.
- * Returns how many blobs it deleted.
+ * Blobs that cannot be deleted stay in the journal.
  */
-export async function finishRemoval(root: string): Promise<number> {
+export async function finishRemoval(root: string): Promise<Collected> {
   for (const name of readdirSync(root)) if (name.startsWith(TEMP_PREFIX)) unlinkIfThere(join(root, name));
   const journalPath = join(root, JOURNAL);
-  if (!existsSync(journalPath)) return 0;
+  if (!existsSync(journalPath)) return { deleted: 0, left: [] };
   let blobs: string[] = [];
+  let removing = "";
   try {
-    const journal = parseJson(readStoreFile(root, journalPath), journalPath) as { blobs?: unknown };
+    const journal = parseJson(readStoreFile(root, journalPath), journalPath) as { blobs?: unknown; removing?: unknown };
     if (Array.isArray(journal?.blobs)) blobs = journal.blobs.filter(isDigest);
+    if (typeof journal?.removing === "string") removing = journal.removing;
   } catch {
     // A journal cut short was written before index.json was touched (it is renamed into place): nothing to finish.
   }
-  const deleted = await collect(root, new Set(blobs));
-  unlinkIfThere(journalPath);
-  return deleted;
+  const collected = await collect(root, new Set(blobs));
+  writeJournal(root, removing, collected.left);
+  return collected;
 }
 
-/** Deletes the candidate blobs the current index.json does not reach. */
-async function collect(root: string, candidates: ReadonlySet<string>): Promise<number> {
-  if (candidates.size === 0) return 0;
+/**
+ * Deletes the candidate blobs the current index.json does not reach. A blob
+ * that cannot be deleted (EISDIR, EPERM on an immutable file) is left and
+ * named in the answer: the image is already gone from index.json, and one
+ * stuck blob must not fail this removal, nor hold up every later one.
+ */
+async function collect(root: string, candidates: ReadonlySet<string>): Promise<Collected> {
+  const out: Collected = { deleted: 0, left: [] };
+  if (candidates.size === 0) return out;
   const indexPath = join(root, "index.json");
   const live = await reachableBlobs(root, parseIndex(readStoreJson(root, indexPath).value, indexPath).index.manifests);
-  let deleted = 0;
   const dirs = new Set<string>();
   const realRoot = realpathSync(root);
   for (const digest of candidates) {
@@ -151,11 +178,17 @@ async function collect(root: string, candidates: ReadonlySet<string>): Promise<n
       continue;
     }
     if (!isInside(realRoot, dir)) continue; // refused before anything changed (checkBlobDirectories)
-    if (unlinkIfThere(path)) deleted++;
+    try {
+      if (unlinkIfThere(path)) out.deleted++;
+    } catch (e) {
+      out.left.push(digest);
+      out.leftBecause ??= `${(e as NodeJS.ErrnoException).code ?? (e as Error).message}: ${path}`;
+      continue;
+    }
     dirs.add(dir);
   }
   for (const dir of dirs) fsyncDirectory(dir);
-  return deleted;
+  return out;
 }
 
 /**
