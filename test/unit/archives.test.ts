@@ -467,3 +467,33 @@ describe("bad input: skipped, logged once with the path, everything else served"
     expect(ids(await s.list())).toEqual([HELLO.id]);
   });
 });
+
+describe("removal from a writable directory reads the directory as it is now", () => {
+  function writable(path: string) {
+    const ctx: BackendContext = { name: "test", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} };
+    return new ArchiveDirStore(path, undefined, ctx, true);
+  }
+
+  test("a tarball replaced since the last list by one that also holds another image is refused, not deleted", async () => {
+    const dir = storeDir("hello-docker.tar");
+    const s = writable(dir);
+    expect(ids(await s.list())).toEqual([HELLO.id]);
+    // docker save hello tools > hello-docker.tar.new && mv ... (no list() since)
+    copyFileSync(join(STORE, "multi-docker.tar"), join(dir, "new.part"));
+    renameSync(join(dir, "new.part"), join(dir, "hello-docker.tar"));
+    await expect(Promise.resolve().then(() => s.remove(HELLO.id))).rejects.toThrow(/hello-docker\.tar \(also holds/);
+    expect(readdirSync(dir)).toEqual(["hello-docker.tar"]);
+  });
+
+  test("a tarball replaced by one of another image is not deleted; one added since is", async () => {
+    const dir = storeDir("hello-docker.tar");
+    const s = writable(dir);
+    expect(ids(await s.list())).toEqual([HELLO.id]);
+    copyFileSync(join(STORE, "tools-docker.tar.gz"), join(dir, "new.part"));
+    renameSync(join(dir, "new.part"), join(dir, "hello-docker.tar"));
+    copyFileSync(join(STORE, "hello-oci.tar"), join(dir, "hello-oci.tar"));
+    await s.remove(HELLO.id);
+    expect(readdirSync(dir)).toEqual(["hello-docker.tar"]);
+    expect(ids(await s.list())).toEqual([TOOLS.id]);
+  });
+});

@@ -101,13 +101,18 @@ export class ArchiveDirStore {
   }
 
   /**
-   * RemoveImage: deletes every tarball holding the image, as last listed. A
-   * tarball is a unit (rewriting one to drop an image would be a copy of
-   * everything else in it), so one that also holds another image makes the
-   * removal refused, before anything is deleted.
+   * RemoveImage: deletes every tarball holding the image. A tarball is a unit
+   * (rewriting one to drop an image would be a copy of everything else in
+   * it), so one that also holds another image makes the removal refused,
+   * before anything is deleted.
    */
-  remove(id: string): void {
+  async remove(id: string, call?: CallContext): Promise<void> {
     if (!this.writable) throw new Error("this archive directory is not writable");
+    // The directory as it is now, not as last listed: a tarball replaced since
+    // (`mv new.tar app.tar`) may hold other images, and one added since may hold
+    // this one. Unchanged tarballs cost a stat each. From here to the last
+    // unlink nothing awaits.
+    await this.list(call);
     const holders = [...this.tarballs].filter(([, t]) => t.records.some((r) => r.id === id));
     const shared = holders.filter(([, t]) => t.records.some((r) => r.id !== id));
     if (shared.length > 0) {
