@@ -137,3 +137,31 @@ describe("a blob that cannot be deleted", () => {
     expect(readdirSync(blobs)).toEqual([layer]);
   });
 });
+
+describe("a kept entry whose blobs cannot be followed", () => {
+  test("a kept manifest that cannot be read (linked out of the layout) keeps every blob it may reach", async () => {
+    const root = copyUmoci();
+    const blobs = join(root, "blobs", "sha256");
+    const index = JSON.parse(readFileSync(join(root, "index.json"), "utf8"));
+    const entry2 = index.manifests.find((m: { annotations: Record<string, string> }) => m.annotations["org.opencontainers.image.ref.name"] === "2.0");
+    // Another image built on 2.0's config and layer, its manifest kept in a shared cache outside the layout.
+    const manifest = JSON.parse(readFileSync(join(blobs, entry2.digest.slice(7)), "utf8"));
+    manifest.annotations = { "org.example.copy": "k" };
+    const text = JSON.stringify(manifest);
+    const digest = new Bun.CryptoHasher("sha256").update(text).digest("hex");
+    const cache = tempDir();
+    writeFileSync(join(cache, digest), text);
+    symlinkSync(join(cache, digest), join(blobs, digest));
+    index.manifests.push({ mediaType: entry2.mediaType, digest: `sha256:${digest}`, size: text.length, annotations: { "org.opencontainers.image.ref.name": "k" } });
+    writeFileSync(join(root, "index.json"), JSON.stringify(index));
+    const shared = [manifest.config.digest, ...manifest.layers.map((l: { digest: string }) => l.digest)].map((d: string) => d.slice(7));
+    const removal = await removeFromLayout(root, ID_2_0, sourceOf(root));
+    expect(removal.entries).toBe(1);
+    expect(refNames(root)).not.toContain("2.0");
+    for (const b of shared) expect(existsSync(join(blobs, b))).toBe(true);
+    // What was not deleted is not forgotten: the journal keeps it for the next removal.
+    expect(removal.blobsLeft).toBeGreaterThan(0);
+    expect(removal.leftBecause).toMatch(/cannot be read/);
+    expect(existsSync(join(root, JOURNAL))).toBe(true);
+  });
+});

@@ -12,7 +12,7 @@
 // deletes. Only blobs the removed entries reached are ever deleted: a blob
 // no entry names may be another writer's copy in progress (skopeo writes
 // blobs before index.json).
-import { closeSync, existsSync, fchmodSync, fchownSync, fsyncSync, openSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fchmodSync, fchownSync, fsyncSync, lstatSync, openSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { isDigest } from "../../model/digest";
 import { StoreProblem, isInside, parseJson, readStoreJson, readStoreFile } from "../common/files";
@@ -164,7 +164,17 @@ async function collect(root: string, candidates: ReadonlySet<string>): Promise<C
   const out: Collected = { deleted: 0, left: [] };
   if (candidates.size === 0) return out;
   const indexPath = join(root, "index.json");
-  const live = await reachableBlobs(root, parseIndex(readStoreJson(root, indexPath).value, indexPath).index.manifests);
+  const unreadable: string[] = [];
+  const live = await reachableBlobs(root, parseIndex(readStoreJson(root, indexPath).value, indexPath).index.manifests, unreadable);
+  if (unreadable.length > 0) {
+    // A kept manifest or index is there but cannot be read (linked out of the
+    // layout, too large, unreadable): what it reaches is unknown and may be
+    // any candidate (a layer it shares), so nothing is deleted now; the
+    // journal keeps the candidates for a removal that can read it.
+    out.left = [...candidates].filter((d) => !live.has(d));
+    out.leftBecause = `kept blob ${unreadable[0]} cannot be read, so what it reaches is unknown; nothing was deleted`;
+    return out;
+  }
   const dirs = new Set<string>();
   const realRoot = realpathSync(root);
   for (const digest of candidates) {
@@ -211,9 +221,11 @@ function checkBlobDirectories(root: string, digests: ReadonlySet<string>): void 
 /**
  * Every blob the descriptors reach: manifests, nested indexes (every
  * platform's), configs and layers. A blob that cannot be read is still
- * counted but not followed.
+ * counted but not followed; a manifest or index that is there but cannot be
+ * read is added to `unreadable` (a missing one reaches nothing that can be
+ * known, and stands for an image already broken).
  */
-export async function reachableBlobs(root: string, from: readonly Descriptor[]): Promise<Set<string>> {
+export async function reachableBlobs(root: string, from: readonly Descriptor[], unreadable?: string[]): Promise<Set<string>> {
   const seen = new Set<string>();
   const queue = [...from];
   const pause = yielder();
@@ -227,6 +239,7 @@ export async function reachableBlobs(root: string, from: readonly Descriptor[]):
     try {
       value = readJsonBlob(root, d.digest).value;
     } catch {
+      if (unreadable && lexists(blobPath(root, d.digest))) unreadable.push(d.digest);
       continue;
     }
     if (!isObject(value)) continue;
@@ -292,6 +305,16 @@ function fsyncDirectory(dir: string): void {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Whether anything (a broken symlink too) is at `path`. */
+function lexists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 
