@@ -127,8 +127,8 @@ export class BackendRegistry {
   private readonly debounceTimers = new Map<Slot, ReturnType<typeof setTimeout>>();
   /** Removals run one at a time (the tail of the queue). */
   private removals: Promise<unknown> = Promise.resolve();
-  /** A remove() hook abandoned at its timeout and still running: the next removal waits for it. */
-  private abandonedRemoval?: Promise<void>;
+  /** The backend of a remove() hook abandoned at its timeout and still running: removals are refused until it ends. */
+  private abandonedRemoval?: string;
   /** A measurement started after the last removal; ImageFsInfo waits for it. */
   private fsAfterRemoval?: Promise<void>;
   private readonly pinPolicy: PinPolicy;
@@ -296,7 +296,14 @@ export class BackendRegistry {
   }
 
   private async removeNow(input: string): Promise<RemovalOutcome> {
-    if (this.abandonedRemoval) await this.abandonedRemoval;
+    // Not held back until it ends: a hook that never ends would hold every later
+    // RemoveImage open, and one that ends late would run removals long after
+    // their callers (kubelet's GC) gave up on them and may use the image again.
+    if (this.abandonedRemoval !== undefined) {
+      throw new RemovalFailedError(
+        `an earlier removal from backend ${quote(this.abandonedRemoval)} outlived its timeout and is still running; removed nothing, try again once it ends`,
+      );
+    }
     const image = this.currentView.resolve(input);
     if (!image) return { backends: [] };
     const holders = image.backends.map((name) => this.slots.find((s) => s.reg.name === name)!);
@@ -329,19 +336,16 @@ export class BackendRegistry {
   private async removeFrom(slot: Slot, id: string, done: readonly string[]): Promise<void> {
     const remove = slot.reg.backend.remove!;
     const partly = done.length > 0 ? `; already removed from ${done.join(", ")}` : "";
-    // A remove() abandoned at its timeout still holds back the next removal until it ends: removals never overlap.
-    let settled!: () => void;
-    const ended = new Promise<void>((r) => (settled = r));
+    // A remove() abandoned at its timeout refuses later removals until it ends: removals never overlap.
+    const lateEnd = () => {
+      this.abandonedRemoval = undefined;
+      // What it did is seen by a list that starts now.
+      void this.refreshSlot(slot);
+    };
     try {
-      await this.call(slot, (ctx) => remove.call(slot.reg.backend, id, ctx), settled, this.options.removeTimeoutMs ?? Math.max(slot.reg.timeoutMs, REMOVE_MIN_TIMEOUT_MS));
+      await this.call(slot, (ctx) => remove.call(slot.reg.backend, id, ctx), lateEnd, this.options.removeTimeoutMs ?? Math.max(slot.reg.timeoutMs, REMOVE_MIN_TIMEOUT_MS));
     } catch (e) {
-      if (e instanceof TimeoutError) {
-        this.abandonedRemoval = ended.then(() => {
-          this.abandonedRemoval = undefined;
-          // What it did is seen by a list that starts now.
-          void this.refreshSlot(slot);
-        });
-      }
+      if (e instanceof TimeoutError) this.abandonedRemoval = slot.reg.name;
       if (e instanceof Error && e.name === "RemovalRefused") {
         throw new RemovalRefusedError(`backend ${quote(slot.reg.name)} refused to remove ${id}: ${e.message}${partly}`);
       }
