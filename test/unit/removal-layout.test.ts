@@ -119,6 +119,14 @@ describe("removal writes only its own files", () => {
 });
 
 describe("a blob that cannot be deleted", () => {
+  test("a directory named like a temporary file does not stop removals", async () => {
+    const root = copyUmoci();
+    mkdirSync(join(root, ".imagelet-tmp-1-index.json"));
+    const r = await removeFromLayout(root, ID_2_0, sourceOf(root));
+    expect(r.entries).toBe(1);
+    expect(refNames(root)).not.toContain("2.0");
+  });
+
   test("does not fail the removal, nor every removal after it", async () => {
     const root = copyUmoci();
     const blobs = join(root, "blobs", "sha256");

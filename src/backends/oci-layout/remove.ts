@@ -137,7 +137,14 @@ function writeJournal(root: string, id: string, blobs: readonly string[]): void 
  * Blobs that cannot be deleted stay in the journal.
  */
 export async function finishRemoval(root: string): Promise<Collected> {
-  for (const name of readdirSync(root)) if (name.startsWith(TEMP_PREFIX)) unlinkIfThere(join(root, name));
+  for (const name of readdirSync(root)) {
+    if (!name.startsWith(TEMP_PREFIX)) continue;
+    try {
+      unlinkIfThere(join(root, name));
+    } catch {
+      // Tidying only (a directory under such a name is not ours): it must not stop a removal.
+    }
+  }
   const journalPath = join(root, JOURNAL);
   if (!existsSync(journalPath)) return { deleted: 0, left: [] };
   let blobs: string[] = [];
