@@ -347,3 +347,23 @@ def test_cli_rmi_mirrors_crictl(serve, layout):
         f"Deleted: {t}" for t in ("localhost/oci-umoci:2.0", "localhost/oci-umoci:1.0", "localhost/oci-umoci:latest", "example.com/edge/hello:1.0"))
     again = run_cli("rmi", "localhost/oci-umoci:2.0", env=env)
     assert again.returncode == 1 and "no such image" in again.stderr
+
+
+def test_a_blob_that_cannot_be_deleted_fails_neither_its_removal_nor_the_next(serve, layout):
+    # A layer of 2.0 that unlink(2) refuses (a directory in its place, EISDIR): the image is gone from
+    # index.json all the same, so RemoveImage is OK, and the leftover must not fail every later removal.
+    blobs = os.path.join(layout, "blobs", "sha256")
+    entry = next(m for m in oci_check.index(layout)["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == "2.0")
+    with open(os.path.join(blobs, entry["digest"][7:])) as f:
+        layer = json.load(f)["layers"][0]["digest"][7:]
+    os.unlink(os.path.join(blobs, layer))
+    os.mkdir(os.path.join(blobs, layer))
+    s = serve(oci_backend(layout, name="umoci", writable=True))
+    remove(s, "localhost/oci-umoci:2.0")
+    assert_gone(s, ["localhost/oci-umoci:2.0", SECOND["id"]])
+    remove(s, "localhost/oci-umoci:1.0")
+    assert_gone(s, HELLO_NAMES)
+    assert os.listdir(blobs) == [layer]
+    with open(os.path.join(layout, ".imagelet-removal.json")) as f:
+        assert json.load(f)["blobs"] == [f"sha256:{layer}"]
+    assert "could not be deleted" in s.log()
