@@ -358,6 +358,14 @@ export class BackendRegistry {
     slot.lastRaw = undefined;
     this.publish();
     await this.freshList(slot);
+    // remove() resolving is the backend's word; a list that began after it is
+    // the proof. An image still listed (an entry the backend could not match
+    // to the ID, a copy that came back) is not reported removed: kubelet's GC
+    // would count bytes never freed.
+    if (slot.snapshot.some((r) => r.id === id)) {
+      this.options.log.error("backend remove() returned but the image is still listed", { backend: slot.reg.name, image: id });
+      throw new RemovalFailedError(`backend ${quote(slot.reg.name)} still lists ${id} after removing it${partly}`);
+    }
   }
 
   /** Resolves when a list() of this backend that started after now has ended. */

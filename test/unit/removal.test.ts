@@ -132,6 +132,17 @@ describe("RemoveImage in the registry", () => {
     expect(registry.view.size).toBe(2);
   });
 
+  test("a backend whose remove() returns but still lists the image fails the call, naming it", async () => {
+    const { store, backend } = memoryStore([a, b]);
+    backend.remove = (imageId) => void store.removed.push(imageId); // says done, removes nothing
+    const registry = registryOf({ rw: backend });
+    await registry.loadAll();
+    const removal = registry.remove("app:1");
+    await expect(removal).rejects.toBeInstanceOf(RemovalFailedError);
+    await expect(removal).rejects.toThrow(/backend "rw" still lists sha256:a+ after removing it/);
+    expect(registry.view.resolve("app:1")?.id).toBe(id("a")); // the view says what the store holds
+  });
+
   test("a backend without writable is never asked, even with a remove hook", async () => {
     const { store, backend } = memoryStore([a], { writable: false });
     const registry = registryOf({ ro: backend });
