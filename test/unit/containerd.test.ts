@@ -9,8 +9,8 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symli
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { BackendContext, ImageRecord, Platform } from "../../src/backend/contract";
-import { BoltError, readMeta, readSnapshot, readVarint, readGoTime, fnv64a } from "../../src/backends/containerd/bbolt";
-import { openSync, closeSync } from "node:fs";
+import { BoltError, BoltSnapshot, readMeta, readSnapshot, readVarint, readGoTime, fnv64a } from "../../src/backends/containerd/bbolt";
+import { openSync, closeSync, fstatSync } from "node:fs";
 import containerd, { ContainerdStore, type ContainerdStoreOptions } from "../../src/backends/containerd/index";
 import { classifyName } from "../../src/backends/containerd/images";
 import { readImages } from "../../src/backends/containerd/metadata";
@@ -370,6 +370,24 @@ describe("bbolt reader on crafted files", () => {
     expect(seen).toHaveLength(1); // the first attempt threw before finishing
     expect(seen[0]).toBe(700);
     expect(attempt).toBe(2);
+  });
+
+  test("a file that grew after its size was taken (a commit between the stat and the meta read) is read whole", () => {
+    // bbolt grows meta.db and writes the new pages before the meta page naming them: a size taken
+    // before that meta was read is short of its pages, and the file is not truncated for it.
+    const { meta, ids } = craftedRoot(40, { perLeaf: 3 });
+    const fd = openSync(meta, "r");
+    try {
+      const m = readMeta(fd, fstatSync(fd).size);
+      const stale = new BoltSnapshot(fd, 2 * m.pageSize, m);
+      const images = stale.root().bucket("v1")!.bucket("k8s.io")!.bucket("images")!;
+      expect(images.entries().size).toBe(ids.length);
+    } finally {
+      closeSync(fd);
+    }
+    // A file that really is short stays an error.
+    truncateSync(meta, 3 * 4096);
+    expect(() => readImages(meta, "k8s.io")).toThrow(/past the end of the file/);
   });
 
   test("the crafted writer agrees with containerd's real file on what a reader sees", () => {

@@ -213,10 +213,22 @@ export class BoltSnapshot {
 
   constructor(
     private readonly fd: number,
-    private readonly fileSize: number,
+    private fileSize: number,
     readonly meta: BoltMeta,
   ) {
     this.budget = 4 * meta.highWater + 64;
+  }
+
+  /**
+   * Whether `end` is inside the file. The size is looked at again before saying
+   * no: bbolt grows the file and writes the new pages before the meta page
+   * that names them, so a size taken before the meta was read can be short
+   * of a commit that landed in between, without anything being wrong.
+   */
+  private inFile(end: number): boolean {
+    if (end <= this.fileSize) return true;
+    this.fileSize = fstatSync(this.fd).size;
+    return end <= this.fileSize;
   }
 
   /** The root bucket (the one that holds the top-level buckets). */
@@ -238,7 +250,7 @@ export class BoltSnapshot {
     if (visited.has(id)) throw new BoltError("corrupt", `${what()}: page ${id} is reached twice (a page loop)`);
     visited.add(id);
     const position = id * pageSize;
-    if (position + pageSize > this.fileSize) throw new BoltError("corrupt", `${what()}: page ${id} is past the end of the file (truncated?)`);
+    if (!this.inFile(position + pageSize)) throw new BoltError("corrupt", `${what()}: page ${id} is past the end of the file (truncated?)`);
     // One read per page: reading 16 pages at once was three times slower on a root of 10,000 images
     // (the records of one import do not lie together), measured.
     let buf = preadExact(this.fd, pageSize, position);
@@ -249,7 +261,7 @@ export class BoltSnapshot {
     if (overflow > 0) {
       if (id + overflow >= highWater) throw new BoltError("corrupt", `${what()}: page ${id} overflows past the high-water mark`);
       const total = (1 + overflow) * pageSize;
-      if (position + total > this.fileSize) throw new BoltError("corrupt", `${what()}: page ${id} overflows past the end of the file`);
+      if (!this.inFile(position + total)) throw new BoltError("corrupt", `${what()}: page ${id} overflows past the end of the file`);
       for (let i = 1; i <= overflow; i++) {
         if (visited.has(id + i)) throw new BoltError("corrupt", `${what()}: page ${id + i} is reached twice (a page loop)`);
         visited.add(id + i);
@@ -361,9 +373,9 @@ export function readSnapshot<T>(path: string, read: (root: BoltBucket, snap: Bol
   const fd = openSync(path, "r");
   try {
     for (let attempt = 0; attempt < attempts; attempt++) {
-      const size = fstatSync(fd).size;
-      const meta = readMeta(fd, size);
-      const snap = new BoltSnapshot(fd, size, meta);
+      const meta = readMeta(fd, fstatSync(fd).size);
+      // The size after the meta: the file holds every page of that commit by then (see inFile).
+      const snap = new BoltSnapshot(fd, fstatSync(fd).size, meta);
       let value: T;
       try {
         value = read(snap.root(), snap);
