@@ -459,6 +459,20 @@ describe("changes", () => {
     writeFileSync(meta, bytes);
     expect(s.list().map((r) => r.id).sort()).toEqual(good.map((r) => r.id).sort());
   });
+  test("a meta.db replaced by another with the same txid (a restored or copied file) is read again", () => {
+    const big = craftedRoot(5);
+    const small = craftedRoot(3); // the same blobs for its three images (the writer is deterministic)
+    const { store: s } = store({ root: big.root });
+    expect(s.list()).toHaveLength(5);
+    const fd = openSync(small.meta, "r");
+    const smallTxid = readMeta(fd, fstatSync(fd).size).txid;
+    closeSync(fd);
+    const fd2 = openSync(big.meta, "r");
+    expect(readMeta(fd2, fstatSync(fd2).size).txid).toBe(smallTxid);
+    closeSync(fd2);
+    renameSync(small.meta, big.meta);
+    expect(s.list().map((r) => r.id).sort()).toEqual(small.ids.slice().sort());
+  });
 });
 
 describe("Docker 29 (the docker backend, in containerd image store mode)", () => {

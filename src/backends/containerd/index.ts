@@ -77,8 +77,13 @@ export class ContainerdStore {
   private cached?: { key: string; records: readonly ImageRecord[] };
   /** The last answer, complete or not: served while a snapshot cannot be had, and for status(). */
   private records: readonly ImageRecord[] = NO_IMAGES;
-  /** The commit and content-store stat the last answer was made from. */
-  private lastRead?: { txid: bigint; contentKey: string };
+  /**
+   * The commit and content-store stat the last answer was made from. A commit
+   * is its txid and meta checksum: a txid alone is shared by another file put
+   * in place (a restored backup, a copied root), whose meta differs in root,
+   * high-water mark or freelist.
+   */
+  private lastRead?: { commit: string; contentKey: string };
   private onChange?: () => void;
   private retryTimer?: ReturnType<typeof setTimeout>;
 
@@ -155,12 +160,13 @@ export class ContainerdStore {
         : `namespace ${this.opts.namespace} does not exist in ${this.root} (yet); it has ${snapshot.namespaces.length === 0 ? "none" : snapshot.namespaces.join(", ")}`,
     );
     // meta.db rewritten without a new commit (bbolt touches its file in place) and the same content: same answer.
-    if (this.lastRead?.txid === snapshot.meta.txid && this.lastRead.contentKey === contentKey) {
+    const commit = `${snapshot.meta.txid}:${snapshot.meta.checksum}`;
+    if (this.lastRead?.commit === commit && this.lastRead.contentKey === contentKey) {
       this.cached = { key, records: this.records };
       return this.records;
     }
     const records = this.images.images(snapshot.images, this.lastRead?.contentKey !== contentKey);
-    this.lastRead = { txid: snapshot.meta.txid, contentKey };
+    this.lastRead = { commit, contentKey };
     this.records = records;
     // Kept even when an image was skipped for missing content: content arrives as a new file
     // in blobs/sha256 (containerd renames it in from its ingest directory), which changes the key.
