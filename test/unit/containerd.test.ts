@@ -12,7 +12,7 @@ import type { BackendContext, ImageRecord, Platform } from "../../src/backend/co
 import { BoltError, BoltSnapshot, readMeta, readSnapshot, readVarint, readGoTime, fnv64a } from "../../src/backends/containerd/bbolt";
 import { openSync, closeSync, fstatSync } from "node:fs";
 import containerd, { ContainerdStore, type ContainerdStoreOptions } from "../../src/backends/containerd/index";
-import { classifyName } from "../../src/backends/containerd/images";
+import { classifyName, platformEntries } from "../../src/backends/containerd/images";
 import { readImages } from "../../src/backends/containerd/metadata";
 import { StoreProblem } from "../../src/backends/common/files";
 import { goTime, imageRecord, resealMeta, varint, writeBolt, type Tree } from "./bolt-writer";
@@ -85,6 +85,45 @@ describe("agrees with containerd's CRI on a root containerd 1.6 wrote", () => {
     const indexSize = readFileSync(join(ROOT, "io.containerd.content.v1.content/blobs/sha256", index.slice(7))).length;
     expect(r.size).toBeGreaterThan(indexSize);
     expect(r.size).toBe(multi.size);
+  });
+
+  test("an index entry is chosen by containerd 1.6's matcher: 386 runs on amd64, amd64/v2 does not, no platform comes last", () => {
+    const M = "application/vnd.oci.image.manifest.v1+json";
+    const e = (architecture: string | undefined, variant?: string, os = "linux") => ({
+      mediaType: M,
+      platform: architecture === undefined ? undefined : { os, architecture, variant },
+      name: `${os}/${architecture}/${variant ?? ""}`,
+    });
+    const pick = (entries: ReturnType<typeof e>[], host: Platform) => platformEntries(entries, host).map((x) => x.name);
+    expect(pick([e("386"), e("arm64")], amd64)).toEqual(["linux/386/"]);
+    expect(pick([e("386"), e("amd64")], amd64)).toEqual(["linux/amd64/", "linux/386/"]);
+    expect(pick([e("amd64", "v2")], amd64)).toEqual([]); // 1.6 normalizes only v1 away
+    expect(pick([e("x86_64", "v1")], amd64)).toEqual(["linux/x86_64/v1"]);
+    expect(pick([e(undefined), e("amd64")], amd64)).toEqual(["linux/amd64/", "linux/undefined/"]);
+    expect(pick([e("unknown", undefined, "unknown"), e("amd64")], amd64)).toEqual(["linux/amd64/"]);
+    const arm64: Platform = { os: "linux", architecture: "arm64" };
+    expect(pick([e("arm", "v7"), e("arm64", "v8"), e("arm", "v5")], arm64)).toEqual(["linux/arm64/v8", "linux/arm/v7", "linux/arm/v5"]);
+    expect(pick([e("aarch64")], arm64)).toEqual(["linux/aarch64/"]);
+
+    // Through the store: an index holding only a 386 manifest is listed on amd64, as containerd lists it.
+    const root = tempDir();
+    const blobs = join(root, "io.containerd.content.v1.content/blobs/sha256");
+    mkdirSync(blobs, { recursive: true });
+    mkdirSync(join(root, "io.containerd.metadata.v1.bolt"));
+    const put = (data: string) => {
+      const hex = createHash("sha256").update(data).digest("hex");
+      writeFileSync(join(blobs, hex), data);
+      return { digest: `sha256:${hex}`, size: Buffer.byteLength(data) };
+    };
+    const config = put(JSON.stringify({ architecture: "386", os: "linux", config: { User: "old" }, rootfs: { type: "layers", diff_ids: [] } }));
+    const manifest = put(JSON.stringify({ schemaVersion: 2, mediaType: M, config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config }, layers: [] }));
+    const index = put(
+      JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [{ mediaType: M, ...manifest, platform: { os: "linux", architecture: "386" } }] }),
+    );
+    const images: Tree = new Map([["example.com/old/i386:1", imageRecord({ ...index, mediaType: "application/vnd.oci.image.index.v1+json" })]]);
+    writeFileSync(join(root, "io.containerd.metadata.v1.bolt/meta.db"), writeBolt(new Map([["v1", new Map([["k8s.io", new Map([["images", images]])]])]])).file);
+    const records = store({ root }).store.list();
+    expect(records.map((r) => [r.id, r.user, r.size])).toEqual([[config.digest, "old", index.size + manifest.size + config.size]]);
   });
 
   test("containerd's sha256:<id> names are not tags; name@digest names are repo digests", () => {
