@@ -514,6 +514,52 @@ describe("changes", () => {
   });
 });
 
+describe("a meta.db that is written all the time", () => {
+  test("a change is visible within a second while writes come faster than the registry's debounce", async () => {
+    // containerd commits for leases, containers and content as well as images: on a busy node meta.db
+    // is written every few ms. Each write is an inotify event; the registry's debounce (50 ms) restarts
+    // on every notification, so notifications must not come faster than it or it never fires.
+    const { BackendRegistry } = await import("../../src/registry/registry");
+    const big = craftedRoot(4);
+    const small = craftedRoot(3); // the same blobs for its three images
+    const smallFile = readFileSync(small.meta);
+    const bigFile = readFileSync(big.meta);
+    writeFileSync(big.meta, smallFile);
+    const { store: s, log } = store({ root: big.root });
+    let lists = 0;
+    const list = s.list.bind(s);
+    s.list = () => (lists++, list());
+    const registry = new BackendRegistry([{ name: "ctd", type: "containerd", backend: s as never, timeoutMs: 5000 }], { log });
+    await registry.loadAll();
+    registry.startWatching();
+    const listsBefore = lists;
+    const started = performance.now();
+    const newest = big.ids.find((id) => !small.ids.includes(id))!;
+    expect(registry.view.images.some((i) => i.id === newest)).toBe(false);
+    let file = smallFile;
+    let writes = 0;
+    const writer = setInterval(() => {
+      writeFileSync(big.meta, file); // in place, as bbolt writes
+      writes++;
+    }, 5);
+    try {
+      await Bun.sleep(300);
+      file = bigFile;
+      const t0 = performance.now();
+      while (!registry.view.images.some((i) => i.id === newest) && performance.now() - t0 < 2000) await Bun.sleep(10);
+      const visibleMs = performance.now() - t0;
+      expect(writes).toBeGreaterThan(50);
+      expect(visibleMs).toBeLessThan(1000);
+      // And not a read per write: about one per 200 ms while the writes go on.
+      await Bun.sleep(400);
+      expect(lists - listsBefore).toBeLessThanOrEqual(Math.ceil((performance.now() - started) / 200) + 2);
+    } finally {
+      clearInterval(writer);
+      await registry.close();
+    }
+  });
+});
+
 describe("Docker 29 (the docker backend, in containerd image store mode)", () => {
   test("serves <docker root>/containerd/daemon, namespace moby, and says so", async () => {
     const { DockerStore } = await import("../../src/backends/docker/index");
