@@ -20,7 +20,7 @@ import { quote } from "../../model/reference";
 import { ProblemLog, StoreProblem, directoryUsage, statKey, watchDirectories } from "../common/files";
 import { BoltError } from "./bbolt";
 import { ContainerdImages } from "./images";
-import { KNOWN_DB_VERSION, SchemaError, readImages } from "./metadata";
+import { KNOWN_DB_VERSION, SchemaError, readImages, type MetadataSnapshot } from "./metadata";
 
 export const DEFAULT_NAMESPACE = "k8s.io";
 export const METADATA_DIR = "io.containerd.metadata.v1.bolt";
@@ -45,8 +45,15 @@ const POLL_MS = 250;
  * seen within this + the debounce + one read (about 0.4 s at 10,000 images).
  */
 const NOTIFY_MS = 200;
-/** A snapshot that kept changing is tried again after this (the last good answer is served meanwhile). */
+/**
+ * A snapshot that kept changing is tried again after this (the last good
+ * answer is served meanwhile), doubled after each retry that also found it
+ * changing, up to MAX_RETRY_MS: a store committing faster than it can be read
+ * would otherwise be read (and given up on) five times every 100 ms for as
+ * long as it is busy, a core spent on answers that are never used.
+ */
 const RETRY_MS = 100;
+const MAX_RETRY_MS = 1600;
 const NO_IMAGES: readonly ImageRecord[] = Object.freeze([]);
 
 export interface ContainerdStoreOptions {
@@ -97,6 +104,8 @@ export class ContainerdStore {
   private lastRead?: { commit: string; contentKey: string };
   private onChange?: () => void;
   private retryTimer?: ReturnType<typeof setTimeout>;
+  /** The wait before the next retry of a snapshot that kept changing (see RETRY_MS). */
+  private retryMs = RETRY_MS;
 
   constructor(
     readonly opts: ContainerdStoreOptions,
@@ -145,7 +154,7 @@ export class ContainerdStore {
     }
     let snapshot;
     try {
-      snapshot = readImages(this.metaPath, this.opts.namespace);
+      snapshot = this.readMetadata();
     } catch (e) {
       if (e instanceof BoltError && e.kind === "changing") {
         // Busy, not broken: keep the last whole answer and look again shortly. Before the
@@ -159,6 +168,7 @@ export class ContainerdStore {
       if (code !== undefined) throw new StoreProblem(`cannot read: ${code}`, this.metaPath);
       throw e;
     }
+    this.retryMs = RETRY_MS;
     if (snapshot.dbVersion !== undefined && snapshot.dbVersion > KNOWN_DB_VERSION) {
       this.problems.report(`metadata schema v1.${snapshot.dbVersion} is newer than v1.${KNOWN_DB_VERSION}; read as v1 (its revisions only add)`, this.metaPath);
     }
@@ -183,6 +193,11 @@ export class ContainerdStore {
     // in blobs/sha256 (containerd renames it in from its ingest directory), which changes the key.
     this.cached = { key, records };
     return records;
+  }
+
+  /** One consistent read of the namespace's image records (a method so that tests can make meta.db busy). */
+  protected readMetadata(): MetadataSnapshot {
+    return readImages(this.metaPath, this.opts.namespace);
   }
 
   /** A listed image with its whole config, read again (records carry none). */
@@ -257,10 +272,12 @@ export class ContainerdStore {
 
   private scheduleRetry(): void {
     if (this.retryTimer || !this.onChange) return;
+    const wait = this.retryMs;
+    this.retryMs = Math.min(wait * 2, MAX_RETRY_MS);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.onChange?.();
-    }, RETRY_MS);
+    }, wait);
     this.retryTimer.unref?.();
   }
 }
