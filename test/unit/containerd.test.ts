@@ -321,6 +321,22 @@ describe("bbolt reader on crafted files", () => {
     expect(() => readImages(outside.meta, "k8s.io")).toThrow(/outside its page/);
   });
 
+  test("a damaged overflow count in a large file is refused, not read into memory", () => {
+    const pages = 40_000; // 160 MiB, sparse
+    const { meta } = damaged((file, w) => {
+      const leaf = w.pages.find((p) => p.kind === "leaf" && p.bucket.endsWith("/images"))!;
+      file.writeUInt32LE(30_000, leaf.id * w.pageSize + 12); // overflow: 117 MiB more
+      for (const slot of [0, 1]) {
+        file.writeBigUInt64LE(BigInt(pages), slot * w.pageSize + 16 + 40); // the high-water mark
+        resealMeta(file, w.pageSize, slot);
+      }
+    });
+    truncateSync(meta, pages * 4096);
+    const rss = process.memoryUsage().rss;
+    expect(() => readImages(meta, "k8s.io")).toThrow(/spans 122884096 bytes with its overflow/);
+    expect(process.memoryUsage().rss - rss).toBeLessThan(64 * 1024 * 1024);
+  });
+
   test("not a bbolt file; an unknown format version; both meta pages bad; one bad meta falls back to the other", () => {
     const text = damaged(() => Buffer.from("this is not a database\n".repeat(500)));
     expect(() => readImages(text.meta, "k8s.io")).toThrow(/no bbolt meta page/);

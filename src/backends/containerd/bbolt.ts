@@ -50,6 +50,14 @@ const MIN_PAGE_SIZE = 1024;
 const MAX_PAGE_SIZE = 16 * 1024 * 1024;
 /** B+tree depth: a real tree of 2^64 keys is far shallower than this. */
 const MAX_DEPTH = 64;
+/**
+ * The most one page with its overflow may span. bbolt itself allows values up
+ * to 2 GiB, but nothing this reader walks comes near: containerd's records
+ * are small (labels.Validate caps a label at 4 KiB, key and value together).
+ * Without a bound, one damaged overflow count in a large meta.db would have
+ * the reader allocate as much as the file holds.
+ */
+const MAX_PAGE_RUN = 64 * 1024 * 1024;
 /** Snapshot attempts before giving up on a file that keeps changing (the caller keeps its last good answer). */
 const DEFAULT_ATTEMPTS = 5;
 /** Page reads between looks at the meta pages during one snapshot read (two 80-byte reads each). */
@@ -261,6 +269,7 @@ export class BoltSnapshot {
     if (overflow > 0) {
       if (id + overflow >= highWater) throw new BoltError("corrupt", `${what()}: page ${id} overflows past the high-water mark`);
       const total = (1 + overflow) * pageSize;
+      if (total > MAX_PAGE_RUN) throw new BoltError("corrupt", `${what()}: page ${id} spans ${total} bytes with its overflow (at most ${MAX_PAGE_RUN} are read)`);
       if (!this.inFile(position + total)) throw new BoltError("corrupt", `${what()}: page ${id} overflows past the end of the file`);
       for (let i = 1; i <= overflow; i++) {
         if (visited.has(id + i)) throw new BoltError("corrupt", `${what()}: page ${id + i} is reached twice (a page loop)`);
