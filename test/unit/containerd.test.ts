@@ -337,6 +337,37 @@ describe("bbolt reader on crafted files", () => {
     expect(process.memoryUsage().rss - rss).toBeLessThan(64 * 1024 * 1024);
   });
 
+  test("pages shared between buckets are read at most a few times the file's pages, whatever the meta's high-water mark says", () => {
+    // Every image record's bucket header points at the images bucket's own root: each image would
+    // walk the whole images tree (N × pages reads). A high-water mark far past the file (checksum
+    // intact) must not lift the bound.
+    const c = craftedRoot(600, { perLeaf: 2 });
+    const file = readFileSync(c.meta);
+    const ps = c.written.pageSize;
+    const elements = (id: number) => {
+      const at = id * ps;
+      return Array.from({ length: file.readUInt16LE(at + 10) }, (_, i) => {
+        const e = at + 16 + i * 16;
+        const start = e + file.readUInt32LE(e + 4);
+        const ksize = file.readUInt32LE(e + 8);
+        return { flags: file.readUInt32LE(e), key: file.subarray(start, start + ksize).toString(), value: start + ksize };
+      });
+    };
+    const k8sLeaf = c.written.pages.find((p) => p.kind === "leaf" && p.bucket === "/v1/k8s.io")!;
+    const imagesRoot = file.readBigUInt64LE(elements(k8sLeaf.id).find((e) => e.key === "images")!.value);
+    for (const leaf of c.written.pages.filter((p) => p.kind === "leaf" && p.bucket === "/v1/k8s.io/images")) {
+      for (const e of elements(leaf.id)) if (e.flags === 1) file.writeBigUInt64LE(imagesRoot, e.value);
+    }
+    for (const slot of [0, 1]) {
+      file.writeBigUInt64LE(1n << 40n, slot * ps + 16 + 40);
+      resealMeta(file, ps, slot);
+    }
+    writeFileSync(c.meta, file);
+    const t0 = performance.now();
+    expect(() => readImages(c.meta, "k8s.io")).toThrow(/more page reads than the file has pages/);
+    expect(performance.now() - t0).toBeLessThan(500);
+  });
+
   test("not a bbolt file; an unknown format version; both meta pages bad; one bad meta falls back to the other", () => {
     const text = damaged(() => Buffer.from("this is not a database\n".repeat(500)));
     expect(() => readImages(text.meta, "k8s.io")).toThrow(/no bbolt meta page/);

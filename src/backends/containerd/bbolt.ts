@@ -224,7 +224,9 @@ export class BoltSnapshot {
     private fileSize: number,
     readonly meta: BoltMeta,
   ) {
-    this.budget = 4 * meta.highWater + 64;
+    // Of the file's pages, not the meta's high-water mark alone: a damaged mark (checksum intact) past
+    // the file would lift the bound on shared pages to nothing.
+    this.budget = 4 * Math.min(meta.highWater, Math.floor(fileSize / meta.pageSize)) + 64;
   }
 
   /**
