@@ -175,6 +175,69 @@ def test_names_of_every_shape_are_tags_and_digests_as_containerds_cri_makes_them
     assert stub.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=ref)), timeout=5).image.id == ""
 
 
+def platform_archive(workdir, name, entries):
+    """An OCI archive of one index named `name`, an image per (architecture, variant) entry."""
+    import hashlib
+    import tarfile
+
+    layout = os.path.join(workdir, name.replace("/", "_").replace(":", "_"))
+    blobs = os.path.join(layout, "blobs", "sha256")
+    os.makedirs(blobs)
+
+    def put(data):
+        d = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, d), "wb") as f:
+            f.write(data)
+        return {"digest": "sha256:" + d, "size": len(data)}
+
+    manifests = []
+    for arch, variant in entries:
+        platform = {"architecture": arch, "os": "linux", **({"variant": variant} if variant else {})}
+        config = put(json.dumps({**platform, "config": {"User": f"u{arch}{variant or ''}"}, "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+        manifest = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                   "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config}, "layers": []}).encode())
+        manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest, "platform": platform})
+    index = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}).encode())
+    with open(os.path.join(layout, "oci-layout"), "w") as f:
+        f.write('{"imageLayoutVersion":"1.0.0"}')
+    with open(os.path.join(layout, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", **index,
+                                                      "annotations": {"org.opencontainers.image.ref.name": name}}]}, f)
+    tarball = layout + ".tar"
+    with tarfile.open(tarball, "w") as t:
+        for entry in os.listdir(layout):
+            t.add(os.path.join(layout, entry), arcname=entry)
+    return tarball
+
+
+@needs_containerd
+def test_index_platforms_are_chosen_as_containerds_cri_chooses_them(live, serve, workdir):
+    """containerd 1.6's matcher (platforms.Only): an amd64 host takes a 386 entry; amd64/v2 is not amd64;
+    the best entry wins. Imported with every platform's content, then both servers list."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the cases are an amd64 host's")
+    root, ctd, stub, pb = live
+    cases = {
+        "example.com/plat/i386:1": [("386", None), ("arm64", "v8")],
+        "example.com/plat/amd64v2:1": [("amd64", "v2"), ("arm64", None)],
+        "example.com/plat/both:1": [("386", None), ("amd64", None)],
+    }
+    for name, entries in cases.items():
+        ctd.ctr("images", "import", "--all-platforms", "--no-unpack", platform_archive(workdir, name, entries))
+    server = serve(containerd_backend(root))
+
+    def plat(images):
+        return {t: (v["username"], v["size"]) for v in view(images).values() for t in v["tags"] if t.startswith("example.com/plat/")}
+
+    assert wait_for(lambda: len(plat(stub.ListImages(pb.ListImagesRequest(), timeout=10).images)) >= 2, 10)
+    theirs = plat(stub.ListImages(pb.ListImagesRequest(), timeout=10).images)
+    # What containerd 1.6 decided (the cases are chosen so that each rule shows).
+    assert theirs["example.com/plat/i386:1"][0] == "u386"
+    assert "example.com/plat/amd64v2:1" not in theirs
+    assert theirs["example.com/plat/both:1"][0] == "uamd64"
+    assert wait_for(lambda: plat(server.list_images()) == theirs, 5), (plat(server.list_images()), theirs)
+
+
 @needs_containerd
 def test_cli_images_lists_what_containerds_cri_lists(live, workdir):
     root, ctd, stub, pb = live
