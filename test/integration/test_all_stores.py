@@ -1,7 +1,7 @@
-"""All five kinds of store at once (OCI layouts, image archives, containers/storage,
-Docker, iSulad with embedded images): every image is listed once, with the tags,
-IDs and digests the tools that made the stores reported (each fixture's
-expected.json). Names are normalized here by the test's own small function."""
+"""All six kinds of store at once (OCI layouts, image archives, containers/storage,
+Docker, iSulad with embedded images, containerd): every image is listed once, with
+the tags, IDs and digests the tools that made the stores reported (each fixture's
+expected.json; for containerd, its own CRI plugin's answer). Names are normalized here by the test's own small function."""
 import json
 import os
 import re
@@ -68,6 +68,8 @@ def tool_view():
         add(e["id"], [e["tag"]], embedded=True)
     for e in [isulad["oci"]] if isinstance(isulad["oci"], dict) else isulad["oci"]:
         add(e["id"], e["tags"], e.get("repoDigests", []))
+    for image in load("containerd")["cri"]:  # containerd 1.6's CRI ListImages on the containerd root
+        add(image["id"], image["repoTags"], image["repoDigests"])
     return view
 
 
@@ -80,6 +82,7 @@ def all_stores_config():
             f'[[backend]]\ntype = "containers-storage"\npath = "{f}/containers-storage"\n',
             f'[[backend]]\ntype = "docker"\npath = "{f}/docker/root"\n',
             f'[[backend]]\ntype = "isulad"\npath = "{f}/isulad/graph"\nembedded_manifests = "{f}/isulad/embedded"\n',
+            f'[[backend]]\ntype = "containerd"\npath = "{f}/containerd/root"\n',
         ]
     )
 
@@ -124,4 +127,4 @@ def test_cli_lists_every_image_once(workdir, expected):
     assert len(listed) == len(set(listed)) and set(listed) == set(expected)
     plugins = run_cli("plugins", "--config", cfg)
     assert plugins.returncode == 0
-    assert [line.split()[2] for line in plugins.stdout.splitlines()[1:]] == ["ok"] * 7
+    assert [line.split()[2] for line in plugins.stdout.splitlines()[1:]] == ["ok"] * 8

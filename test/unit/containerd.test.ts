@@ -9,10 +9,10 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symli
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { BackendContext, ImageRecord, Platform } from "../../src/backend/contract";
-import { BoltError, readMeta, readSnapshot, readVarint, readGoTime, fnv64a } from "../../src/backends/containerd/bbolt";
-import { openSync, closeSync } from "node:fs";
+import { BoltError, BoltSnapshot, readMeta, readSnapshot, readVarint, readGoTime, fnv64a } from "../../src/backends/containerd/bbolt";
+import { openSync, closeSync, fstatSync } from "node:fs";
 import containerd, { ContainerdStore, type ContainerdStoreOptions } from "../../src/backends/containerd/index";
-import { classifyName } from "../../src/backends/containerd/images";
+import { classifyName, platformEntries } from "../../src/backends/containerd/images";
 import { readImages } from "../../src/backends/containerd/metadata";
 import { StoreProblem } from "../../src/backends/common/files";
 import { goTime, imageRecord, resealMeta, varint, writeBolt, type Tree } from "./bolt-writer";
@@ -85,6 +85,45 @@ describe("agrees with containerd's CRI on a root containerd 1.6 wrote", () => {
     const indexSize = readFileSync(join(ROOT, "io.containerd.content.v1.content/blobs/sha256", index.slice(7))).length;
     expect(r.size).toBeGreaterThan(indexSize);
     expect(r.size).toBe(multi.size);
+  });
+
+  test("an index entry is chosen by containerd 1.6's matcher: 386 runs on amd64, amd64/v2 does not, no platform comes last", () => {
+    const M = "application/vnd.oci.image.manifest.v1+json";
+    const e = (architecture: string | undefined, variant?: string, os = "linux") => ({
+      mediaType: M,
+      platform: architecture === undefined ? undefined : { os, architecture, variant },
+      name: `${os}/${architecture}/${variant ?? ""}`,
+    });
+    const pick = (entries: ReturnType<typeof e>[], host: Platform) => platformEntries(entries, host).map((x) => x.name);
+    expect(pick([e("386"), e("arm64")], amd64)).toEqual(["linux/386/"]);
+    expect(pick([e("386"), e("amd64")], amd64)).toEqual(["linux/amd64/", "linux/386/"]);
+    expect(pick([e("amd64", "v2")], amd64)).toEqual([]); // 1.6 normalizes only v1 away
+    expect(pick([e("x86_64", "v1")], amd64)).toEqual(["linux/x86_64/v1"]);
+    expect(pick([e(undefined), e("amd64")], amd64)).toEqual(["linux/amd64/", "linux/undefined/"]);
+    expect(pick([e("unknown", undefined, "unknown"), e("amd64")], amd64)).toEqual(["linux/amd64/"]);
+    const arm64: Platform = { os: "linux", architecture: "arm64" };
+    expect(pick([e("arm", "v7"), e("arm64", "v8"), e("arm", "v5")], arm64)).toEqual(["linux/arm64/v8", "linux/arm/v7", "linux/arm/v5"]);
+    expect(pick([e("aarch64")], arm64)).toEqual(["linux/aarch64/"]);
+
+    // Through the store: an index holding only a 386 manifest is listed on amd64, as containerd lists it.
+    const root = tempDir();
+    const blobs = join(root, "io.containerd.content.v1.content/blobs/sha256");
+    mkdirSync(blobs, { recursive: true });
+    mkdirSync(join(root, "io.containerd.metadata.v1.bolt"));
+    const put = (data: string) => {
+      const hex = createHash("sha256").update(data).digest("hex");
+      writeFileSync(join(blobs, hex), data);
+      return { digest: `sha256:${hex}`, size: Buffer.byteLength(data) };
+    };
+    const config = put(JSON.stringify({ architecture: "386", os: "linux", config: { User: "old" }, rootfs: { type: "layers", diff_ids: [] } }));
+    const manifest = put(JSON.stringify({ schemaVersion: 2, mediaType: M, config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config }, layers: [] }));
+    const index = put(
+      JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [{ mediaType: M, ...manifest, platform: { os: "linux", architecture: "386" } }] }),
+    );
+    const images: Tree = new Map([["example.com/old/i386:1", imageRecord({ ...index, mediaType: "application/vnd.oci.image.index.v1+json" })]]);
+    writeFileSync(join(root, "io.containerd.metadata.v1.bolt/meta.db"), writeBolt(new Map([["v1", new Map([["k8s.io", new Map([["images", images]])]])]])).file);
+    const records = store({ root }).store.list();
+    expect(records.map((r) => [r.id, r.user, r.size])).toEqual([[config.digest, "old", index.size + manifest.size + config.size]]);
   });
 
   test("containerd's sha256:<id> names are not tags; name@digest names are repo digests", () => {
@@ -282,6 +321,53 @@ describe("bbolt reader on crafted files", () => {
     expect(() => readImages(outside.meta, "k8s.io")).toThrow(/outside its page/);
   });
 
+  test("a damaged overflow count in a large file is refused, not read into memory", () => {
+    const pages = 40_000; // 160 MiB, sparse
+    const { meta } = damaged((file, w) => {
+      const leaf = w.pages.find((p) => p.kind === "leaf" && p.bucket.endsWith("/images"))!;
+      file.writeUInt32LE(30_000, leaf.id * w.pageSize + 12); // overflow: 117 MiB more
+      for (const slot of [0, 1]) {
+        file.writeBigUInt64LE(BigInt(pages), slot * w.pageSize + 16 + 40); // the high-water mark
+        resealMeta(file, w.pageSize, slot);
+      }
+    });
+    truncateSync(meta, pages * 4096);
+    const rss = process.memoryUsage().rss;
+    expect(() => readImages(meta, "k8s.io")).toThrow(/spans 122884096 bytes with its overflow/);
+    expect(process.memoryUsage().rss - rss).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  test("pages shared between buckets are read at most a few times the file's pages, whatever the meta's high-water mark says", () => {
+    // Every image record's bucket header points at the images bucket's own root: each image would
+    // walk the whole images tree (N × pages reads). A high-water mark far past the file (checksum
+    // intact) must not lift the bound.
+    const c = craftedRoot(600, { perLeaf: 2 });
+    const file = readFileSync(c.meta);
+    const ps = c.written.pageSize;
+    const elements = (id: number) => {
+      const at = id * ps;
+      return Array.from({ length: file.readUInt16LE(at + 10) }, (_, i) => {
+        const e = at + 16 + i * 16;
+        const start = e + file.readUInt32LE(e + 4);
+        const ksize = file.readUInt32LE(e + 8);
+        return { flags: file.readUInt32LE(e), key: file.subarray(start, start + ksize).toString(), value: start + ksize };
+      });
+    };
+    const k8sLeaf = c.written.pages.find((p) => p.kind === "leaf" && p.bucket === "/v1/k8s.io")!;
+    const imagesRoot = file.readBigUInt64LE(elements(k8sLeaf.id).find((e) => e.key === "images")!.value);
+    for (const leaf of c.written.pages.filter((p) => p.kind === "leaf" && p.bucket === "/v1/k8s.io/images")) {
+      for (const e of elements(leaf.id)) if (e.flags === 1) file.writeBigUInt64LE(imagesRoot, e.value);
+    }
+    for (const slot of [0, 1]) {
+      file.writeBigUInt64LE(1n << 40n, slot * ps + 16 + 40);
+      resealMeta(file, ps, slot);
+    }
+    writeFileSync(c.meta, file);
+    const t0 = performance.now();
+    expect(() => readImages(c.meta, "k8s.io")).toThrow(/more page reads than the file has pages/);
+    expect(performance.now() - t0).toBeLessThan(500);
+  });
+
   test("not a bbolt file; an unknown format version; both meta pages bad; one bad meta falls back to the other", () => {
     const text = damaged(() => Buffer.from("this is not a database\n".repeat(500)));
     expect(() => readImages(text.meta, "k8s.io")).toThrow(/no bbolt meta page/);
@@ -372,6 +458,24 @@ describe("bbolt reader on crafted files", () => {
     expect(attempt).toBe(2);
   });
 
+  test("a file that grew after its size was taken (a commit between the stat and the meta read) is read whole", () => {
+    // bbolt grows meta.db and writes the new pages before the meta page naming them: a size taken
+    // before that meta was read is short of its pages, and the file is not truncated for it.
+    const { meta, ids } = craftedRoot(40, { perLeaf: 3 });
+    const fd = openSync(meta, "r");
+    try {
+      const m = readMeta(fd, fstatSync(fd).size);
+      const stale = new BoltSnapshot(fd, 2 * m.pageSize, m);
+      const images = stale.root().bucket("v1")!.bucket("k8s.io")!.bucket("images")!;
+      expect(images.entries().size).toBe(ids.length);
+    } finally {
+      closeSync(fd);
+    }
+    // A file that really is short stays an error.
+    truncateSync(meta, 3 * 4096);
+    expect(() => readImages(meta, "k8s.io")).toThrow(/past the end of the file/);
+  });
+
   test("the crafted writer agrees with containerd's real file on what a reader sees", () => {
     // The fixture's meta.db, written by bbolt itself, reads without a problem.
     const snap = readImages(join(ROOT, "io.containerd.metadata.v1.bolt/meta.db"), "k8s.io");
@@ -440,6 +544,66 @@ describe("changes", () => {
     expect(() => s.list()).toThrow(/meta\.db cannot be read/);
     writeFileSync(meta, bytes);
     expect(s.list().map((r) => r.id).sort()).toEqual(good.map((r) => r.id).sort());
+  });
+  test("a meta.db replaced by another with the same txid (a restored or copied file) is read again", () => {
+    const big = craftedRoot(5);
+    const small = craftedRoot(3); // the same blobs for its three images (the writer is deterministic)
+    const { store: s } = store({ root: big.root });
+    expect(s.list()).toHaveLength(5);
+    const fd = openSync(small.meta, "r");
+    const smallTxid = readMeta(fd, fstatSync(fd).size).txid;
+    closeSync(fd);
+    const fd2 = openSync(big.meta, "r");
+    expect(readMeta(fd2, fstatSync(fd2).size).txid).toBe(smallTxid);
+    closeSync(fd2);
+    renameSync(small.meta, big.meta);
+    expect(s.list().map((r) => r.id).sort()).toEqual(small.ids.slice().sort());
+  });
+});
+
+describe("a meta.db that is written all the time", () => {
+  test("a change is visible within a second while writes come faster than the registry's debounce", async () => {
+    // containerd commits for leases, containers and content as well as images: on a busy node meta.db
+    // is written every few ms. Each write is an inotify event; the registry's debounce (50 ms) restarts
+    // on every notification, so notifications must not come faster than it or it never fires.
+    const { BackendRegistry } = await import("../../src/registry/registry");
+    const big = craftedRoot(4);
+    const small = craftedRoot(3); // the same blobs for its three images
+    const smallFile = readFileSync(small.meta);
+    const bigFile = readFileSync(big.meta);
+    writeFileSync(big.meta, smallFile);
+    const { store: s, log } = store({ root: big.root });
+    let lists = 0;
+    const list = s.list.bind(s);
+    s.list = () => (lists++, list());
+    const registry = new BackendRegistry([{ name: "ctd", type: "containerd", backend: s as never, timeoutMs: 5000 }], { log });
+    await registry.loadAll();
+    registry.startWatching();
+    const listsBefore = lists;
+    const started = performance.now();
+    const newest = big.ids.find((id) => !small.ids.includes(id))!;
+    expect(registry.view.images.some((i) => i.id === newest)).toBe(false);
+    let file = smallFile;
+    let writes = 0;
+    const writer = setInterval(() => {
+      writeFileSync(big.meta, file); // in place, as bbolt writes
+      writes++;
+    }, 5);
+    try {
+      await Bun.sleep(300);
+      file = bigFile;
+      const t0 = performance.now();
+      while (!registry.view.images.some((i) => i.id === newest) && performance.now() - t0 < 2000) await Bun.sleep(10);
+      const visibleMs = performance.now() - t0;
+      expect(writes).toBeGreaterThan(50);
+      expect(visibleMs).toBeLessThan(1000);
+      // And not a read per write: about one per 200 ms while the writes go on.
+      await Bun.sleep(400);
+      expect(lists - listsBefore).toBeLessThanOrEqual(Math.ceil((performance.now() - started) / 200) + 2);
+    } finally {
+      clearInterval(writer);
+      await registry.close();
+    }
   });
 });
 

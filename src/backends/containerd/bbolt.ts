@@ -50,6 +50,14 @@ const MIN_PAGE_SIZE = 1024;
 const MAX_PAGE_SIZE = 16 * 1024 * 1024;
 /** B+tree depth: a real tree of 2^64 keys is far shallower than this. */
 const MAX_DEPTH = 64;
+/**
+ * The most one page with its overflow may span. bbolt itself allows values up
+ * to 2 GiB, but nothing this reader walks comes near: containerd's records
+ * are small (labels.Validate caps a label at 4 KiB, key and value together).
+ * Without a bound, one damaged overflow count in a large meta.db would have
+ * the reader allocate as much as the file holds.
+ */
+const MAX_PAGE_RUN = 64 * 1024 * 1024;
 /** Snapshot attempts before giving up on a file that keeps changing (the caller keeps its last good answer). */
 const DEFAULT_ATTEMPTS = 5;
 /** Page reads between looks at the meta pages during one snapshot read (two 80-byte reads each). */
@@ -213,10 +221,24 @@ export class BoltSnapshot {
 
   constructor(
     private readonly fd: number,
-    private readonly fileSize: number,
+    private fileSize: number,
     readonly meta: BoltMeta,
   ) {
-    this.budget = 4 * meta.highWater + 64;
+    // Of the file's pages, not the meta's high-water mark alone: a damaged mark (checksum intact) past
+    // the file would lift the bound on shared pages to nothing.
+    this.budget = 4 * Math.min(meta.highWater, Math.floor(fileSize / meta.pageSize)) + 64;
+  }
+
+  /**
+   * Whether `end` is inside the file. The size is looked at again before saying
+   * no: bbolt grows the file and writes the new pages before the meta page
+   * that names them, so a size taken before the meta was read can be short
+   * of a commit that landed in between, without anything being wrong.
+   */
+  private inFile(end: number): boolean {
+    if (end <= this.fileSize) return true;
+    this.fileSize = fstatSync(this.fd).size;
+    return end <= this.fileSize;
   }
 
   /** The root bucket (the one that holds the top-level buckets). */
@@ -238,7 +260,7 @@ export class BoltSnapshot {
     if (visited.has(id)) throw new BoltError("corrupt", `${what()}: page ${id} is reached twice (a page loop)`);
     visited.add(id);
     const position = id * pageSize;
-    if (position + pageSize > this.fileSize) throw new BoltError("corrupt", `${what()}: page ${id} is past the end of the file (truncated?)`);
+    if (!this.inFile(position + pageSize)) throw new BoltError("corrupt", `${what()}: page ${id} is past the end of the file (truncated?)`);
     // One read per page: reading 16 pages at once was three times slower on a root of 10,000 images
     // (the records of one import do not lie together), measured.
     let buf = preadExact(this.fd, pageSize, position);
@@ -249,7 +271,8 @@ export class BoltSnapshot {
     if (overflow > 0) {
       if (id + overflow >= highWater) throw new BoltError("corrupt", `${what()}: page ${id} overflows past the high-water mark`);
       const total = (1 + overflow) * pageSize;
-      if (position + total > this.fileSize) throw new BoltError("corrupt", `${what()}: page ${id} overflows past the end of the file`);
+      if (total > MAX_PAGE_RUN) throw new BoltError("corrupt", `${what()}: page ${id} spans ${total} bytes with its overflow (at most ${MAX_PAGE_RUN} are read)`);
+      if (!this.inFile(position + total)) throw new BoltError("corrupt", `${what()}: page ${id} overflows past the end of the file`);
       for (let i = 1; i <= overflow; i++) {
         if (visited.has(id + i)) throw new BoltError("corrupt", `${what()}: page ${id + i} is reached twice (a page loop)`);
         visited.add(id + i);
@@ -361,9 +384,9 @@ export function readSnapshot<T>(path: string, read: (root: BoltBucket, snap: Bol
   const fd = openSync(path, "r");
   try {
     for (let attempt = 0; attempt < attempts; attempt++) {
-      const size = fstatSync(fd).size;
-      const meta = readMeta(fd, size);
-      const snap = new BoltSnapshot(fd, size, meta);
+      const meta = readMeta(fd, fstatSync(fd).size);
+      // The size after the meta: the file holds every page of that commit by then (see inFile).
+      const snap = new BoltSnapshot(fd, fstatSync(fd).size, meta);
       let value: T;
       try {
         value = read(snap.root(), snap);

@@ -6,8 +6,8 @@
 // - One CRI image per config digest: every name whose target resolves to the
 //   same config is one image (store/image/image.go `add` merges references).
 // - A target that is an index is followed to the host platform's manifest
-//   (images.Config with the CRI's platform matcher); attestation entries are
-//   never picked. No match, a manifest or config blob that is not there, or a
+//   with containerd 1.6's own matcher (platformEntries below), not the OCI
+//   layout's: attestation entries (unknown/unknown) never match. No match, a manifest or config blob that is not there, or a
 //   media type that is not an image: containerd cannot load the image and
 //   leaves it out (its getImage fails); so do we, with a log line.
 // - ID = the config digest.
@@ -36,7 +36,7 @@ import { isDigest, isImageId } from "../../model/digest";
 import { formatReference, parseNormalizedNamed, quote } from "../../model/reference";
 import { ProblemLog, ScanPaths, StoreProblem } from "../common/files";
 import { configFacts } from "../common/oci-config";
-import { MAX_INDEX_DEPTH, blobPath, isIndexType, isManifestType, parseIndex, parseManifest, pickPlatform, readJsonBlob } from "../oci-layout/layout";
+import { MAX_INDEX_DEPTH, blobPath, isIndexType, isManifestType, parseIndex, parseManifest, readJsonBlob } from "../oci-layout/layout";
 import { readGoTime } from "./bbolt";
 import { ContentReader } from "./content";
 import type { ImageEntry } from "./metadata";
@@ -81,6 +81,76 @@ export function classifyName(name: string): { tag?: string; digest?: string } {
   if (ref.digest !== undefined) return { digest: formatReference({ repository: ref.repository, digest: ref.digest }) };
   if (ref.tag !== undefined) return { tag: formatReference({ repository: ref.repository, tag: ref.tag }) };
   return {};
+}
+
+/** containerd platforms.Normalize (1.6 platforms/database.go): GOOS/GOARCH spellings, default variants. */
+export function normalizePlatform(p: Platform): Platform {
+  const os = p.os.toLowerCase();
+  let architecture = p.architecture.toLowerCase();
+  let variant = p.variant?.toLowerCase() || undefined;
+  switch (architecture) {
+    case "i386":
+      architecture = "386";
+      variant = undefined;
+      break;
+    case "x86_64":
+    case "x86-64":
+    case "amd64":
+      architecture = "amd64";
+      if (variant === "v1") variant = undefined;
+      break;
+    case "aarch64":
+    case "arm64":
+      architecture = "arm64";
+      if (variant === "8" || variant === "v8") variant = undefined;
+      break;
+    case "armhf":
+      architecture = "arm";
+      variant = "v7";
+      break;
+    case "armel":
+      architecture = "arm";
+      variant = "v6";
+      break;
+    case "arm":
+      if (variant === undefined) variant = "v7";
+      else if (/^[5-8]$/.test(variant)) variant = `v${variant}`;
+      break;
+  }
+  return { os, architecture, variant };
+}
+
+/** containerd platforms.Only's vector (1.6 platforms/compare.go platformVector): what a host runs, best first. */
+function platformVector(p: Platform): Platform[] {
+  const out = [p];
+  if (p.architecture === "amd64") out.push({ ...p, architecture: "386" });
+  else if (p.architecture === "arm") {
+    const v = Number(p.variant?.replace(/^v/, ""));
+    for (let n = v - 1; Number.isInteger(v) && n >= 5; n--) out.push({ ...p, variant: `v${n}` });
+  } else if (p.architecture === "arm64") out.push(...platformVector({ ...p, architecture: "arm", variant: p.variant ?? "v8" }));
+  return out;
+}
+
+/**
+ * The entries of an index containerd 1.6's CRI would take on `host`, best
+ * first (images.Manifest and LimitManifests with platforms.Only(host)): an
+ * entry whose normalized platform is in the host's vector (amd64 also runs
+ * 386; arm64 also arm v8 to v5), ordered by that vector; an entry with no
+ * platform is kept, after all of those (containerd then checks its config).
+ */
+export function platformEntries<D extends { mediaType?: string; platform?: Platform }>(manifests: readonly D[], host: Platform): D[] {
+  const vector = platformVector(normalizePlatform(host));
+  const rank = (d: D): number => {
+    if (d.platform === undefined) return vector.length;
+    const n = normalizePlatform(d.platform);
+    return vector.findIndex((v) => v.os === n.os && v.architecture === n.architecture && v.variant === n.variant);
+  };
+  return manifests
+    .filter((d) => isManifestType(d.mediaType ?? "") || isIndexType(d.mediaType ?? ""))
+    .map((d) => ({ d, r: rank(d) }))
+    .filter((x) => x.r >= 0)
+    .sort((a, b) => a.r - b.r) // stable: the index's order among equals, as sort.SliceStable
+    .map((x) => x.d);
 }
 
 export interface ImageSource {
@@ -210,10 +280,18 @@ export class ContainerdImages {
     if (isIndexType(mediaType)) {
       if (depth >= MAX_INDEX_DEPTH) throw new StoreProblem(`indexes nested deeper than ${MAX_INDEX_DEPTH}`, blobPath(this.src.contentRoot, digest));
       const index = this.remember(digest, "index", () => parseIndex(this.content.json(digest).value, blobPath(this.src.contentRoot, digest)).index);
-      const child = pickPlatform(index.manifests, this.src.platform);
-      if (!child) return `index ${digest} has no manifest for ${this.src.platform.os}/${this.src.platform.architecture}`;
-      const inner = this.resolve(child.digest, child.mediaType ?? "", child.size, child.platform, depth + 1);
-      return typeof inner === "string" ? inner : { ...inner, size: size + inner.size };
+      for (const child of platformEntries(index.manifests, this.src.platform)) {
+        const inner = this.resolve(child.digest, child.mediaType ?? "", child.size, child.platform, depth + 1);
+        if (typeof inner === "string") return inner;
+        // An entry without a platform is the host's only if its config says so (images.Manifest reads it).
+        if (child.platform === undefined && isManifestType(child.mediaType ?? "")) {
+          const p = this.config(inner.configDigest).platform;
+          if (p === undefined || platformEntries([{ mediaType: child.mediaType, platform: p }], this.src.platform).length === 0) continue;
+        }
+        return { ...inner, size: size + inner.size };
+      }
+      const host = this.src.platform;
+      return `index ${digest} has no manifest for ${host.os}/${host.architecture}${host.variant ? `/${host.variant}` : ""}`;
     }
     return `target media type ${quote(mediaType)} is not an image manifest or index`;
   }

@@ -20,7 +20,7 @@ import { quote } from "../../model/reference";
 import { ProblemLog, StoreProblem, directoryUsage, statKey, watchDirectories } from "../common/files";
 import { BoltError } from "./bbolt";
 import { ContainerdImages } from "./images";
-import { KNOWN_DB_VERSION, SchemaError, readImages } from "./metadata";
+import { KNOWN_DB_VERSION, SchemaError, readImages, type MetadataSnapshot } from "./metadata";
 
 export const DEFAULT_NAMESPACE = "k8s.io";
 export const METADATA_DIR = "io.containerd.metadata.v1.bolt";
@@ -34,8 +34,26 @@ const MAX_NAMESPACE = 76;
  * second the service promises. A stat costs microseconds.
  */
 const POLL_MS = 250;
-/** A snapshot that kept changing is tried again after this (the last good answer is served meanwhile). */
+/**
+ * At most one change notification per this while meta.db keeps being written.
+ * containerd commits for leases, containers, snapshots and content as well as
+ * images, so on a busy node meta.db is written every few milliseconds, each
+ * write an inotify event. The registry's debounce restarts on every
+ * notification: passed straight on, a steady stream of them never let it
+ * fire, and no change was seen until the writes paused (tested). Spaced
+ * further apart than the debounce, each one ends in a read, and a change is
+ * seen within this + the debounce + one read (about 0.4 s at 10,000 images).
+ */
+const NOTIFY_MS = 200;
+/**
+ * A snapshot that kept changing is tried again after this (the last good
+ * answer is served meanwhile), doubled after each retry that also found it
+ * changing, up to MAX_RETRY_MS: a store committing faster than it can be read
+ * would otherwise be read (and given up on) five times every 100 ms for as
+ * long as it is busy, a core spent on answers that are never used.
+ */
 const RETRY_MS = 100;
+const MAX_RETRY_MS = 1600;
 const NO_IMAGES: readonly ImageRecord[] = Object.freeze([]);
 
 export interface ContainerdStoreOptions {
@@ -77,10 +95,17 @@ export class ContainerdStore {
   private cached?: { key: string; records: readonly ImageRecord[] };
   /** The last answer, complete or not: served while a snapshot cannot be had, and for status(). */
   private records: readonly ImageRecord[] = NO_IMAGES;
-  /** The commit and content-store stat the last answer was made from. */
-  private lastRead?: { txid: bigint; contentKey: string };
+  /**
+   * The commit and content-store stat the last answer was made from. A commit
+   * is its txid and meta checksum: a txid alone is shared by another file put
+   * in place (a restored backup, a copied root), whose meta differs in root,
+   * high-water mark or freelist.
+   */
+  private lastRead?: { commit: string; contentKey: string };
   private onChange?: () => void;
   private retryTimer?: ReturnType<typeof setTimeout>;
+  /** The wait before the next retry of a snapshot that kept changing (see RETRY_MS). */
+  private retryMs = RETRY_MS;
 
   constructor(
     readonly opts: ContainerdStoreOptions,
@@ -129,7 +154,7 @@ export class ContainerdStore {
     }
     let snapshot;
     try {
-      snapshot = readImages(this.metaPath, this.opts.namespace);
+      snapshot = this.readMetadata();
     } catch (e) {
       if (e instanceof BoltError && e.kind === "changing") {
         // Busy, not broken: keep the last whole answer and look again shortly. Before the
@@ -143,6 +168,7 @@ export class ContainerdStore {
       if (code !== undefined) throw new StoreProblem(`cannot read: ${code}`, this.metaPath);
       throw e;
     }
+    this.retryMs = RETRY_MS;
     if (snapshot.dbVersion !== undefined && snapshot.dbVersion > KNOWN_DB_VERSION) {
       this.problems.report(`metadata schema v1.${snapshot.dbVersion} is newer than v1.${KNOWN_DB_VERSION}; read as v1 (its revisions only add)`, this.metaPath);
     }
@@ -155,17 +181,23 @@ export class ContainerdStore {
         : `namespace ${this.opts.namespace} does not exist in ${this.root} (yet); it has ${snapshot.namespaces.length === 0 ? "none" : snapshot.namespaces.join(", ")}`,
     );
     // meta.db rewritten without a new commit (bbolt touches its file in place) and the same content: same answer.
-    if (this.lastRead?.txid === snapshot.meta.txid && this.lastRead.contentKey === contentKey) {
+    const commit = `${snapshot.meta.txid}:${snapshot.meta.checksum}`;
+    if (this.lastRead?.commit === commit && this.lastRead.contentKey === contentKey) {
       this.cached = { key, records: this.records };
       return this.records;
     }
     const records = this.images.images(snapshot.images, this.lastRead?.contentKey !== contentKey);
-    this.lastRead = { txid: snapshot.meta.txid, contentKey };
+    this.lastRead = { commit, contentKey };
     this.records = records;
     // Kept even when an image was skipped for missing content: content arrives as a new file
     // in blobs/sha256 (containerd renames it in from its ingest directory), which changes the key.
     this.cached = { key, records };
     return records;
+  }
+
+  /** One consistent read of the namespace's image records (a method so that tests can make meta.db busy). */
+  protected readMetadata(): MetadataSnapshot {
+    return readImages(this.metaPath, this.opts.namespace);
   }
 
   /** A listed image with its whole config, read again (records carry none). */
@@ -192,10 +224,23 @@ export class ContainerdStore {
    * only when meta.db has a new commit or the content changed.
    */
   watch(onChange: () => void): () => void {
-    this.onChange = onChange;
+    // Leading and trailing: the first notification of a quiet store goes out at once, the
+    // ones that follow within NOTIFY_MS become one at its end.
+    let lastSent = 0;
+    let due: ReturnType<typeof setTimeout> | undefined;
+    const notify = () => {
+      if (due) return;
+      due = setTimeout(() => {
+        due = undefined;
+        lastSent = Date.now();
+        onChange();
+      }, Math.max(0, lastSent + NOTIFY_MS - Date.now()));
+      due.unref?.();
+    };
+    this.onChange = notify;
     const stopWatching = watchDirectories(
       [join(this.opts.root, METADATA_DIR), join(this.contentRoot, "blobs"), join(this.contentRoot, "blobs", "sha256")],
-      onChange,
+      notify,
       this.problems,
     );
     let last = this.pollKey();
@@ -203,12 +248,13 @@ export class ContainerdStore {
       const now = this.pollKey();
       if (now !== last) {
         last = now;
-        onChange();
+        notify();
       }
     }, POLL_MS);
     timer.unref?.();
     return () => {
       clearInterval(timer);
+      if (due) clearTimeout(due);
       if (this.retryTimer) clearTimeout(this.retryTimer);
       this.onChange = undefined;
       stopWatching();
@@ -226,10 +272,12 @@ export class ContainerdStore {
 
   private scheduleRetry(): void {
     if (this.retryTimer || !this.onChange) return;
+    const wait = this.retryMs;
+    this.retryMs = Math.min(wait * 2, MAX_RETRY_MS);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.onChange?.();
-    }, RETRY_MS);
+    }, wait);
     this.retryTimer.unref?.();
   }
 }
