@@ -39,6 +39,9 @@ export interface RegisteredBackend {
   key?: string;
 }
 
+/** A store that keeps notifying is still listed at least this often: changes stay visible within a second. */
+export const MAX_DEBOUNCE_WAIT_MS = 500;
+
 class TimeoutError extends Error {
   constructor(ms: number) {
     super(`timed out after ${ms} ms`);
@@ -100,6 +103,8 @@ export interface RegistryOptions {
   pollIntervalMs?: number;
   /** Coalesces bursts of watch notifications, in ms. */
   debounceMs?: number;
+  /** The longest a refresh is put off by notifications that keep coming (default MAX_DEBOUNCE_WAIT_MS). */
+  maxDebounceWaitMs?: number;
   /** Re-measures the stores' disk usage (ImageFsInfo) this often, in ms. */
   fsIntervalMs?: number;
   /** pinned_images. */
@@ -124,7 +129,8 @@ export class BackendRegistry {
   private fsTimer?: ReturnType<typeof setInterval>;
   private filesystems?: FilesystemUsage[];
   private fsMeasuring?: Promise<void>;
-  private readonly debounceTimers = new Map<Slot, ReturnType<typeof setTimeout>>();
+  /** A refresh waiting for a backend's notifications to pause, and since when one has been waiting. */
+  private readonly debounceTimers = new Map<Slot, { timer: ReturnType<typeof setTimeout>; since: number }>();
   /** Removals run one at a time (the tail of the queue). */
   private removals: Promise<unknown> = Promise.resolve();
   /** The backend of a remove() hook abandoned at its timeout and still running: removals are refused until it ends. */
@@ -386,7 +392,7 @@ export class BackendRegistry {
   async close(): Promise<void> {
     if (this.pollTimer) clearInterval(this.pollTimer);
     if (this.fsTimer) clearInterval(this.fsTimer);
-    for (const t of this.debounceTimers.values()) clearTimeout(t);
+    for (const t of this.debounceTimers.values()) clearTimeout(t.timer);
     for (const slot of this.slots) {
       try {
         slot.stopWatch?.();
@@ -397,16 +403,22 @@ export class BackendRegistry {
     }
   }
 
+  /**
+   * Notifications are debounced (a change is often several writes), but a
+   * store written without a pause (a busy containerd's meta.db) must still be
+   * read: a pending refresh is put off at most MAX_DEBOUNCE_WAIT_MS in all.
+   */
   private scheduleRefresh(slot: Slot): void {
-    const existing = this.debounceTimers.get(slot);
-    if (existing) clearTimeout(existing);
-    this.debounceTimers.set(
-      slot,
-      setTimeout(() => {
-        this.debounceTimers.delete(slot);
-        void this.refreshSlot(slot);
-      }, this.options.debounceMs ?? 50),
-    );
+    const now = Date.now();
+    const pending = this.debounceTimers.get(slot);
+    if (pending) clearTimeout(pending.timer);
+    const since = pending?.since ?? now;
+    const wait = Math.max(0, Math.min(this.options.debounceMs ?? 50, since + (this.options.maxDebounceWaitMs ?? MAX_DEBOUNCE_WAIT_MS) - now));
+    const timer = setTimeout(() => {
+      this.debounceTimers.delete(slot);
+      void this.refreshSlot(slot);
+    }, wait);
+    this.debounceTimers.set(slot, { timer, since });
   }
 
   /**

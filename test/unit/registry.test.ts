@@ -131,6 +131,26 @@ describe("isolation", () => {
     expect(b.calls()).toBe(2); // two notifications within the debounce window: one re-list
     await registry.close();
   });
+
+  test("notifications that never pause still re-list within the longest wait", async () => {
+    let notify = () => {};
+    const b = scripted(() => []);
+    const backend: Backend = { ...b.backend, watch: (onChange) => ((notify = onChange), () => {}) };
+    const registry = new BackendRegistry([{ name: "w", type: "test", backend, timeoutMs: 100 }], {
+      log: memoryLogger(),
+      debounceMs: 20,
+      maxDebounceWaitMs: 60,
+    });
+    await registry.loadAll();
+    registry.startWatching();
+    b.set(() => [record({ id: id("6"), repoTags: ["busy:1"] })]);
+    // A notification every 5 ms, each inside the 20 ms debounce: a pure debounce would never fire.
+    const storm = setInterval(() => notify(), 5);
+    await Bun.sleep(200);
+    clearInterval(storm);
+    expect(registry.view.resolve("busy:1")?.id).toBe(id("6"));
+    await registry.close();
+  });
 });
 
 describe("status() under the timeout", () => {
