@@ -2,8 +2,6 @@
 // decides how connections reach them; this file decides what they answer.
 import type { CompatServiceDefinition } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
-import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
-import { SERVED_PROTOSET } from "../gen/protoset";
 import { DiagnosticsDefinition } from "../gen/imagelet-v1-services";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import { ImageServiceDefinition as V1alpha2ImageServiceDefinition } from "../gen/runtime-v1alpha2-services";
@@ -12,6 +10,7 @@ import type { RefusedPlugin } from "../plugins/load";
 import type { ServedRegistry } from "../registry/served";
 import { withMalformedRequests } from "./errors";
 import { createImageService } from "./image-service";
+import { LazyServerReflectionService, lazyServerReflection } from "./reflection";
 
 export interface ServedService {
   definition: CompatServiceDefinition;
@@ -55,6 +54,10 @@ export function servedServices(registry: ServedRegistry, log: Logger, refusedPlu
     // Reflection describes the services whose protos are in proto/ (the health
     // package ships no descriptor; health clients such as grpc_health_probe need none).
     { definition: DiagnosticsDefinition, implementation: diagnostics(registry, refusedPlugins) },
-    { definition: ServerReflectionService, implementation: ServerReflection(SERVED_PROTOSET, [...IMAGE_SERVICES, "imagelet.v1.Diagnostics"]) },
+    // Loaded on its first call (see reflection.ts), with the descriptors.
+    {
+      definition: LazyServerReflectionService,
+      implementation: lazyServerReflection(() => (require("../gen/protoset") as typeof import("../gen/protoset")).SERVED_PROTOSET, [...IMAGE_SERVICES, "imagelet.v1.Diagnostics"]),
+    },
   ];
 }
