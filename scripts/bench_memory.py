@@ -111,14 +111,15 @@ def staged(pid, pb, pbg, sock, n, settle_s=SETTLE_S, with_maps=False):
     return out
 
 
-def imagelet_memory(binary, work, layout, n, pb, pbg, settle_s=SETTLE_S, with_maps=False, env=None, name="imagelet"):
-    """Starts imagelet on `layout`; returns (stages, start → first full ListImages ms)."""
+def imagelet_memory(binary, work, layout, n, pb, pbg, settle_s=SETTLE_S, with_maps=False, env=None, name="imagelet", backend=None):
+    """Starts imagelet on `layout` (or the [[backend]] table `backend`); returns (stages, start → first full ListImages ms)."""
     from bench_common import wait_for_list
 
     sock = os.path.join(work, f"{name}-mem.sock")
     cfg = os.path.join(work, f"{name}-mem.toml")
+    backend = backend or f'type = "oci-layout"\npath = "{layout}"\n'
     with open(cfg, "w") as f:
-        f.write(f'socket = "{sock}"\nlog_level = "warn"\n[[backend]]\ntype = "oci-layout"\npath = "{layout}"\n')
+        f.write(f'socket = "{sock}"\nlog_level = "warn"\n[[backend]]\n{backend}')
     log_path = os.path.join(work, f"{name}-mem.log")
     with open(log_path, "w") as log:
         start = time.perf_counter()
@@ -131,7 +132,7 @@ def imagelet_memory(binary, work, layout, n, pb, pbg, settle_s=SETTLE_S, with_ma
                 raise SystemExit(open(log_path).read()[-4000:])
             time.sleep(0.001)
         first_scan = memory(proc.pid)
-        ch, _, _ = wait_for_list(pb, pbg, sock, proc, log_path, start, want=n)
+        ch, _, _ = wait_for_list(pb, pbg, sock, proc, log_path, start, want=n, limit_s=300)
         first_ms = (time.perf_counter() - start) * 1000
         ch.close()
         first = memory(proc.pid)
@@ -173,6 +174,21 @@ def containerd_memory(work, layout, n, pb, pbg, settle_s=SETTLE_S, with_maps=Fal
         ctd.stop()
 
 
+def backend_memory(binary, work, kind, n, pb, pbg, settle_s=SETTLE_S, env=None):
+    """imagelet serving N images from one backend of `kind` (scripts/bench_stores.py): figures in MiB after the call sequence."""
+    from bench_stores import WRITERS
+
+    store = os.path.join(work, f"store-{kind}-{n}")
+    backend = WRITERS[kind](store, n)
+    try:
+        out, first_ms = imagelet_memory(binary, work, None, n, pb, pbg, settle_s, env=env, name=f"be-{kind}", backend=backend)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+    steady, after = mib(out["stages"]["steady"]), mib(out["stages"]["after calls"])
+    return {"rss_mib": steady["rss_mib"], "peak_mib": steady["peak_mib"], "anon_mib": steady["anon_mib"],
+            "file_mib": steady["file_mib"], "after_calls_mib": after["rss_mib"], "first_ms": first_ms}
+
+
 def print_report(label, out, first_ms):
     print(f"== {label}: start → first full ListImages {first_ms:.0f} ms")
     print(f"   {'stage':24} {'RSS':>7} {'peak':>7} {'anon':>7} {'file':>7}  (MiB)")
@@ -195,6 +211,7 @@ def main():
     ap.add_argument("--smaps", action="store_true", help="also list the mappings that hold the steady pages")
     ap.add_argument("--settle", type=float, default=SETTLE_S)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--backends", help="comma-separated backend kinds (oci-layout, archives, containers-storage, docker, isulad): one line each per N, imagelet only")
     args = ap.parse_args()
     binaries = args.binary or [os.path.join(cri_stubs.ROOT, "dist", "imagelet")]
     env = dict(kv.split("=", 1) for kv in args.env) or None
@@ -202,6 +219,14 @@ def main():
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     work = tempfile.mkdtemp(prefix="imagelet-mem-", dir=base)
     try:
+        if args.backends:
+            for n in [int(s) for s in args.sizes.split(",")]:
+                for kind in args.backends.split(","):
+                    for b in binaries:
+                        r = backend_memory(b, work, kind, n, pb, pbg, args.settle, env)
+                        print(f"{kind:20} {n:>7,} {os.path.basename(b):12} steady {r['rss_mib']:6.1f}  peak {r['peak_mib']:6.1f}  "
+                              f"anon {r['anon_mib']:6.1f}  file {r['file_mib']:6.1f}  first {r['first_ms']:6.0f} ms", flush=True)
+            return
         for n in [int(s) for s in args.sizes.split(",")]:
             layout = os.path.join(work, f"layout-{n}")
             write_layout(layout, n)
