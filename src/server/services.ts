@@ -41,8 +41,41 @@ function diagnostics(registry: ServedRegistry, refusedPlugins: () => readonly Re
   };
 }
 
+/**
+ * A full collection a moment after each new view, the first scan's included.
+ * A scan leaves its garbage (every blob read and parsed, index.json's text)
+ * in a heap that JavaScriptCore would otherwise collect only when later calls
+ * grow it, and the steady RSS kept it (10,000 images: about 10 MiB; see
+ * docs/performance.md). At most one per COLLECT_AFTER_VIEW_MS however often
+ * the stores change; never while nothing changes, so idle costs nothing.
+ */
+const COLLECT_AFTER_VIEW_MS = 3000;
+
+function collectAfterViewChanges(served: ServedRegistry): void {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const schedule = () => {
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      Bun.gc(true);
+    }, COLLECT_AFTER_VIEW_MS).unref();
+  };
+  // A reload swaps the registry whole (and tells health listeners): follow the new one.
+  let followed: ServedRegistry["registry"] | undefined;
+  let unsubscribe = () => {};
+  const follow = () => {
+    if (served.registry === followed) return;
+    unsubscribe();
+    followed = served.registry;
+    unsubscribe = followed.onViewChange(schedule);
+    schedule();
+  };
+  follow();
+  served.onHealthChange(follow);
+}
+
 export function servedServices(registry: ServedRegistry, log: Logger, refusedPlugins: () => readonly RefusedPlugin[] = () => []): ServedService[] {
   const imageService = createImageService(registry, log);
+  collectAfterViewChanges(registry);
   return [
     { definition: withMalformedRequests(ImageServiceDefinition), implementation: imageService },
     // runtime.v1alpha2's image messages carry the same fields under the same
