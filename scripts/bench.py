@@ -11,7 +11,13 @@ h2load requests over their unix sockets and measures, per server:
     streams), StreamImages time to the last batch;
   - a store change → visible to ImageStatus (imagelet: index.json replaced;
     containerd: `ctr images tag`);
-  - CPU used during an idle window, RSS peak (VmHWM) and steady (VmRSS after it).
+  - CPU used during an idle window, RSS peak (VmHWM) and steady (VmRSS after it);
+  - memory as an edge user sees it (issue 17): RSS, peak, anonymous and
+    file-backed pages 10 s after the same short call sequence (crictl images,
+    imagefsinfo, 800 ImageStatus, 20 ListImages; scripts/bench_memory.py),
+    given to both servers right after their cold start.
+imagelet's RSS per backend kind (oci-layout, archives, containers-storage,
+docker, isulad) on the same N images is measured at 1,000 and 10,000.
 imagelet's other scanning backends (containers/storage, archive directory,
 and the containerd backend on the root containerd imported into, read while
 containerd runs) get their own cold-scan and change figures. Every answer is checked once with
@@ -40,7 +46,8 @@ import grpc  # noqa: E402
 from bench_common import channel as grpc_channel, cpu_seconds, grpc_body, h2load, pct, proc_status_kib, wait_for_list  # noqa: E402
 from bench_containerd import Containerd, version as containerd_version  # noqa: E402
 from bench_containerd_backend import bench_containerd_root  # noqa: E402
-from bench_report import MARKER, markdown, svg_plot  # noqa: E402
+from bench_memory import SETTLE_S as SEQUENCE_SETTLE_S, backend_memory, call_sequence, memory, mib  # noqa: E402
+from bench_report import MARKER, markdown, svg_plot, svg_rss_plot  # noqa: E402
 from synthetic import write_layout  # noqa: E402
 
 ROOT = cri_stubs.ROOT
@@ -225,6 +232,32 @@ def idle_window(servers, seconds, settle_s):
     return out
 
 
+BACKEND_KINDS = ("oci-layout", "archives", "containers-storage", "docker", "isulad")
+BACKEND_SIZES = (1000, 10_000)
+
+
+def per_backend(n, work, quick, pb, pbg):
+    """imagelet's memory with each built-in backend kind serving the same N images, after the same calls."""
+    out = {}
+    for kind in BACKEND_KINDS:
+        out[kind] = backend_memory(BIN, work, kind, n, pb, pbg, settle_s=2 if quick else SEQUENCE_SETTLE_S)
+        r = out[kind]
+        print(f"[{n:,}] backend {kind}: RSS {r['rss_mib']:.0f} MiB, peak {r['peak_mib']:.0f}, anonymous {r['anon_mib']:.0f}", flush=True)
+    return out
+
+
+def after_sequence(servers, n, pb, pbg, settle_s):
+    """Both servers given the same short call sequence, then read `settle_s` later: RSS, peak, anonymous, file-backed (MiB)."""
+    for s in servers:
+        call_sequence(pb, pbg, s.socket, n)
+    time.sleep(settle_s)
+    out = {}
+    for s in servers:
+        m = mib(memory(s.proc.pid))
+        out[s.name] = {"seq_rss_mib": m["rss_mib"], "seq_peak_mib": m["peak_mib"], "seq_anon_mib": m["anon_mib"], "seq_file_mib": m["file_mib"]}
+    return out
+
+
 def scans(n, work, quick):
     """imagelet's cold scan and change figures for the containers/storage and archives backends."""
     from bench_archives import bench_archives
@@ -280,6 +313,11 @@ def bench_size(n, args, root_work, pb, pbg):
         servers.insert(0, served)
         run["imagelet"] = {"cold_ms": cold_ms}
         print(f"[{n:,}] imagelet: cold start {cold_ms:,.0f} ms", flush=True)
+        # Memory as a device with N images sees it, before any load: the same short sequence for both.
+        for name, figures in after_sequence(servers, n, pb, pbg, 2 if args.quick else SEQUENCE_SETTLE_S).items():
+            run[name].update(figures)
+            print(f"[{n:,}] {name}: after the call sequence RSS {figures['seq_rss_mib']:.1f} MiB, peak {figures['seq_peak_mib']:.1f}, "
+                  f"anonymous {figures['seq_anon_mib']:.1f}, file-backed {figures['seq_file_mib']:.1f}", flush=True)
         driven = [Driven(s, n, work, pb, pbg) for s in servers]
         for d in driven:
             d.warm_up()
@@ -314,6 +352,8 @@ def bench_size(n, args, root_work, pb, pbg):
             ctd.stop()
     shutil.rmtree(work, ignore_errors=True)
     containerd_scan = run.pop("containerd_scan", None)
+    if not args.no_scans and n in BACKEND_SIZES:
+        run["backends"] = per_backend(n, root_work, args.quick, pb, pbg)
     if not args.no_scans:
         run["scans"] = scans(n, root_work, args.quick)
     if containerd_scan:
@@ -364,6 +404,8 @@ def write_report(results, out_dir, doc_name):
         f.write(above + markdown(results, plot))
     with open(os.path.join(out_dir, plot), "w") as f:
         f.write(svg_plot(results))
+    with open(os.path.join(out_dir, os.path.splitext(doc_name)[0] + "-rss.svg"), "w") as f:
+        f.write(svg_rss_plot(results))
     with open(os.path.join(out_dir, os.path.splitext(doc_name)[0] + ".json"), "w") as f:
         json.dump(results, f, indent=1)
     return doc
@@ -371,7 +413,7 @@ def write_report(results, out_dir, doc_name):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default=None, help="comma-separated N (default 1000,10000,50000; --quick: 100,1000)")
+    ap.add_argument("--sizes", default=None, help="comma-separated N (default 10,100,1000,10000,50000; --quick: 100,1000)")
     ap.add_argument("--quick", action="store_true", help="smoke run: small N, fewer calls, 5 s idle window, report into run/bench/")
     ap.add_argument("--idle", type=int, default=None, help="idle window in seconds (default 60)")
     ap.add_argument("--no-containerd", action="store_true", help="imagelet only")
@@ -381,7 +423,7 @@ def main():
     ap.add_argument("--no-scans", action="store_true", help="skip the containers-storage and archives scans")
     ap.add_argument("--out", default=None, help="report directory (default docs/, or run/bench/ with --quick)")
     args = ap.parse_args()
-    sizes = [int(s) for s in (args.sizes or ("100,1000" if args.quick else "1000,10000,50000")).split(",")]
+    sizes = [int(s) for s in (args.sizes or ("100,1000" if args.quick else "10,100,1000,10000,50000")).split(",")]
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.idle = args.idle if args.idle is not None else (5 if args.quick else 60)
     args.settle = SETTLE_QUICK_S if args.quick else SETTLE_S

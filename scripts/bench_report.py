@@ -13,8 +13,12 @@ METRICS = [
     ("status_rps_s32", "ImageStatus calls/s, 1 connection × 32 streams", "{:,.0f}", "higher"),
     ("client_cpu_c32", "h2load's own CPU in that run (cores)", "{:.2f}", None),
     ("stream_p50", "StreamImages to last batch, p50 (ms)", "{:.2f}", "lower"),
-    ("rss_peak_mib", "RSS peak (MiB)", "{:.0f}", "lower"),
-    ("rss_steady_mib", "RSS steady, after the idle minute (MiB)", "{:.0f}", "lower"),
+    ("seq_rss_mib", "RSS after the call sequence (MiB)", "{:.1f}", "lower"),
+    ("seq_peak_mib", "RSS peak by then, VmHWM (MiB)", "{:.1f}", "lower"),
+    ("seq_anon_mib", "anonymous RSS after the call sequence (MiB)", "{:.1f}", "lower"),
+    ("seq_file_mib", "file-backed RSS after the call sequence (MiB)", "{:.1f}", "lower"),
+    ("rss_peak_mib", "RSS peak after the load (MiB)", "{:.0f}", "lower"),
+    ("rss_steady_mib", "RSS steady, after the load and the idle minute (MiB)", "{:.0f}", "lower"),
     ("cold_ms", "start → first ListImages with every image (ms)", "{:,.0f}", "lower"),
     ("change_ms", "store change → visible to ImageStatus (ms)", "{:,.0f}", "lower"),
     ("settle_cpu_ms", "CPU in the {settle} s after the last call (ms)", "{:.0f}", "lower"),
@@ -72,6 +76,28 @@ def targets(results):
                               ("change_ms", "a store change visible ≤ 1 s", 1000)):
         v = ten["imagelet"].get(key) if ten else None
         rows.append((label, "–" if v is None else f"{v:,.0f} ms", None if v is None else v <= limit))
+    # Issue 17: memory after the same short call sequence, as a device's user sees it.
+    for n in sizes:
+        run = runs[n]
+        limits = (("seq_rss_mib", "steady RSS", 1.0), ("seq_peak_mib", "peak RSS", 1.0), ("seq_anon_mib", "anonymous RSS", 1.0)) if n <= 100 \
+            else (("seq_peak_mib", "peak RSS", 1.0), ("seq_rss_mib", "steady RSS", 0.5))
+        for key, what, limit in limits:
+            r = ratio(run["imagelet"].get(key), peer(run, key))
+            rows.append((f"{what} after the call sequence with {n:,} images ≤ {limit} × containerd", "–" if r is None else f"{r:.2f} × containerd",
+                         None if r is None else r <= limit))
+    for n in sizes:
+        backends = runs[n].get("backends")
+        if backends and backends.get("oci-layout"):
+            base = backends["oci-layout"]["rss_mib"]
+            worst = max(backends, key=lambda k: backends[k]["rss_mib"])
+            r = backends[worst]["rss_mib"] / base
+            rows.append((f"every backend's steady RSS ≤ 1.2 × oci-layout's ({n:,} images)", f"{r:.2f} × ({worst})", r <= 1.2))
+    ten_small = runs.get(10)
+    if ten_small:
+        for server in ("imagelet", "containerd"):
+            v = ten_small.get(server, {}).get("cold_ms")
+            if v is not None:
+                rows.append((f"start → first answered ListImages with 10 images: {server}", f"{v:,.0f} ms", None))
     idle = [runs[n]["imagelet"].get("idle_cpu_ms") for n in sizes]
     idle = [v for v in idle if v is not None]
     if idle:
@@ -123,9 +149,24 @@ def markdown(results, plot_name):
         "",
         f"![ListImages and ImageStatus p50 against N, both servers]({plot_name})",
         "",
+        f"![RSS against N, both servers: after the call sequence and after the load]({plot_name[:-4]}-rss.svg)",
+        "",
     ]
     for n in sorted(results["runs"]):
         parts += [results_table(n, results["runs"][n], results["idle_s"], results.get("settle_s", 2)), ""]
+    backends = [(n, results["runs"][n].get("backends")) for n in sorted(results["runs"])]
+    backends = [(n, b) for n, b in backends if b]
+    if backends:
+        parts += ["### imagelet's memory per backend kind (same images, same calls)", "",
+                  "Each backend serves the same N synthetic images (`scripts/bench_stores.py`); RSS read 10 s after the call sequence (2 s with `--quick`).", "",
+                  "| backend | images | RSS (MiB) | peak (MiB) | anonymous (MiB) | file-backed (MiB) | ÷ oci-layout's RSS | start → every image listed (ms) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for n, b in backends:
+            base = b.get("oci-layout", {}).get("rss_mib")
+            for kind, r in b.items():
+                rel = "–" if not base else f"{r['rss_mib'] / base:.2f}"
+                parts.append(f"| {kind} | {n:,} | {r['rss_mib']:.1f} | {r['peak_mib']:.1f} | {r['anon_mib']:.1f} | {r['file_mib']:.1f} | {rel} | {r['first_ms']:,.0f} |")
+        parts.append("")
     scans = [(n, results["runs"][n].get("scans")) for n in sorted(results["runs"])]
     scans = [(n, s) for n, s in scans if s]
     if scans:
@@ -139,12 +180,17 @@ def markdown(results, plot_name):
     return "\n".join(parts)
 
 
-def svg_plot(results, title="p50 latency against N (log–log)"):
-    """Lines of ListImages and ImageStatus p50 against N for both servers."""
+def svg_rss_plot(results):
+    """RSS against N for both servers: after the call sequence, and after the load."""
+    return svg_plot(results, "RSS against N (log–log)", (("seq_rss_mib", "RSS, calls", ""), ("rss_steady_mib", "RSS, load", "6,4")), "MiB")
+
+
+def svg_plot(results, title="p50 latency against N (log–log)", keys=(("list_p50", "ListImages", ""), ("status_p50", "ImageStatus c=1", "6,4")), unit="ms"):
+    """Lines of ListImages and ImageStatus p50 (or `keys`) against N for both servers."""
     sizes = sorted(results["runs"])
     series = []
     for server, colour in (("imagelet", "#1f6fb4"), ("containerd", "#d9661c")):
-        for key, label, dash in (("list_p50", "ListImages", ""), ("status_p50", "ImageStatus c=1", "6,4")):
+        for key, label, dash in keys:
             pts = [(n, results["runs"][n][server].get(key)) for n in sizes if results["runs"][n].get(server)]
             pts = [(n, v) for n, v in pts if v]
             if pts:
@@ -168,7 +214,7 @@ def svg_plot(results, title="p50 latency against N (log–log)"):
     for e in range(y0, y1 + 1):
         v = 10 ** e
         out.append(f'<line x1="{left}" x2="{w - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g} ms</text>')
+        out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g} {unit}</text>')
     for n in sizes:
         out.append(f'<line x1="{x(n):.1f}" x2="{x(n):.1f}" y1="{top}" y2="{h - bottom}" stroke="#eee"/>')
         out.append(f'<text x="{x(n):.1f}" y="{h - bottom + 18}" text-anchor="middle">{n:,}</text>')

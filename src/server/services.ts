@@ -2,8 +2,6 @@
 // decides how connections reach them; this file decides what they answer.
 import type { CompatServiceDefinition } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
-import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
-import { SERVED_PROTOSET } from "../gen/protoset";
 import { DiagnosticsDefinition } from "../gen/imagelet-v1-services";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import { ImageServiceDefinition as V1alpha2ImageServiceDefinition } from "../gen/runtime-v1alpha2-services";
@@ -12,6 +10,7 @@ import type { RefusedPlugin } from "../plugins/load";
 import type { ServedRegistry } from "../registry/served";
 import { withMalformedRequests } from "./errors";
 import { createImageService } from "./image-service";
+import { LazyServerReflectionService, lazyServerReflection } from "./reflection";
 
 export interface ServedService {
   definition: CompatServiceDefinition;
@@ -42,8 +41,41 @@ function diagnostics(registry: ServedRegistry, refusedPlugins: () => readonly Re
   };
 }
 
+/**
+ * A full collection a moment after each new view, the first scan's included.
+ * A scan leaves its garbage (every blob read and parsed, index.json's text)
+ * in a heap that JavaScriptCore would otherwise collect only when later calls
+ * grow it, and the steady RSS kept it (10,000 images: about 10 MiB; see
+ * docs/performance.md). At most one per COLLECT_AFTER_VIEW_MS however often
+ * the stores change; never while nothing changes, so idle costs nothing.
+ */
+const COLLECT_AFTER_VIEW_MS = 3000;
+
+function collectAfterViewChanges(served: ServedRegistry): void {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const schedule = () => {
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      Bun.gc(true);
+    }, COLLECT_AFTER_VIEW_MS).unref();
+  };
+  // A reload swaps the registry whole (and tells health listeners): follow the new one.
+  let followed: ServedRegistry["registry"] | undefined;
+  let unsubscribe = () => {};
+  const follow = () => {
+    if (served.registry === followed) return;
+    unsubscribe();
+    followed = served.registry;
+    unsubscribe = followed.onViewChange(schedule);
+    schedule();
+  };
+  follow();
+  served.onHealthChange(follow);
+}
+
 export function servedServices(registry: ServedRegistry, log: Logger, refusedPlugins: () => readonly RefusedPlugin[] = () => []): ServedService[] {
   const imageService = createImageService(registry, log);
+  collectAfterViewChanges(registry);
   return [
     { definition: withMalformedRequests(ImageServiceDefinition), implementation: imageService },
     // runtime.v1alpha2's image messages carry the same fields under the same
@@ -55,6 +87,10 @@ export function servedServices(registry: ServedRegistry, log: Logger, refusedPlu
     // Reflection describes the services whose protos are in proto/ (the health
     // package ships no descriptor; health clients such as grpc_health_probe need none).
     { definition: DiagnosticsDefinition, implementation: diagnostics(registry, refusedPlugins) },
-    { definition: ServerReflectionService, implementation: ServerReflection(SERVED_PROTOSET, [...IMAGE_SERVICES, "imagelet.v1.Diagnostics"]) },
+    // Loaded on its first call (see reflection.ts), with the descriptors.
+    {
+      definition: LazyServerReflectionService,
+      implementation: lazyServerReflection(() => (require("../gen/protoset") as typeof import("../gen/protoset")).SERVED_PROTOSET, [...IMAGE_SERVICES, "imagelet.v1.Diagnostics"]),
+    },
   ];
 }

@@ -84,7 +84,8 @@ const warned = (log: ReturnType<typeof memoryLogger>, needle: string) =>
   log.lines.filter((l) => l.level === "warn" && (l.msg.includes(needle) || String(l.fields?.path).includes(needle)));
 
 describe("the fixture store agrees with podman", () => {
-  const records = open(FIXTURE).store.list();
+  const { store } = open(FIXTURE);
+  const records = store.list();
 
   test("the same images, by ID (sha256:<c/storage id>), manifest lists left out", () => {
     expect(records.map((r) => r.id).sort()).toEqual(podman.images.map((i) => `sha256:${i.Id}`).sort());
@@ -121,9 +122,10 @@ describe("the fixture store agrees with podman", () => {
     expect(r.repoDigests).toEqual([...digestedOnly.RepoDigests].sort());
   });
 
-  test("the config is read through the manifest: verbose detail and platform", () => {
+  test("the config is read through the manifest: verbose detail (from status(), not kept with the list) and platform", () => {
     const r = byId(records, HELLO.Id)!;
-    expect((r.config as { author?: string }).author).toBe("Test <test@example.com>");
+    expect(r.config).toBeUndefined();
+    expect((store.status(r.id)!.config as { author?: string }).author).toBe("Test <test@example.com>");
     expect(r.platform).toEqual({ os: "linux", architecture: "amd64", variant: undefined });
     expect(r.created).toBe("2024-01-02T03:04:05Z");
   });
@@ -248,7 +250,9 @@ describe("damaged and hostile stores", () => {
     unlinkSync(bigDataPath(root, HELLO.Id, "manifest"));
     const { store: s, log } = open(root);
     const r = byId(s.list(), HELLO.Id)!;
-    expect(r).toMatchObject({ size: HELLO.Size, user: undefined, config: undefined });
+    expect(r).toMatchObject({ size: HELLO.Size, user: undefined });
+    expect(r.config).toBeUndefined();
+    expect(s.status(r.id)!.config).toBeUndefined();
     expect(r.repoTags).toContain("example.com/edge/hello:1.0");
     expect(warned(log, join(HELLO.Id, "manifest"))).toHaveLength(1);
   });

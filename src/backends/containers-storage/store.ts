@@ -39,15 +39,24 @@ export const DRIVER_PRIORITY = ["overlay", "btrfs", "zfs", "aufs", "devicemapper
  */
 export const MAX_STORE_JSON_BYTES = 512 * 1024 * 1024;
 
+/** The config key of an image listed without config: status() has none to serve either. */
+const NO_CONFIG = "";
+
 /** A scan that keeps seeing the store change is committed after this many tries. */
 const MAX_SCAN_ATTEMPTS = 3;
 
 const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG = "application/vnd.oci.image.config.v1+json";
 
-/** What an image's manifest and config contribute; cached by image ID and manifest digest. */
+/**
+ * What an image's manifest and config contribute; cached by image ID and
+ * manifest digest. Not the parsed config itself: status() reads it from its
+ * big-data file when verbose ImageStatus asks (parsed configs were most of a
+ * large store's memory, as they were for the OCI layout backend).
+ */
 interface ImageDetail {
-  config?: Record<string, unknown>;
+  /** The config's big-data key, when it is not `sha256:<image ID>` (the usual one); NO_CONFIG when it could not be read. */
+  configKey?: string;
   user?: string;
   labels?: Record<string, string>;
   created?: string;
@@ -63,12 +72,17 @@ interface Problem {
 interface Scan {
   records: ImageRecord[];
   problems: Problem[];
+  configKeys: Map<string, string>;
 }
 
 interface Snapshot {
   key: string;
+  /** The driver whose images these are, for status() to find the big data. */
+  driver: string;
   records: ImageRecord[];
   byId: Map<string, ImageRecord>;
+  /** Record ID → the config's big-data key, only where it is not `sha256:<image ID>`. */
+  configKeys: Map<string, string>;
   /** Problems of the scan, joined: the same problems again mean nothing new was learnt. */
   problems: string;
 }
@@ -114,6 +128,8 @@ export class ContainersStore {
   private driverInUse?: string;
   /** Problems found by the scan in progress; logged only if the store held still. */
   private pending: Problem[] = [];
+  /** Config keys that are not `sha256:<image ID>`, found by the scan in progress. */
+  private configKeys = new Map<string, string>();
   /** Each images.json entry's record (null: not listed), by a hash of the entry's text and the layer files' key. */
   private outcomes = new Map<string, ImageRecord | null>();
 
@@ -138,12 +154,28 @@ export class ContainersStore {
       } catch {
         settled = false;
       }
-      if (settled || attempt >= MAX_SCAN_ATTEMPTS) return this.commit(key, scan);
+      if (settled || attempt >= MAX_SCAN_ATTEMPTS) return this.commit(key, driver, scan);
     }
   }
 
+  /** A listed image with its raw config, read from its big-data file again (records carry none). */
   status(id: string): ImageRecord | undefined {
-    return this.snapshot?.byId.get(id);
+    const snapshot = this.snapshot;
+    const record = snapshot?.byId.get(id);
+    if (!snapshot || !record) return undefined;
+    const configKey = snapshot.configKeys.get(id) ?? id;
+    if (configKey === NO_CONFIG) return record;
+    const hex = id.slice("sha256:".length);
+    const path = join(this.imagesDir(snapshot.driver), hex, bigDataFileName(configKey));
+    try {
+      const config = readStoreJson(this.root, path).value;
+      if (!isRecord(config)) throw new StoreProblem("config is not a JSON object", path);
+      return { ...record, config };
+    } catch (e) {
+      if (!(e instanceof StoreProblem)) throw e;
+      this.problems.report(`config of ${id} unavailable: ${e.message}`, e.path);
+      return record;
+    }
   }
 
   /** ImageFsInfo: the whole store root is image data. */
@@ -208,14 +240,14 @@ export class ContainersStore {
     return `${driver}|${fileKey(join(layers, "layers.json"))}|${fileKey(join(layers, "volatile-layers.json"))}`;
   }
 
-  private commit(key: string, scan: Scan): ImageRecord[] {
+  private commit(key: string, driver: string, scan: Scan): ImageRecord[] {
     for (const p of scan.problems) this.problems.report(p.message, p.path);
     this.details = this.touched;
     this.touched = new Map();
     const problems = scan.problems.map((p) => `${p.path}\0${p.message}`).join("\n");
     // A retried scan that learnt nothing new keeps the same array, so the registry skips the rebuild.
     if (this.snapshot?.key === key && this.snapshot.problems === problems) return this.snapshot.records;
-    this.snapshot = { key, records: scan.records, byId: new Map(scan.records.map((r) => [r.id, r])), problems };
+    this.snapshot = { key, driver, records: scan.records, byId: new Map(scan.records.map((r) => [r.id, r])), configKeys: scan.configKeys, problems };
     return scan.records;
   }
 
@@ -226,6 +258,9 @@ export class ContainersStore {
   private scan(driver: string, layersKey: string): Scan {
     this.pending = [];
     this.touched = new Map();
+    // Kept in step with `outcomes`: a memoized record's key comes from the scan that made it.
+    const previousKeys = this.configKeys;
+    this.configKeys = new Map();
     const layers = this.readLayers(driver);
     const imagesPath = join(this.imagesDir(driver), "images.json");
     const entries = readStoreJson(this.root, imagesPath, MAX_STORE_JSON_BYTES).value;
@@ -238,7 +273,10 @@ export class ContainersStore {
       // after a change only new or changed entries are worked out again.
       const memoKey = createHash("sha256").update(layersKey).update("\0").update(JSON.stringify(raw) ?? "").digest("base64");
       let outcome = this.outcomes.get(memoKey);
-      if (outcome === undefined) {
+      if (outcome) {
+        const configKey = previousKeys.get(outcome.id);
+        if (configKey !== undefined) this.configKeys.set(outcome.id, configKey);
+      } else if (outcome === undefined) {
         const before = this.pending.length;
         outcome = this.entryRecord(driver, raw, index, imagesPath, layers);
         // Only clean outcomes are kept: an entry with a problem is looked at again next scan.
@@ -251,7 +289,7 @@ export class ContainersStore {
       if (outcome) this.noteSeen(seen, outcome, records);
     });
     this.outcomes = outcomes;
-    return { records, problems: this.pending };
+    return { records, problems: this.pending, configKeys: this.configKeys };
   }
 
   /** Adds a record unless its ID was listed already (c/storage forbids duplicates; a hand-edited file may not). */
@@ -323,6 +361,7 @@ export class ContainersStore {
       repoDigests = previous === undefined ? [] : [previous];
     }
     const detail = this.detailOf(driver, image);
+    if (detail.configKey !== undefined) this.configKeys.set(`sha256:${image.id}`, detail.configKey);
     return {
       id: `sha256:${image.id}`,
       repoTags: tags.map((t) => t.name).sort(),
@@ -333,7 +372,6 @@ export class ContainersStore {
       labels: detail.labels,
       annotations: detail.annotations,
       platform: detail.platform,
-      config: detail.config,
       kind: "oci",
       source,
     };
@@ -353,7 +391,7 @@ export class ContainersStore {
     const source = join(this.imagesDir(driver), image.id);
     if (manifestKey === undefined) {
       this.problem(`image ${image.id} listed without config: no manifest among its big data`, source);
-      return {};
+      return { configKey: NO_CONFIG };
     }
     const cacheKey = `${image.id}\0${manifestKey}\0${image.bigDataDigests[manifestKey] ?? image.bigDataSizes[manifestKey] ?? ""}`;
     const cached = this.touched.get(cacheKey) ?? this.details.get(cacheKey);
@@ -367,8 +405,10 @@ export class ContainersStore {
       const configDigest = isRecord(manifest.config) && isDigest(manifest.config.digest) ? manifest.config.digest : `sha256:${image.id}`;
       const config = this.bigData(driver, image, configDigest);
       if (!isRecord(config)) throw new StoreProblem("config is not a JSON object", this.bigDataPath(driver, image, configDigest));
+      const { config: _parsed, ...facts } = configFacts(config)!;
       const detail: ImageDetail = {
-        ...configFacts(config),
+        ...facts,
+        configKey: configDigest === `sha256:${image.id}` ? undefined : configDigest,
         annotations: isOciManifest(manifest) ? stringMap(manifest.annotations) : undefined,
       };
       this.touched.set(cacheKey, detail);
@@ -376,7 +416,7 @@ export class ContainersStore {
     } catch (e) {
       if (!(e instanceof StoreProblem)) throw e;
       this.problem(`image ${image.id} listed without config: ${e.message}`, e.path);
-      return {};
+      return { configKey: NO_CONFIG };
     }
   }
 
