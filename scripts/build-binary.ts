@@ -33,6 +33,11 @@ const outfile = resolve(args.outfile);
 function build(out: string, order?: string): void {
   const cmd = [
     process.execPath, "build", "--compile", "--minify", "--bytecode", "--format=esm",
+    // A standalone executable loads .env and bunfig.toml from its working
+    // directory by default, and a bunfig.toml there can preload a script:
+    // whoever may write the directory imagelet is started in would run code
+    // as its user. A daemon takes nothing from there.
+    "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig",
     ...(args.target ? [`--target=${args.target}`] : []),
     ...(args["compile-executable-path"] ? [`--compile-executable-path=${args["compile-executable-path"]}`] : []),
     ...(order ? [`--bytecode-order=${order}`] : []),
