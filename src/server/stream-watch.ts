@@ -1,22 +1,26 @@
-// Closes connections that hold requests open without progress
+// Closes connections that hold calls open without progress
 // (docs/reliability.md, "HTTP/2 abuse"). A stream counts against
-// SETTINGS_MAX_CONCURRENT_STREAMS, and holds what it has received, until its
-// request is complete; a client can open the limit's worth of streams, send
-// part of each request and then only answer pings, which keeps the connection
-// out of every other timeout (it is neither idle nor unresponsive). No real
-// client leaves a request half sent: gRPC clients send a unary request at once,
-// and a streaming one keeps sending or half-closes.
+// SETTINGS_MAX_CONCURRENT_STREAMS, and holds memory, until it closes; a client
+// can open the limit's worth of streams and then stall each one, while it
+// answers pings, which keeps the connection out of every other timeout (it is
+// neither idle nor unresponsive):
+//   - sending part of a request and no more: no real client leaves a request
+//     half sent (gRPC clients send a unary request at once, and a streaming
+//     one keeps sending or half-closes);
+//   - never giving flow-control credit for the answer (a window of 0): the
+//     answer waits in the stream for ever.
+// One timer for all streams, as ConnectionWatch has for connections. A stream
+// stalls when its request is incomplete and no DATA came, or when it has an
+// answer to deliver (bytes buffered, or ended but not closed) and none of it
+// left, for `stalledMs`; its connection then ends with GOAWAY
+// ENHANCE_YOUR_CALM. A stream with nothing to deliver (a health Watch between
+// changes) never stalls.
 //
-// One timer for all streams, as ConnectionWatch has for connections: each
-// stream whose request is incomplete counts the DATA frames it receives; one
-// that received none for `stalledMs` ends its connection with GOAWAY
-// ENHANCE_YOUR_CALM.
-//
-// The bytes of incomplete requests are what such a client makes the server
-// hold (grpc-js keeps a message until it is whole, up to the 4 MiB receive
-// limit, on each of SETTINGS_MAX_CONCURRENT_STREAMS streams). They are
-// bounded per connection and for all connections together: a DATA frame that
-// takes either over its bound ends its connection the same way at once.
+// The bytes of incomplete requests are what a client can make the server hold
+// (grpc-js keeps a message until it is whole, up to the 4 MiB receive limit,
+// on each stream). They are bounded per connection and for all connections
+// together: a DATA frame that takes either over its bound ends its connection
+// the same way at once.
 import type { ServerHttp2Stream } from "node:http2";
 import type { Logger } from "../backend/contract";
 import { H2_ERROR } from "./h2-authority";
@@ -31,18 +35,20 @@ export const MAX_PENDING_REQUEST_BYTES = 32 * 1024 * 1024;
 interface Watched {
   /** The stream's connection (its HTTP/2 session). */
   session: object;
-  /** Bytes of this request received so far (counted in `pending` until the request ends). */
+  /** Whether the client has sent all of its request. */
+  requestDone: boolean;
+  /** Bytes of the request received so far, counted in `pending` until the request is whole. */
   bytes: number;
-  /** DATA frames (and the end) received so far. */
-  progress: number;
-  /** `progress` at the last check, and since when it has not moved. */
+  /** DATA frames received so far. */
+  frames: number;
+  /** What the last check saw (frames received, or the answer's buffered bytes), and since when it has not moved. */
   seen: number;
   since: number;
 }
 
 export class StreamWatch {
   private readonly watched = new Map<ServerHttp2Stream, Watched>();
-  /** Incomplete-request bytes per connection (its HTTP/2 session), and all together. */
+  /** Incomplete-request bytes per connection, and all together. */
   private readonly pending = new Map<object, number>();
   private pendingTotal = 0;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -57,44 +63,47 @@ export class StreamWatch {
 
   /** For the HTTP/2 server's "stream" event, before the gRPC server's own listener. */
   readonly add = (stream: ServerHttp2Stream, _headers: unknown, flags: number): void => {
-    if ((flags & END_STREAM) !== 0) return; // the request came whole with its headers
     const session: object | undefined = stream.session;
     if (session === undefined) return;
-    const w: Watched = { session, bytes: 0, progress: 0, seen: 0, since: Date.now() };
+    const w: Watched = { session, requestDone: (flags & END_STREAM) !== 0, bytes: 0, frames: 0, seen: -1, since: Date.now() };
     this.watched.set(stream, w);
-    // Bun hands each DATA frame's payload to push(): counting there needs no
-    // "data" listener, which would take the reading out of grpc-js's hands.
-    const push = stream.push;
-    const watch = this;
-    stream.push = function (this: ServerHttp2Stream, chunk: unknown, encoding?: BufferEncoding) {
-      w.progress++;
-      const n = chunk instanceof Uint8Array ? chunk.byteLength : 0;
-      if (n > 0 && watch.watched.has(stream)) {
-        w.bytes += n;
-        const held = (watch.pending.get(session) ?? 0) + n;
-        watch.pending.set(session, held);
-        watch.pendingTotal += n;
-        if (held > MAX_PENDING_REQUEST_BYTES_PER_CONNECTION || watch.pendingTotal > MAX_PENDING_REQUEST_BYTES) {
-          watch.close(stream, "incomplete requests over their memory bound", held);
-        }
-      }
-      return push.call(this, chunk, encoding);
-    };
-    const done = () => this.forget(stream);
-    stream.once("end", done);
-    stream.once("close", done);
+    if (!w.requestDone) {
+      // Bun hands each DATA frame's payload to push(): counting there needs no
+      // "data" listener, which would take the reading out of grpc-js's hands.
+      const push = stream.push;
+      stream.push = (chunk: unknown, encoding?: BufferEncoding) => {
+        w.frames++;
+        if (!w.requestDone && chunk instanceof Uint8Array && chunk.byteLength > 0) this.hold(stream, w, chunk.byteLength);
+        return push.call(stream, chunk, encoding);
+      };
+      stream.once("end", () => this.requestDone(w));
+    }
+    stream.once("close", () => {
+      this.requestDone(w);
+      this.watched.delete(stream);
+    });
     this.timer ??= setInterval(() => this.check(), this.tickMs).unref();
   };
 
-  private forget(stream: ServerHttp2Stream): void {
-    const w = this.watched.get(stream);
-    if (w === undefined) return;
-    this.watched.delete(stream);
+  private hold(stream: ServerHttp2Stream, w: Watched, n: number): void {
+    w.bytes += n;
+    const held = (this.pending.get(w.session) ?? 0) + n;
+    this.pending.set(w.session, held);
+    this.pendingTotal += n;
+    if (held > MAX_PENDING_REQUEST_BYTES_PER_CONNECTION || this.pendingTotal > MAX_PENDING_REQUEST_BYTES) {
+      this.close(stream, "incomplete requests over their memory bound", held);
+    }
+  }
+
+  /** The request is whole (or gone): its bytes are the gRPC server's now, and no longer counted. */
+  private requestDone(w: Watched): void {
+    w.requestDone = true;
     if (w.bytes === 0) return;
     this.pendingTotal -= w.bytes;
     const held = (this.pending.get(w.session) ?? 0) - w.bytes;
     if (held <= 0) this.pending.delete(w.session);
     else this.pending.set(w.session, held);
+    w.bytes = 0;
   }
 
   /** Ends the connection of `stream` with GOAWAY ENHANCE_YOUR_CALM. */
@@ -110,14 +119,17 @@ export class StreamWatch {
   private check(): void {
     const now = Date.now();
     for (const [stream, w] of this.watched) {
-      if (w.progress !== w.seen) {
-        w.seen = w.progress;
+      // What moves while the call makes progress: the request's frames, then the answer's buffered bytes.
+      const delivering = stream.writableLength > 0 || stream.writableEnded;
+      const mark = !w.requestDone ? w.frames : delivering ? stream.writableLength : -1;
+      if (mark !== w.seen || mark === -1) {
+        w.seen = mark;
         w.since = now;
         continue;
       }
       if (now - w.since <= this.stalledMs) continue;
-      this.close(stream, "a request made no progress", this.stalledMs);
-      this.forget(stream);
+      this.watched.delete(stream);
+      this.close(stream, w.requestDone ? "an answer was not taken" : "a request made no progress", this.stalledMs);
     }
     if (this.watched.size === 0) {
       clearInterval(this.timer);

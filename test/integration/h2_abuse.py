@@ -385,8 +385,9 @@ def attack_zero_window(server, authority, n, opts):
     try:
         c.send(frame(SETTINGS, 0, 0, struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, 0)))
         c.send_frames(call_frames("ListImages", b"", 2 * i + 3, authority) for i in range(n))
-        closed = _wait_closed(c, opts.get("react_within", 3))
-        return c.outcome(), [], {}
+        t = time.monotonic()
+        problems = [] if _wait_closed(c, opts["close_within"]) else [f"still open after {opts['close_within']:g} s"]
+        return c.outcome(), problems, {"closed after s": round(time.monotonic() - t, 1)}
     finally:
         c.close()
 
