@@ -26,6 +26,8 @@ from soak_scenarios import (CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS
                             grpc_message, image_status_request, ms, rss_kib, wait_until)
 
 PATHS = ("localhost", "socket path")
+# Attacks that make the server hold streams: RSS may grow by at most MAX_EXHAUSTION_GROWTH_MIB, and must come back.
+EXHAUSTION = ("stream exhaustion", "streams held at the limit", "partial requests")
 MAX_GAP_S = 1.0
 MAX_EXHAUSTION_GROWTH_MIB = 64
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -200,6 +202,67 @@ def attack_burst(server, authority, calls, opts):
 
 
 def attack_stream_exhaustion(server, authority, streams, opts):
+    """The issue's: `streams` calls opened (HEADERS only) and never finished, far
+    over the advertised limit, then the client only answers pings."""
+    c = RawH2(server.socket)
+    try:
+        headers = _headers("ListImages", authority)
+        c.send_frames(frame(HEADERS, END_HEADERS, 2 * i + 1, headers) for i in range(streams))
+        t = time.monotonic()
+        closed = _wait_closed(c, opts["close_within"])
+        problems = [] if closed else [f"{streams} streams held: still open after {opts['close_within']:g} s"]
+        return c.outcome(), problems, {"closed after s": round(time.monotonic() - t, 1)}
+    finally:
+        c.close()
+
+
+def attack_held_streams(server, authority, streams, opts):
+    """`streams` calls (the advertised limit) opened with HEADERS only and held:
+    no request ever completes, the client answers pings."""
+    return attack_stream_exhaustion(server, authority, streams, opts)
+
+
+def attack_calls_beside_held_streams(server, authority, calls, opts):
+    """Issue #14's open-stream growth: the server's CPU for `calls` calls on a
+    connection alone, then beside 200 streams held open (each kept alive by a
+    byte of its request per round): the cost per call must not grow with them."""
+    held = 200
+    c = RawH2(server.socket)
+    pid = server.proc.pid
+    try:
+        status = grpc_message(image_status_request(b"edge-tools:2.0"))
+        headers = _headers("ImageStatus", authority)
+        next_id = [1]
+
+        def rounds(keep_alive):
+            t = cpu_seconds(pid)
+            done = c.answered
+            for _ in range(calls // 50):
+                ids = [next_id[0] + 2 * i for i in range(50)]
+                next_id[0] += 100
+                frames = [frame(HEADERS, END_HEADERS, st, headers) + frame(DATA, END_STREAM, st, status) for st in ids]
+                frames += [frame(DATA, 0, st, b"\x00") for st in keep_alive]
+                c.send_frames(frames)
+                c.wait(lambda c: c.answered >= done + 50, 10)
+                done = c.answered
+            return cpu_seconds(pid) - t
+
+        alone = rounds([])
+        opened = [next_id[0] + 2 * i for i in range(held)]
+        next_id[0] += 2 * held
+        prefix = b"\x00" + struct.pack(">I", 1 << 20)
+        c.send_frames(frame(HEADERS, END_HEADERS, st, headers) + frame(DATA, 0, st, prefix) for st in opened)
+        beside = rounds(opened)
+        problems = []
+        if beside > 3 * alone + 0.1:
+            problems.append(f"{calls} calls took {beside:.2f} s of CPU beside {held} open streams, {alone:.2f} s alone")
+        per = lambda x: round(x / calls * 1000, 3)
+        return c.outcome(), problems, {"CPU s per 1000 calls alone": per(alone), f"CPU s per 1000 calls beside {held} open": per(beside)}
+    finally:
+        c.close()
+
+
+def attack_partial_requests(server, authority, streams, opts):
     """`streams` calls (the advertised limit) opened and never finished: each
     declares a 4 MiB request and sends as much of it as flow control allows,
     then the client only answers pings. The connection must be closed in
@@ -416,7 +479,10 @@ def attack_non_reader(server, authority, calls, opts):
 
 ATTACKS = {
     "burst": ("one call, then N ListImages calls in one write, read only once the server is idle", attack_burst),
-    "stream exhaustion": ("N streams (the limit) opened, each with part of a 4 MiB request, then held", attack_stream_exhaustion),
+    "stream exhaustion": ("N streams opened and never finished (HEADERS only), far over the limit; then only PINGs answered", attack_stream_exhaustion),
+    "streams held at the limit": ("N streams (the limit) opened with HEADERS only and held; PINGs answered", attack_held_streams),
+    "partial requests": ("N streams (the limit), each with as much of a 4 MiB request as flow control allows, then held", attack_partial_requests),
+    "calls beside open streams": ("N calls alone, then N beside 200 streams held open: the server's CPU for each", attack_calls_beside_held_streams),
     "rapid reset": ("N streams opened and reset at once (CVE-2023-44487)", attack_rapid_reset),
     "CONTINUATION flood": ("HEADERS, then N bytes of CONTINUATION without end (CVE-2024-27316)", attack_continuation_flood),
     "PING flood": ("N PINGs at once (CVE-2019-9512)", attack_ping_flood),
@@ -433,11 +499,13 @@ ATTACKS = {
 }
 
 # Full sizes (scripts/soak) and small ones (npm test).
-FULL_SIZES = {"burst": 50_000, "stream exhaustion": 256, "rapid reset": 50_000, "CONTINUATION flood": 16 << 20,
+FULL_SIZES = {"burst": 50_000, "stream exhaustion": 25_000, "streams held at the limit": 256, "partial requests": 256,
+              "calls beside open streams": 5_000, "rapid reset": 50_000, "CONTINUATION flood": 16 << 20,
               "PING flood": 100_000, "SETTINGS flood": 10_000, "empty DATA frames": 100_000, "empty header names": 20_000,
               "huge header count": 20_000, "1 MiB header value": 1 << 20, "HPACK bomb": 60_000,
               "WINDOW_UPDATE flood": 100_000, "PRIORITY flood": 50_000, "zero window": 256, "non-reading client": 5_000}
-SMALL_SIZES = {"burst": 5_000, "stream exhaustion": 256, "rapid reset": 5_000, "CONTINUATION flood": 2 << 20,
+SMALL_SIZES = {"burst": 5_000, "stream exhaustion": 5_000, "streams held at the limit": 256, "partial requests": 256,
+               "calls beside open streams": 1_000, "rapid reset": 5_000, "CONTINUATION flood": 2 << 20,
                "PING flood": 10_000, "SETTINGS flood": 1_000, "empty DATA frames": 10_000, "empty header names": 2_000,
                "huge header count": 2_000, "1 MiB header value": 1 << 20, "HPACK bomb": 15_000,
                "WINDOW_UPDATE flood": 10_000, "PRIORITY flood": 5_000, "zero window": 256, "non-reading client": 2_000}
@@ -480,7 +548,7 @@ def scenario_h2_abuse(workdir, sizes, attacks=None, paths=PATHS, timeouts=None, 
                        "RSS after MiB": round(rss_kib(pid) / 1024, 1) if alive else None,
                        "server CPU s": round(sampler.cpu, 2), "seconds": round(took, 1)}
                 row.update(extra)
-                if alive and name == "stream exhaustion":
+                if alive and name in EXHAUSTION:
                     growth = (sampler.peak - sampler.before) / 1024
                     row["RSS growth MiB"] = round(growth, 1)
                     if growth > MAX_EXHAUSTION_GROWTH_MIB:

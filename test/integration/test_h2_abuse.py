@@ -24,7 +24,7 @@ def test_every_attack_on_both_paths_leaves_the_service_up_and_the_normal_client_
         burst = rows[("burst", path)]["server"]
         assert "reset REFUSED_STREAM" in burst and "GOAWAY ENHANCE_YOUR_CALM" in burst
         # Streams held without progress close their connection (keepalive_timeout).
-        for stalled in ("stream exhaustion", "zero window"):
+        for stalled in ("streams held at the limit", "partial requests", "zero window"):
             assert "GOAWAY ENHANCE_YOUR_CALM" in rows[(stalled, path)]["server"], rows[(stalled, path)]
         # The rewriter used to re-encode 60 MB from one small block (RSS +240 MiB).
         assert "GOAWAY ENHANCE_YOUR_CALM" in rows[("HPACK bomb", "socket path")]["server"]
