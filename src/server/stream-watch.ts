@@ -21,7 +21,7 @@
 // on each stream). They are bounded per connection and for all connections
 // together: a DATA frame that takes either over its bound ends its connection
 // the same way at once.
-import type { ServerHttp2Stream } from "node:http2";
+import type { Http2Session, ServerHttp2Stream } from "node:http2";
 import type { Logger } from "../backend/contract";
 import { H2_ERROR } from "./h2-authority";
 
@@ -31,10 +31,18 @@ const END_STREAM = 0x1;
 export const MAX_PENDING_REQUEST_BYTES_PER_CONNECTION = 4 * 1024 * 1024;
 /** The same, all connections together. */
 export const MAX_PENDING_REQUEST_BYTES = 32 * 1024 * 1024;
+/**
+ * Streams open on all connections together (each is 10 to 15 KiB of the
+ * server's memory, with its gRPC call): 8 connections at
+ * SETTINGS_MAX_CONCURRENT_STREAMS. A stream over it ends the connection that
+ * holds the most, which is never a real client's (kubelet holds a few dozen
+ * at most).
+ */
+export const MAX_OPEN_STREAMS = 2048;
 
 interface Watched {
   /** The stream's connection (its HTTP/2 session). */
-  session: object;
+  session: Http2Session;
   /** Whether the client has sent all of its request. */
   requestDone: boolean;
   /** Bytes of the request received so far, counted in `pending` until the request is whole. */
@@ -49,8 +57,10 @@ interface Watched {
 export class StreamWatch {
   private readonly watched = new Map<ServerHttp2Stream, Watched>();
   /** Incomplete-request bytes per connection, and all together. */
-  private readonly pending = new Map<object, number>();
+  private readonly pending = new Map<Http2Session, number>();
   private pendingTotal = 0;
+  /** Open streams per connection. */
+  private readonly open = new Map<Http2Session, number>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private readonly tickMs: number;
 
@@ -63,17 +73,19 @@ export class StreamWatch {
 
   /** For the HTTP/2 server's "stream" event, before the gRPC server's own listener. */
   readonly add = (stream: ServerHttp2Stream, _headers: unknown, flags: number): void => {
-    const session: object | undefined = stream.session;
+    const session = stream.session;
     if (session === undefined) return;
     const w: Watched = { session, requestDone: (flags & END_STREAM) !== 0, bytes: 0, frames: 0, seen: -1, since: Date.now() };
     this.watched.set(stream, w);
+    this.open.set(session, (this.open.get(session) ?? 0) + 1);
+    if (this.watched.size > MAX_OPEN_STREAMS) this.closeBusiest(this.watched.size);
     if (!w.requestDone) {
       // Bun hands each DATA frame's payload to push(): counting there needs no
       // "data" listener, which would take the reading out of grpc-js's hands.
       const push = stream.push;
       stream.push = (chunk: unknown, encoding?: BufferEncoding) => {
         w.frames++;
-        if (!w.requestDone && chunk instanceof Uint8Array && chunk.byteLength > 0) this.hold(stream, w, chunk.byteLength);
+        if (!w.requestDone && chunk instanceof Uint8Array && chunk.byteLength > 0) this.hold(w, chunk.byteLength);
         return push.call(stream, chunk, encoding);
       };
       stream.once("end", () => this.requestDone(w));
@@ -81,17 +93,20 @@ export class StreamWatch {
     stream.once("close", () => {
       this.requestDone(w);
       this.watched.delete(stream);
+      const open = (this.open.get(session) ?? 0) - 1;
+      if (open <= 0) this.open.delete(session);
+      else this.open.set(session, open);
     });
     this.timer ??= setInterval(() => this.check(), this.tickMs).unref();
   };
 
-  private hold(stream: ServerHttp2Stream, w: Watched, n: number): void {
+  private hold(w: Watched, n: number): void {
     w.bytes += n;
     const held = (this.pending.get(w.session) ?? 0) + n;
     this.pending.set(w.session, held);
     this.pendingTotal += n;
     if (held > MAX_PENDING_REQUEST_BYTES_PER_CONNECTION || this.pendingTotal > MAX_PENDING_REQUEST_BYTES) {
-      this.close(stream, "incomplete requests over their memory bound", held);
+      this.close(w.session, "incomplete requests over their memory bound", held);
     }
   }
 
@@ -106,14 +121,45 @@ export class StreamWatch {
     w.bytes = 0;
   }
 
-  /** Ends the connection of `stream` with GOAWAY ENHANCE_YOUR_CALM. */
-  private close(stream: ServerHttp2Stream, reason: string, detail: number): void {
-    const session = stream.session;
+  /** Over MAX_OPEN_STREAMS: the connection with the most open streams goes. */
+  private closeBusiest(total: number): void {
+    let busiest: Http2Session | undefined;
+    let most = 0;
+    for (const [session, count] of this.open) {
+      // A connection already ended still counts until its streams have closed.
+      if (session.destroyed) total -= count;
+      else if (count > most) {
+        busiest = session;
+        most = count;
+      }
+    }
+    if (total > MAX_OPEN_STREAMS) this.close(busiest, "the most open streams while all connections hold too many", most);
+  }
+
+  /** Ends a connection with GOAWAY ENHANCE_YOUR_CALM. */
+  private close(session: Http2Session | undefined, reason: string, detail: number): void {
     if (session === undefined || session.destroyed) return;
     this.log.debug("closing client connection", { reason, detail });
     // Not destroy(error, code): the session would emit "error", which nothing listens to.
     session.goaway(H2_ERROR.ENHANCE_YOUR_CALM);
     session.destroy();
+    this.collectSoon();
+  }
+
+  private collecting: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * What such a connection made the server allocate (thousands of streams and
+   * calls) is garbage once it is gone, but JavaScriptCore collects by
+   * allocation, and an otherwise quiet server allocates little: its RSS stayed
+   * 25 MiB up for over 30 s. One collection a second after the close (at most
+   * one per second) gives it back.
+   */
+  private collectSoon(): void {
+    this.collecting ??= setTimeout(() => {
+      this.collecting = undefined;
+      Bun.gc(true);
+    }, 1000).unref();
   }
 
   private check(): void {
@@ -129,7 +175,7 @@ export class StreamWatch {
       }
       if (now - w.since <= this.stalledMs) continue;
       this.watched.delete(stream);
-      this.close(stream, w.requestDone ? "an answer was not taken" : "a request made no progress", this.stalledMs);
+      this.close(w.session, w.requestDone ? "an answer was not taken" : "a request made no progress", this.stalledMs);
     }
     if (this.watched.size === 0) {
       clearInterval(this.timer);

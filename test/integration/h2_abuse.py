@@ -27,7 +27,7 @@ from soak_scenarios import (CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS
 
 PATHS = ("localhost", "socket path")
 # Attacks that make the server hold streams: RSS may grow by at most MAX_EXHAUSTION_GROWTH_MIB, and must come back.
-EXHAUSTION = ("stream exhaustion", "streams held at the limit", "partial requests")
+EXHAUSTION = ("stream exhaustion", "streams held at the limit", "partial requests", "streams on many connections")
 MAX_GAP_S = 1.0
 MAX_EXHAUSTION_GROWTH_MIB = 64
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -220,6 +220,32 @@ def attack_held_streams(server, authority, streams, opts):
     """`streams` calls (the advertised limit) opened with HEADERS only and held:
     no request ever completes, the client answers pings."""
     return attack_stream_exhaustion(server, authority, streams, opts)
+
+
+def attack_many_connections(server, authority, connections, opts):
+    """`connections` connections, each holding 256 streams (the limit) open with
+    HEADERS only: the streams of all connections together are bounded too."""
+    headers = _headers("ListImages", authority)
+    clients = []
+    try:
+        t = time.monotonic()
+        for _ in range(connections):
+            c = RawH2(server.socket)
+            c.send_frames(frame(HEADERS, END_HEADERS, 2 * i + 1, headers) for i in range(256))
+            clients.append(c)
+        deadline = time.monotonic() + opts["close_within"]
+        while time.monotonic() < deadline and not all(c.gone() for c in clients):
+            time.sleep(0.1)
+        early = sum(1 for c in clients if c.gone() and c.closed_at - t < 1.0)
+        open_ = sum(1 for c in clients if not c.gone())
+        problems = [f"{open_} of {connections} connections still open after {opts['close_within']:g} s"] if open_ else []
+        codes = collections.Counter(c.goaway[0] if c.goaway else "no GOAWAY" for c in clients)
+        outcome = f"{connections} connections: {early} closed within 1 s (the most open streams), the rest after " + \
+            f"{max((c.closed_at or t) - t for c in clients):.1f} s; GOAWAY {dict(codes)}"
+        return outcome, problems, {}
+    finally:
+        for c in clients:
+            c.close()
 
 
 def attack_calls_beside_held_streams(server, authority, calls, opts):
@@ -481,6 +507,7 @@ ATTACKS = {
     "burst": ("one call, then N ListImages calls in one write, read only once the server is idle", attack_burst),
     "stream exhaustion": ("N streams opened and never finished (HEADERS only), far over the limit; then only PINGs answered", attack_stream_exhaustion),
     "streams held at the limit": ("N streams (the limit) opened with HEADERS only and held; PINGs answered", attack_held_streams),
+    "streams on many connections": ("N connections, each holding the limit's streams open with HEADERS only", attack_many_connections),
     "partial requests": ("N streams (the limit), each with as much of a 4 MiB request as flow control allows, then held", attack_partial_requests),
     "calls beside open streams": ("N calls alone, then N beside 200 streams held open: the server's CPU for each", attack_calls_beside_held_streams),
     "rapid reset": ("N streams opened and reset at once (CVE-2023-44487)", attack_rapid_reset),
@@ -500,11 +527,13 @@ ATTACKS = {
 
 # Full sizes (scripts/soak) and small ones (npm test).
 FULL_SIZES = {"burst": 50_000, "stream exhaustion": 25_000, "streams held at the limit": 256, "partial requests": 256,
+              "streams on many connections": 40,
               "calls beside open streams": 5_000, "rapid reset": 50_000, "CONTINUATION flood": 16 << 20,
               "PING flood": 100_000, "SETTINGS flood": 10_000, "empty DATA frames": 100_000, "empty header names": 20_000,
               "huge header count": 20_000, "1 MiB header value": 1 << 20, "HPACK bomb": 60_000,
               "WINDOW_UPDATE flood": 100_000, "PRIORITY flood": 50_000, "zero window": 256, "non-reading client": 5_000}
 SMALL_SIZES = {"burst": 5_000, "stream exhaustion": 5_000, "streams held at the limit": 256, "partial requests": 256,
+               "streams on many connections": 12,
                "calls beside open streams": 1_000, "rapid reset": 5_000, "CONTINUATION flood": 2 << 20,
                "PING flood": 10_000, "SETTINGS flood": 1_000, "empty DATA frames": 10_000, "empty header names": 2_000,
                "huge header count": 2_000, "1 MiB header value": 1 << 20, "HPACK bomb": 15_000,
@@ -529,7 +558,7 @@ def scenario_h2_abuse(workdir, sizes, attacks=None, paths=PATHS, timeouts=None, 
             for path in paths:
                 if server.proc.poll() is not None:
                     break
-                wait_idle(pid, quiet=0.2, timeout=10)
+                wait_idle(pid, quiet=0.1, timeout=10)
                 normal.reset()
                 sampler = Sampler(pid)
                 t0 = time.monotonic()
