@@ -32,7 +32,7 @@ export const MAX_PENDING_REQUEST_BYTES_PER_CONNECTION = 4 * 1024 * 1024;
 /** The same, all connections together. */
 export const MAX_PENDING_REQUEST_BYTES = 32 * 1024 * 1024;
 /**
- * Streams open on all connections together (each is 10 to 15 KiB of the
+ * Streams open on all connections together (each is up to about 32 KiB of the
  * server's memory, with its gRPC call): 8 connections at
  * SETTINGS_MAX_CONCURRENT_STREAMS. A stream over it ends the connection that
  * holds the most, which is never a real client's (kubelet holds a few dozen
