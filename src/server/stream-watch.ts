@@ -16,6 +16,14 @@
 // ENHANCE_YOUR_CALM. A stream with nothing to deliver (a health Watch between
 // changes) never stalls.
 //
+// Every call passes here, so nothing long-lived refers to a stream: what is
+// counted is counted per connection, by functions the stream itself holds.
+// (A Map of open streams, or an array of new ones, cost a fifth of the
+// rewriting path's CPU per call: whatever an old object refers to outlives
+// the young generation of the garbage collector.) So stalls are judged per
+// connection: one with a request incomplete or an answer undelivered, and
+// neither a DATA frame nor a stream closed for `stalledMs`, ends.
+//
 // The bytes of incomplete requests are what a client can make the server hold
 // (grpc-js keeps a message until it is whole, up to the 4 MiB receive limit,
 // on each stream). They are bounded per connection and for all connections
@@ -40,27 +48,26 @@ export const MAX_PENDING_REQUEST_BYTES = 32 * 1024 * 1024;
  */
 export const MAX_OPEN_STREAMS = 2048;
 
-interface Watched {
-  /** The stream's connection (its HTTP/2 session). */
-  session: Http2Session;
-  /** Whether the client has sent all of its request. */
-  requestDone: boolean;
-  /** Bytes of the request received so far, counted in `pending` until the request is whole. */
+/** One connection's streams, counted. */
+interface Connection {
+  /** Streams open. */
+  open: number;
+  /** Of them, requests not whole yet, and answers ended but not yet closed. */
+  incomplete: number;
+  undelivered: number;
+  /** Incomplete-request bytes held. */
   bytes: number;
-  /** DATA frames received so far. */
-  frames: number;
-  /** What the last check saw (frames received, or the answer's buffered bytes), and since when it has not moved. */
+  /** DATA frames received and streams closed: moves while the connection makes progress. */
+  progress: number;
+  /** What the last check saw of `progress`, and since when it has not moved. */
   seen: number;
   since: number;
 }
 
 export class StreamWatch {
-  private readonly watched = new Map<ServerHttp2Stream, Watched>();
-  /** Incomplete-request bytes per connection, and all together. */
-  private readonly pending = new Map<Http2Session, number>();
+  private readonly connections = new Map<Http2Session, Connection>();
+  private open = 0;
   private pendingTotal = 0;
-  /** Open streams per connection. */
-  private readonly open = new Map<Http2Session, number>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private readonly tickMs: number;
 
@@ -75,70 +82,103 @@ export class StreamWatch {
   readonly add = (stream: ServerHttp2Stream, _headers: unknown, flags: number): void => {
     const session = stream.session;
     if (session === undefined) return;
-    const w: Watched = { session, requestDone: (flags & END_STREAM) !== 0, bytes: 0, frames: 0, seen: -1, since: Date.now() };
-    this.watched.set(stream, w);
-    this.open.set(session, (this.open.get(session) ?? 0) + 1);
-    if (this.watched.size > MAX_OPEN_STREAMS) this.closeBusiest(this.watched.size);
-    if (!w.requestDone) {
-      // Bun hands each DATA frame's payload to push(): counting there needs no
-      // "data" listener, which would take the reading out of grpc-js's hands.
+    let c = this.connections.get(session);
+    if (c === undefined) {
+      c = { open: 0, incomplete: 0, undelivered: 0, bytes: 0, progress: 0, seen: -1, since: Date.now() };
+      this.connections.set(session, c);
+      session.once("close", () => this.connections.delete(session));
+    }
+    const conn = c;
+    conn.open++;
+    this.open++;
+    if (this.open > MAX_OPEN_STREAMS) this.closeBusiest();
+    let requestBytes = 0;
+    let requestDone = (flags & END_STREAM) !== 0;
+    let ended = false;
+    const finishRequest = () => {
+      if (requestDone) return;
+      requestDone = true;
+      conn.incomplete--;
+      conn.bytes -= requestBytes;
+      this.pendingTotal -= requestBytes;
+    };
+    if (!requestDone) {
+      conn.incomplete++;
+      // Bun hands each DATA frame's payload to push(), and null at the end of the
+      // request: counting there needs no "data" listener, which would take the
+      // reading out of grpc-js's hands.
       const push = stream.push;
       stream.push = (chunk: unknown, encoding?: BufferEncoding) => {
-        w.frames++;
-        if (!w.requestDone && chunk instanceof Uint8Array && chunk.byteLength > 0) this.hold(w, chunk.byteLength);
+        conn.progress++;
+        if (chunk === null) finishRequest();
+        else if (!requestDone && chunk instanceof Uint8Array && chunk.byteLength > 0) {
+          requestBytes += chunk.byteLength;
+          conn.bytes += chunk.byteLength;
+          this.pendingTotal += chunk.byteLength;
+          if (conn.bytes > MAX_PENDING_REQUEST_BYTES_PER_CONNECTION || this.pendingTotal > MAX_PENDING_REQUEST_BYTES) {
+            this.close(session, "incomplete requests over their memory bound", conn.bytes);
+          }
+        }
         return push.call(stream, chunk, encoding);
       };
-      stream.once("end", () => this.requestDone(w));
     }
+    // A write of the answer is undelivered until its callback (Bun calls it once
+    // the frames are out; a client that gives no credit holds it for ever).
+    let writing = 0;
+    const write = stream.write;
+    stream.write = ((...args: unknown[]) => {
+      const last = args.length - 1;
+      const callback = args[last];
+      if (typeof callback === "function") {
+        writing++;
+        conn.undelivered++;
+        args[last] = (...results: unknown[]) => {
+          if (writing > 0) {
+            writing--;
+            conn.undelivered--;
+            conn.progress++;
+          }
+          return (callback as (...r: unknown[]) => unknown)(...results);
+        };
+      }
+      return (write as (...a: unknown[]) => boolean).apply(stream, args);
+    }) as ServerHttp2Stream["write"];
+    // An answer ended (grpc-js ends every call) is undelivered until its stream closes.
+    const end = stream.end;
+    stream.end = ((...args: unknown[]) => {
+      if (!ended) {
+        ended = true;
+        conn.undelivered++;
+      }
+      return (end as (...a: unknown[]) => ServerHttp2Stream).apply(stream, args);
+    }) as ServerHttp2Stream["end"];
     stream.once("close", () => {
-      this.requestDone(w);
-      this.watched.delete(stream);
-      const open = (this.open.get(session) ?? 0) - 1;
-      if (open <= 0) this.open.delete(session);
-      else this.open.set(session, open);
+      finishRequest();
+      conn.undelivered -= writing;
+      writing = 0;
+      if (ended) conn.undelivered--;
+      conn.open--;
+      conn.progress++;
+      this.open--;
     });
     this.timer ??= setInterval(() => this.check(), this.tickMs).unref();
   };
 
-  private hold(w: Watched, n: number): void {
-    w.bytes += n;
-    const held = (this.pending.get(w.session) ?? 0) + n;
-    this.pending.set(w.session, held);
-    this.pendingTotal += n;
-    if (held > MAX_PENDING_REQUEST_BYTES_PER_CONNECTION || this.pendingTotal > MAX_PENDING_REQUEST_BYTES) {
-      this.close(w.session, "incomplete requests over their memory bound", held);
+  /** Over MAX_OPEN_STREAMS: the connections with the most open streams go until the rest is under it. */
+  private closeBusiest(): void {
+    let total = 0;
+    for (const [session, c] of this.connections) if (!session.destroyed) total += c.open;
+    const busiest = [...this.connections].filter(([session]) => !session.destroyed).sort((a, b) => b[1].open - a[1].open);
+    for (const [session, c] of busiest) {
+      if (total <= MAX_OPEN_STREAMS) break;
+      this.close(session, "the most open streams while all connections hold too many", c.open);
+      total -= c.open;
     }
-  }
-
-  /** The request is whole (or gone): its bytes are the gRPC server's now, and no longer counted. */
-  private requestDone(w: Watched): void {
-    w.requestDone = true;
-    if (w.bytes === 0) return;
-    this.pendingTotal -= w.bytes;
-    const held = (this.pending.get(w.session) ?? 0) - w.bytes;
-    if (held <= 0) this.pending.delete(w.session);
-    else this.pending.set(w.session, held);
-    w.bytes = 0;
-  }
-
-  /** Over MAX_OPEN_STREAMS: the connection with the most open streams goes. */
-  private closeBusiest(total: number): void {
-    let busiest: Http2Session | undefined;
-    let most = 0;
-    for (const [session, count] of this.open) {
-      // A connection already ended still counts until its streams have closed.
-      if (session.destroyed) total -= count;
-      else if (count > most) {
-        busiest = session;
-        most = count;
-      }
-    }
-    if (total > MAX_OPEN_STREAMS) this.close(busiest, "the most open streams while all connections hold too many", most);
   }
 
   /** Ends a connection with GOAWAY ENHANCE_YOUR_CALM. */
-  private close(session: Http2Session | undefined, reason: string, detail: number): void {
-    if (session === undefined || session.destroyed) return;
+  private close(session: Http2Session, reason: string, detail: number): void {
+    if (session.destroyed) return;
     this.log.debug("closing client connection", { reason, detail });
     // Not destroy(error, code): the session would emit "error", which nothing listens to.
     session.goaway(H2_ERROR.ENHANCE_YOUR_CALM);
@@ -164,20 +204,18 @@ export class StreamWatch {
 
   private check(): void {
     const now = Date.now();
-    for (const [stream, w] of this.watched) {
-      // What moves while the call makes progress: the request's frames, then the answer's buffered bytes.
-      const delivering = stream.writableLength > 0 || stream.writableEnded;
-      const mark = !w.requestDone ? w.frames : delivering ? stream.writableLength : -1;
-      if (mark !== w.seen || mark === -1) {
-        w.seen = mark;
-        w.since = now;
+    for (const [session, c] of this.connections) {
+      // Only a connection that owes or is owed something can stall; a health Watch waiting for news does not.
+      if (c.progress !== c.seen || (c.incomplete === 0 && c.undelivered === 0)) {
+        c.seen = c.progress;
+        c.since = now;
         continue;
       }
-      if (now - w.since <= this.stalledMs) continue;
-      this.watched.delete(stream);
-      this.close(w.session, w.requestDone ? "an answer was not taken" : "a request made no progress", this.stalledMs);
+      if (now - c.since <= this.stalledMs) continue;
+      c.since = now;
+      this.close(session, c.incomplete > 0 ? "a request made no progress" : "an answer was not taken", this.stalledMs);
     }
-    if (this.watched.size === 0) {
+    if (this.connections.size === 0) {
       clearInterval(this.timer);
       this.timer = undefined;
     }
