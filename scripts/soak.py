@@ -13,6 +13,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "test", "integration"))
 import soak_scenarios as s  # noqa: E402
+import h2_abuse  # noqa: E402
 
 DOC = os.path.join(ROOT, "docs", "reliability.md")
 BEGIN, END = "<!-- soak figures: begin (written by scripts/soak) -->", "<!-- soak figures: end -->"
@@ -36,6 +37,8 @@ SCENARIOS = {
                     lambda d: s.scenario_connections(d, images=3000, idle=1000, timeouts=None, close_within=330.0)),
     "lifecycle": ("5. Lifecycle", "10,001 images, concurrency 64: a second instance on the same socket during load; SIGTERM with 8 StreamImages half read and unary load; kill -9 under load, then a restart",
                   lambda d: s.scenario_lifecycle(d, images=10_001, load_seconds=10.0, concurrency=64, streams=8)),
+    "h2": ("6. HTTP/2 abuse", "each attack of test/integration/h2_abuse.py at full size, on both paths (:authority localhost; the socket path, through the rewriter), one after another on one server with default timeouts; a normal client calling ImageStatus and ListImages throughout; RSS sampled every 50 ms",
+           lambda d: h2_abuse.scenario_h2_abuse(d, h2_abuse.FULL_SIZES, close_within=100.0, rss_return_within=30.0)),
 }
 
 
@@ -58,14 +61,35 @@ def commit():
     return out.stdout.strip() or "unknown"
 
 
+ROW_COLUMNS = ["attack", "path", "size", "server", "normal ok", "normal failed", "longest gap ms", "fresh client ms",
+               "RSS before MiB", "RSS peak MiB", "RSS after MiB", "server CPU s"]
+
+
+def render_rows(rows):
+    """A scenario with one row per case (the HTTP/2 abuse: attack and path): one table of columns,
+    then the figures only some cases have."""
+    lines = ["| " + " | ".join(ROW_COLUMNS) + " |", "|" + " --- |" * len(ROW_COLUMNS)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in ROW_COLUMNS) + " |" for r in rows]
+    extra = [(f"{r['attack']} ({r['path']})", k, v) for r in rows for k, v in r.items() if k not in ROW_COLUMNS and k != "seconds"]
+    if extra:
+        lines += ["", "| attack (path) | figure | value |", "| --- | --- | --- |"]
+        lines += [f"| {fmt(a)} | {fmt(k)} | {fmt(v)} |" for a, k, v in extra]
+    return lines
+
+
 def render(results, started, seconds):
     lines = [BEGIN, "",
              f"One run of `scripts/soak` on {time.strftime('%Y-%m-%d', time.gmtime(started))}, commit `{commit()}`, {machine()}; "
              f"{seconds / 60:.1f} minutes. The machine was shared with other work, so latencies are upper bounds.", ""]
     for name, (title, how, _), report, took in results:
         verdict = "**passed**" if not report.problems else f"**{len(report.problems)} problem(s)**"
-        lines += [f"### {title}: {verdict}", "", f"How: {how}. Took {took:.0f} s.", "", "| figure | value |", "| --- | --- |"]
-        lines += [f"| {fmt(k)} | {fmt(v)} |" for k, v in report.figures.items()]
+        lines += [f"### {title}: {verdict}", "", f"How: {how}. Took {took:.0f} s.", ""]
+        rows = getattr(report, "rows", None)
+        if rows:
+            lines += render_rows(rows)
+        else:
+            lines += ["| figure | value |", "| --- | --- |"]
+            lines += [f"| {fmt(k)} | {fmt(v)} |" for k, v in report.figures.items()]
         if report.problems:
             lines += ["", "Problems:", ""] + [f"- {fmt(p)}" for p in report.problems]
         lines.append("")
@@ -77,6 +101,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", help=f"comma-separated scenarios of: {', '.join(SCENARIOS)}")
     ap.add_argument("--no-write", action="store_true", help="print the figures only")
+    ap.add_argument("--markdown", action="store_true", help="also print the figures as docs/reliability.md would have them")
     args = ap.parse_args()
     names = args.only.split(",") if args.only else list(SCENARIOS)
     for n in names:
@@ -101,6 +126,8 @@ def main():
         failed |= bool(report.problems)
         results.append((name, SCENARIOS[name], report, took))
     text = render(results, started, time.time() - started)
+    if args.markdown:
+        print(text)
     if not args.no_write and not args.only:
         with open(DOC) as f:
             doc = f.read()

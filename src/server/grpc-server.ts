@@ -17,6 +17,7 @@ import type { EventEmitter } from "node:events";
 import type { ServerHttp2Session } from "node:http2";
 import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
+import type { Logger } from "../backend/contract";
 import {
   composeServerMiddleware,
   type CallContext,
@@ -32,6 +33,7 @@ import { createUnaryMethodHandler } from "nice-grpc/lib/server/handleUnaryCall";
 import { normalizeServiceDefinition, toGrpcJsServiceDefinition } from "nice-grpc/lib/service-definitions";
 import { boundCompletions } from "./completion-depth";
 import { H2_ERROR } from "./h2-authority";
+import { StreamWatch } from "./stream-watch";
 
 export interface ServiceRegistration {
   definition: CompatServiceDefinition;
@@ -105,10 +107,17 @@ function methodImplementation(implementation: object, name: string): (request: u
   return fn.bind(implementation) as (request: unknown, context: unknown) => unknown;
 }
 
+export interface StreamLimits {
+  /** A request incomplete and without a DATA frame for this long closes its connection (stream-watch.ts). */
+  stalledRequestMs: number;
+}
+
 export function createInjectableGrpcServer(
   options: ChannelOptions,
   middleware: ServerMiddleware,
   services: readonly ServiceRegistration[],
+  limits: StreamLimits,
+  log: Logger,
 ): InjectableGrpcServer {
   const server = new Server(options);
   // Calls in flight, each as a promise that settles when the call ends. grpc-js's
@@ -157,7 +166,9 @@ export function createInjectableGrpcServer(
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
   // The connection being injected: its HTTP/2 session is made (and announced) synchronously.
   let injecting: Duplex | undefined;
+  const streams = new StreamWatch(limits.stalledRequestMs, log);
   for (const http2Server of http2ServersOf(server)) {
+    http2Server.prependListener("stream", streams.add);
     // Each stream's completions are bounded before grpc-js sees the stream (completion-depth.ts).
     http2Server.prependListener("stream", boundCompletions);
     http2Server.prependListener("session", (session: ServerHttp2Session) => {

@@ -29,6 +29,15 @@ const PRIORITY_BYTES = 5;
 
 /** A header block (its frames, as received) larger than this closes the connection: memory stays bounded. */
 export const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
+/**
+ * A header block whose fields add up to more than this, counted as
+ * SETTINGS_MAX_HEADER_LIST_SIZE counts them (name + value + 32 each), closes
+ * the connection: Bun's server refuses such a request anyway (its own limit is
+ * 65,535), and a small block can decode to much more through the dynamic
+ * table (one 4 KiB entry referenced by thousands of one-byte fields), which
+ * the rewriter would otherwise re-encode in full.
+ */
+export const MAX_HEADER_LIST_BYTES = 64 * 1024;
 /** The SETTINGS_MAX_FRAME_SIZE every HTTP/2 peer must accept (the default; Bun's server advertises no other). */
 export const MAX_FRAME_PAYLOAD_BYTES = 16384;
 /** SETTINGS_HEADER_TABLE_SIZE's default: the client's encoder starts with it and the server advertises no other. */
@@ -100,9 +109,20 @@ export class HeaderBlockDecoder {
     const decoder = this.reader;
     decoder.push(fragment);
     const fields: HeaderField[] = [];
+    let listBytes = 0;
     try {
-      while (!decoder.isEmpty()) this.decodeOne(decoder, fields);
+      while (!decoder.isEmpty()) {
+        const before = fields.length;
+        this.decodeOne(decoder, fields);
+        const field = fields[before];
+        if (field === undefined) continue; // a table size update adds no field
+        listBytes += field.name.length + field.value.length + 32;
+        if (listBytes > MAX_HEADER_LIST_BYTES) {
+          throw new H2StreamError(`header list over ${MAX_HEADER_LIST_BYTES} bytes`, H2_ERROR.ENHANCE_YOUR_CALM);
+        }
+      }
     } catch (e) {
+      if (e instanceof H2StreamError) throw e;
       throw new H2StreamError(`undecodable header block: ${e instanceof Error ? e.message : String(e)}`, H2_ERROR.COMPRESSION_ERROR);
     }
     return fields;

@@ -116,6 +116,9 @@ export async function serve(
     },
     errorMapping(log),
     servedServices(registry, log, hooks.refusedPlugins),
+    // A request left half sent is a client not answering, as an unanswered ping is.
+    { stalledRequestMs: timeouts.keepaliveTimeoutMs },
+    log,
   );
   // Clients that send the socket path as `:authority` (kubelet, crictl before
   // v1.30) are served too: their connections go through the rewriter.

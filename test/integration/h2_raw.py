@@ -24,6 +24,16 @@ SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 
 
+def header_block(stream, block, end_stream=False, piece=16384):
+    """HEADERS (+ CONTINUATIONs) carrying an HPACK block of any size."""
+    first, rest = block[:piece], block[piece:]
+    out = [frame(HEADERS, (END_STREAM if end_stream else 0) | (0 if rest else END_HEADERS), stream, first)]
+    while rest:
+        part, rest = rest[:piece], rest[piece:]
+        out.append(frame(CONTINUATION, 0 if rest else END_HEADERS, stream, part))
+    return b"".join(out)
+
+
 def call_frames(method, payload, stream, authority, end_stream=True):
     """HEADERS + DATA of one gRPC call; without `end_stream` the request never ends."""
     return (frame(HEADERS, END_HEADERS, stream, grpc_headers(method, authority))
@@ -43,12 +53,16 @@ class RawH2:
         self.s.connect(sock_path)
         self.ack, self.credit = ack, credit
         self.answered = 0  # trailers (HEADERS with END_STREAM) received
+        self.ping_acks = 0
+        self.settings_acks = 0
         self.answered_streams = set()
         self.resets = collections.Counter()  # RST_STREAM error code name -> count
         self.reset_streams = set()
         self.goaway = None  # the first GOAWAY: (error code name, last stream id)
         self.goaways = []
         self.settings = {}  # the server's SETTINGS
+        # Flow-control credit the server gave this client to send DATA (RFC 9113 §6.9).
+        self.send_window = {0: 65535}
         self.closed_at = None
         self.write_failed = False
         self._reader = None
@@ -178,6 +192,10 @@ class RawH2:
             last, code = struct.unpack(">II", payload[:8])
             self.goaways.append((ERROR_NAMES.get(code, str(code)), last & 0x7FFFFFFF))
             self.goaway = self.goaways[0]
+        elif kind == WINDOW_UPDATE and len(payload) >= 4:
+            with self._lock:
+                self.send_window[stream] = self.window(stream) + (struct.unpack(">I", payload[:4])[0] & 0x7FFFFFFF)
+                self._lock.notify_all()
         elif kind == SETTINGS and not flags & ACK:
             for i in range(0, len(payload) - 5, 6):
                 key, value = struct.unpack(">HI", payload[i:i + 6])
@@ -186,6 +204,10 @@ class RawH2:
                 self.send(frame(SETTINGS, ACK, 0), urgent=True)
         elif kind == PING and not flags & ACK and self.ack:
             self.send(frame(PING, ACK, 0, payload), urgent=True)
+        elif kind == PING:
+            self.ping_acks += 1
+        elif kind == SETTINGS:
+            self.settings_acks += 1
 
     def wait(self, predicate, timeout):
         """Waits until predicate(self) or the connection closed; returns whether predicate held."""
@@ -194,6 +216,18 @@ class RawH2:
             while not predicate(self) and not self.gone() and time.monotonic() < deadline:
                 self._lock.wait(0.05)
         return predicate(self)
+
+    def window(self, stream):
+        """What this client may send on `stream` now (the server's initial window until it says more)."""
+        return self.send_window.get(stream, self.settings.get(SETTINGS_INITIAL_WINDOW_SIZE, 65535))
+
+    def take_window(self, stream, n):
+        with self._lock:
+            n = min(n, self.window(stream), self.window(0))
+            if n > 0:
+                self.send_window[stream] = self.window(stream) - n
+                self.send_window[0] -= n
+            return max(n, 0)
 
     def gone(self):
         """The server closed the connection (as the reader saw it, or as writes found it with no reader)."""

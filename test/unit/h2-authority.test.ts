@@ -216,3 +216,24 @@ describe("ClientHeaderRewriter", () => {
     expect(() => run(huge, () => 1000)).toThrow(H2StreamError);
   });
 });
+
+describe("a header list over 64 KiB once decoded", () => {
+  test("closes the connection even when its block is small (an entry of the dynamic table referenced thousands of times)", () => {
+    const big = Buffer.concat([Buffer.from([0x40, 6]), Buffer.from("x-bomb"), Buffer.from([0x7f, 0xa1, 0x1e]), Buffer.alloc(4000, 0x62)]); // literal, incremental indexing, value 4000 bytes
+    const block = Buffer.concat([big, Buffer.alloc(20, 0xbe)]); // then 20 references to entry 62: about 80 KiB decoded
+    const bytes = Buffer.concat([PREFACE, frame(0x1, 0x4 | 0x1, 1, block)]);
+    let error: unknown;
+    try {
+      new ClientHeaderRewriter(() => {}).feed(bytes);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(H2StreamError);
+    expect((error as H2StreamError).code).toBe(0xb); // ENHANCE_YOUR_CALM: the GOAWAY's code
+    expect((error as Error).message).toBe("header list over 65536 bytes");
+    // 15 references (about 60 KiB) are still served.
+    const forwarded: Buffer[] = [];
+    new ClientHeaderRewriter((b) => forwarded.push(b)).feed(Buffer.concat([PREFACE, frame(0x1, 0x4 | 0x1, 1, Buffer.concat([big, Buffer.alloc(14, 0xbe)]))]));
+    expect(Buffer.concat(forwarded).length).toBeGreaterThan(0);
+  });
+});
