@@ -640,7 +640,7 @@ export default {
         const mode = readFileSync(options.mode_file, "utf8").trim();
         if (mode === "throw") throw new Error("switch plugin exploded");
         // A hang that ends when mended (a lock released); one that never ends is
-        // never called again (README, "How backends are contained").
+        // never called again (docs/backends.md, "How backends are contained").
         if (mode === "hang") return new Promise((done) => {
           const t = setInterval(() => readFileSync(options.mode_file, "utf8").trim() !== "hang" && (clearInterval(t), done([])), 50);
         });
