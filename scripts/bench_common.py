@@ -4,6 +4,7 @@ a freshly started server."""
 import os
 import resource
 import re
+import statistics
 import subprocess
 import time
 
@@ -124,3 +125,51 @@ def wait_for_list(pb, pbg, sock, proc, log_path, start, want=None, limit_s=120, 
                 pass
             ch.close()
         time.sleep(every_s)
+
+
+def backend_scan(pb, pbg, bin_path, work_dir, backend_type, path, n, make_change, changed_tag):
+    """Starts the compiled imagelet serving one backend (`backend_type` on `path`,
+    holding n images) and measures, in ms unless named otherwise:
+      - process start → the first ListImages that lists all n;
+      - ListImages p50 over 20 calls, after 3 warm-ups;
+      - `make_change()` → `changed_tag` resolves in ImageStatus;
+      - the server's RSS.
+    The server is stopped before it returns."""
+    sock = os.path.join(work_dir, "imagelet.sock")
+    cfg = os.path.join(work_dir, "imagelet.toml")
+    with open(cfg, "w") as f:
+        f.write(f'socket = "{sock}"\nlog_level = "warn"\n[[backend]]\ntype = "{backend_type}"\npath = "{path}"\n')
+    log_path = os.path.join(work_dir, "log")
+    start = time.perf_counter()
+    proc = subprocess.Popen([bin_path, "serve", "--config", cfg], stderr=open(log_path, "w"), stdout=subprocess.DEVNULL)
+    try:
+        ch, _, _ = wait_for_list(pb, pbg, sock, proc, log_path, start, want=n)
+        first_answer_ms = (time.perf_counter() - start) * 1000
+        stub = pbg.ImageServiceStub(ch)
+        req = pb.ListImagesRequest()
+        for _ in range(3):
+            stub.ListImages(req)
+        samples = []
+        for _ in range(20):
+            t = time.perf_counter()
+            stub.ListImages(req)
+            samples.append((time.perf_counter() - t) * 1000)
+        status_req = pb.ImageStatusRequest(image=pb.ImageSpec(image=changed_tag))
+        t = time.perf_counter()
+        make_change()
+        while not stub.ImageStatus(status_req, timeout=10).HasField("image"):
+            if time.perf_counter() - t > 60:
+                raise SystemExit(f"{backend_type}: {changed_tag} did not resolve within 60 s of the change")
+            time.sleep(0.002)
+        change_ms = (time.perf_counter() - t) * 1000
+        ch.close()
+        return {
+            "images": n,
+            "first_answer_ms": round(first_answer_ms),
+            "change_visible_ms": round(change_ms),
+            "list_p50_ms": round(statistics.median(samples), 1),
+            "rss_mib": round(rss_kib(proc.pid) / 1024),
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -20,7 +20,6 @@ Needs root.
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "test", "integration"))
 sys.path.insert(0, HERE)
 import cri_stubs  # noqa: E402
-from bench_common import rss_kib, wait_for_list  # noqa: E402
+from bench_common import backend_scan, wait_for_list  # noqa: E402
 from bench_containerd import Containerd  # noqa: E402
 
 ROOT = cri_stubs.ROOT
@@ -43,46 +42,11 @@ def bench_containerd_root(bin_path, work_dir, root, n, ctd, source_tag="bench.lo
     while `ctd` (a running bench_containerd.Containerd on that root) can make the change."""
     os.makedirs(work_dir, exist_ok=True)
     pb, pbg = cri_stubs.load()
-    sock = os.path.join(work_dir, "imagelet.sock")
-    cfg = os.path.join(work_dir, "imagelet.toml")
-    with open(cfg, "w") as f:
-        f.write(f'socket = "{sock}"\nlog_level = "warn"\n[[backend]]\ntype = "containerd"\npath = "{root}"\n')
-    log_path = os.path.join(work_dir, "log")
-    start = time.perf_counter()
-    proc = subprocess.Popen([bin_path, "serve", "--config", cfg], stderr=open(log_path, "w"), stdout=subprocess.DEVNULL)
-    try:
-        channel, _, _ = wait_for_list(pb, pbg, sock, proc, log_path, start, want=n)
-        first_answer_ms = (time.perf_counter() - start) * 1000
-        stub = pbg.ImageServiceStub(channel)
-        req = pb.ListImagesRequest()
-        for _ in range(3):
-            stub.ListImages(req)
-        samples = []
-        for _ in range(20):
-            t = time.perf_counter()
-            stub.ListImages(req)
-            samples.append((time.perf_counter() - t) * 1000)
-        status_req = pb.ImageStatusRequest(image=pb.ImageSpec(image=CHANGED_TAG))
-        t = time.perf_counter()
-        ctd.ctr("images", "tag", source_tag, CHANGED_TAG)
-        while not stub.ImageStatus(status_req, timeout=10).HasField("image"):
-            if time.perf_counter() - t > 60:
-                raise SystemExit("the new tag was not picked up within 60 s")
-            time.sleep(0.002)
-        change_ms = (time.perf_counter() - t) * 1000
-        ctd.ctr("images", "rm", CHANGED_TAG)
-        channel.close()
-        return {
-            "images": n,
-            "first_answer_ms": round(first_answer_ms),
-            "change_visible_ms": round(change_ms),
-            "list_p50_ms": round(statistics.median(samples), 1),
-            "rss_mib": round(rss_kib(proc.pid) / 1024),
-            "meta_db_mib": round(os.path.getsize(os.path.join(root, "io.containerd.metadata.v1.bolt", "meta.db")) / 2**20, 1),
-        }
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    r = backend_scan(pb, pbg, bin_path, work_dir, "containerd", root, n,
+                     lambda: ctd.ctr("images", "tag", source_tag, CHANGED_TAG), CHANGED_TAG)
+    ctd.ctr("images", "rm", CHANGED_TAG)
+    r["meta_db_mib"] = round(os.path.getsize(os.path.join(root, "io.containerd.metadata.v1.bolt", "meta.db")) / 2**20, 1)
+    return r
 
 
 def main():

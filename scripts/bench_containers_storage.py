@@ -19,8 +19,6 @@ import hashlib
 import json
 import os
 import re
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "test", "integration"))
 import cri_stubs  # noqa: E402
-from bench_common import rss_kib, wait_for_list  # noqa: E402
+from bench_common import backend_scan  # noqa: E402
 import grpc  # noqa: E402
 
 ROOT = cri_stubs.ROOT
@@ -130,48 +128,15 @@ def bench_containers_storage(bin_path, work_dir, n=10_000):
     t = time.perf_counter()
     images = write_store(root, n)
     generate_ms = (time.perf_counter() - t) * 1000
-    sock = os.path.join(work_dir, "imagelet.sock")
-    cfg = os.path.join(work_dir, "imagelet.toml")
-    with open(cfg, "w") as f:
-        f.write(f'socket = "{sock}"\nlog_level = "warn"\n[[backend]]\ntype = "containers-storage"\npath = "{root}"\n')
-    log_path = os.path.join(work_dir, "log")
-    start = time.perf_counter()
-    proc = subprocess.Popen([bin_path, "serve", "--config", cfg], stderr=open(log_path, "w"), stdout=subprocess.DEVNULL)
-    try:
-        channel, _, _ = wait_for_list(pb, pbg, sock, proc, log_path, start, want=n)
-        first_answer_ms = (time.perf_counter() - start) * 1000
-        stub = pbg.ImageServiceStub(channel)
-        req = pb.ListImagesRequest()
-        for _ in range(3):
-            stub.ListImages(req)
-        samples = []
-        for _ in range(20):
-            t = time.perf_counter()
-            stub.ListImages(req)
-            samples.append((time.perf_counter() - t) * 1000)
+    changed = "bench.local/edge/changed:1.0"
 
+    def change():
         # One image gains a name, written as c/storage writes images.json.
-        images[n // 2]["names"].append("bench.local/edge/changed:1.0")
-        status_req = pb.ImageStatusRequest(image=pb.ImageSpec(image="bench.local/edge/changed:1.0"))
-        t = time.perf_counter()
+        images[n // 2]["names"].append(changed)
         replace_atomically(os.path.join(root, f"{DRIVER}-images", "images.json"), images)
-        while not stub.ImageStatus(status_req, timeout=10).HasField("image"):
-            if time.perf_counter() - t > 60:
-                raise SystemExit("the changed images.json was not picked up within 60 s")
-            time.sleep(0.002)
-        change_ms = (time.perf_counter() - t) * 1000
-        channel.close()
-        return {
-            "images": n,
-            "generate_ms": round(generate_ms),
-            "first_answer_ms": round(first_answer_ms),
-            "change_visible_ms": round(change_ms),
-            "list_p50_ms": round(statistics.median(samples), 1),
-            "rss_mib": round(rss_kib(proc.pid) / 1024),
-        }
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+
+    r = backend_scan(pb, pbg, bin_path, work_dir, "containers-storage", root, n, change, changed)
+    return {"images": n, "generate_ms": round(generate_ms), **{k: v for k, v in r.items() if k != "images"}}
 
 
 def main():
