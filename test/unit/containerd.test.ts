@@ -565,7 +565,7 @@ describe("a meta.db that is written all the time", () => {
   test("a change is visible within a second while writes come faster than the registry's debounce", async () => {
     // containerd commits for leases, containers and content as well as images: on a busy node meta.db
     // is written every few ms. Each write is an inotify event; the registry's debounce (50 ms) restarts
-    // on every notification, so notifications must not come faster than it or it never fires.
+    // on every notification, so without its longest wait (MAX_DEBOUNCE_WAIT_MS) it would never fire.
     const { BackendRegistry } = await import("../../src/registry/registry");
     const big = craftedRoot(4);
     const small = craftedRoot(3); // the same blobs for its three images
@@ -597,7 +597,7 @@ describe("a meta.db that is written all the time", () => {
       const visibleMs = performance.now() - t0;
       expect(writes).toBeGreaterThan(50);
       expect(visibleMs).toBeLessThan(1000);
-      // And not a read per write: about one per 200 ms while the writes go on.
+      // And not a read per write: at most about one per 200 ms while the writes go on.
       await Bun.sleep(400);
       expect(lists - listsBefore).toBeLessThanOrEqual(Math.ceil((performance.now() - started) / 200) + 2);
     } finally {

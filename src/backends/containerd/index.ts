@@ -35,17 +35,6 @@ const MAX_NAMESPACE = 76;
  */
 const POLL_MS = 250;
 /**
- * At most one change notification per this while meta.db keeps being written.
- * containerd commits for leases, containers, snapshots and content as well as
- * images, so on a busy node meta.db is written every few milliseconds, each
- * write an inotify event. The registry's debounce restarts on every
- * notification: passed straight on, a steady stream of them never let it
- * fire, and no change was seen until the writes paused (tested). Spaced
- * further apart than the debounce, each one ends in a read, and a change is
- * seen within this + the debounce + one read (about 0.4 s at 10,000 images).
- */
-const NOTIFY_MS = 200;
-/**
  * A snapshot that kept changing is tried again after this (the last good
  * answer is served meanwhile), doubled after each retry that also found it
  * changing, up to MAX_RETRY_MS: a store committing faster than it can be read
@@ -224,23 +213,14 @@ export class ContainerdStore {
    * only when meta.db has a new commit or the content changed.
    */
   watch(onChange: () => void): () => void {
-    // Leading and trailing: the first notification of a quiet store goes out at once, the
-    // ones that follow within NOTIFY_MS become one at its end.
-    let lastSent = 0;
-    let due: ReturnType<typeof setTimeout> | undefined;
-    const notify = () => {
-      if (due) return;
-      due = setTimeout(() => {
-        due = undefined;
-        lastSent = Date.now();
-        onChange();
-      }, Math.max(0, lastSent + NOTIFY_MS - Date.now()));
-      due.unref?.();
-    };
-    this.onChange = notify;
+    // containerd commits for leases, containers, snapshots and content as well
+    // as images, so on a busy node meta.db is written every few milliseconds,
+    // each write an event: the registry's debounce coalesces them, and still
+    // re-lists at least every MAX_DEBOUNCE_WAIT_MS while they keep coming.
+    this.onChange = onChange;
     const stopWatching = watchDirectories(
       [join(this.opts.root, METADATA_DIR), join(this.contentRoot, "blobs"), join(this.contentRoot, "blobs", "sha256")],
-      notify,
+      onChange,
       this.problems,
     );
     let last = this.pollKey();
@@ -248,13 +228,12 @@ export class ContainerdStore {
       const now = this.pollKey();
       if (now !== last) {
         last = now;
-        notify();
+        onChange();
       }
     }, POLL_MS);
     timer.unref?.();
     return () => {
       clearInterval(timer);
-      if (due) clearTimeout(due);
       if (this.retryTimer) clearTimeout(this.retryTimer);
       this.onChange = undefined;
       stopWatching();
