@@ -8,6 +8,7 @@ import { ImageServiceDefinition as V1alpha2ImageServiceDefinition } from "../gen
 import type { Logger } from "../backend/contract";
 import type { RefusedPlugin } from "../plugins/load";
 import type { ServedRegistry } from "../registry/served";
+import { coalescedCollection } from "./collection";
 import { withMalformedRequests } from "./errors";
 import { createImageService } from "./image-service";
 import { LazyServerReflectionService, lazyServerReflection } from "./reflection";
@@ -52,13 +53,7 @@ function diagnostics(registry: ServedRegistry, refusedPlugins: () => readonly Re
 const COLLECT_AFTER_VIEW_MS = 3000;
 
 function collectAfterViewChanges(served: ServedRegistry): void {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const schedule = () => {
-    timer ??= setTimeout(() => {
-      timer = undefined;
-      Bun.gc(true);
-    }, COLLECT_AFTER_VIEW_MS).unref();
-  };
+  const schedule = coalescedCollection(COLLECT_AFTER_VIEW_MS);
   // A reload swaps the registry whole (and tells health listeners): follow the new one.
   let followed: ServedRegistry["registry"] | undefined;
   let unsubscribe = () => {};

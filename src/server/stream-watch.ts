@@ -31,6 +31,7 @@
 // the same way at once.
 import type { Http2Session, ServerHttp2Stream } from "node:http2";
 import type { Logger } from "../backend/contract";
+import { coalescedCollection } from "./collection";
 import { H2_ERROR } from "./h2-authority";
 
 const END_STREAM = 0x1;
@@ -186,21 +187,13 @@ export class StreamWatch {
     this.collectSoon();
   }
 
-  private collecting: ReturnType<typeof setTimeout> | undefined;
-
   /**
    * What such a connection made the server allocate (thousands of streams and
-   * calls) is garbage once it is gone, but JavaScriptCore collects by
-   * allocation, and an otherwise quiet server allocates little: its RSS stayed
-   * 25 MiB up for over 30 s. One collection a second after the close (at most
-   * one per second) gives it back.
+   * calls) is garbage once it is gone, but an otherwise quiet server's RSS
+   * stayed 25 MiB up for over 30 s. One collection a second after the close
+   * (at most one per second) gives it back.
    */
-  private collectSoon(): void {
-    this.collecting ??= setTimeout(() => {
-      this.collecting = undefined;
-      Bun.gc(true);
-    }, 1000).unref();
-  }
+  private readonly collectSoon = coalescedCollection(1000);
 
   private check(): void {
     const now = Date.now();
