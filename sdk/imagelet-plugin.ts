@@ -71,6 +71,48 @@ export interface ImageRecord {
    * whatever pinned_images says.
    */
   pinned?: boolean;
+  /**
+   * What this image's names resolve to on the mirror (docs/mirror.md): the
+   * index or manifest as the store keeps it, or, for a store that keeps none,
+   * the manifest the backend writes (see `content`). Only meaningful with a
+   * `content` hook; leave it out otherwise.
+   */
+  target?: ContentDescriptor;
+}
+
+/** An OCI descriptor (image-spec descriptor.md): the name of one piece of content. */
+export interface ContentDescriptor {
+  mediaType: string;
+  /** `sha256:<64 hex>` (or another registered algorithm). */
+  digest: string;
+  /** Exact length in bytes. */
+  size: number;
+}
+
+/**
+ * Bytes of one piece of content, as `content` returns them. Exactly one of
+ * `file`, `bytes` or `open` is set; `size` is the exact length, and the bytes
+ * must hash to the digest that was asked for (the mirror aborts a response
+ * whose body does not, so a client never takes wrong bytes quietly).
+ */
+export interface ContentBody {
+  /** The media type as stored (manifests), or the descriptor's type (blobs). */
+  mediaType: string;
+  size: number;
+  /**
+   * Content stored whole in one file, at `offset`: the mirror opens it once
+   * per response and lets the OS send it. The backend has checked that the
+   * path is inside its store.
+   */
+  file?: { path: string; offset: number };
+  /** Small content held in memory (manifests, configs). */
+  bytes?: Uint8Array;
+  /**
+   * Content made as it is sent (a layer re-created from an unpacked store):
+   * yields the bytes from `start` to the end. It must throw, rather than
+   * yield, bytes it cannot vouch for; the mirror then aborts the connection.
+   */
+  open?(start: number, signal: AbortSignal): AsyncIterable<Uint8Array>;
 }
 
 /**
@@ -136,6 +178,16 @@ export interface Backend {
   list(ctx: CallContext): readonly ImageRecord[] | Promise<readonly ImageRecord[]>;
   /** Full detail (e.g. the OCI config) of one image this backend listed, by ID. */
   status?(id: string, ctx: CallContext): ImageRecord | undefined | Promise<ImageRecord | undefined>;
+  /**
+   * Content for the registry mirror: `digest` names a manifest, index,
+   * config or layer reachable from the `target` of image `id` (one this
+   * backend listed). Returns undefined when this store cannot serve it (not
+   * reachable from that image, or not kept). Optional: without it the
+   * backend's images are listed as before, and the mirror answers 404 for
+   * them. The call is timed like every hook; a body's bytes are read after it
+   * returns, for as long as the client takes.
+   */
+  content?(id: string, digest: string, ctx: CallContext): ContentBody | undefined | Promise<ContentBody | undefined>;
   /** Calls `onChange` when the store may have changed; returns a function that stops watching. */
   watch?(onChange: () => void): () => void;
   /**
