@@ -13,6 +13,9 @@ import type { BackendHealth, BackendRegistry } from "../registry/registry";
 import type { Image } from "../model/image";
 import type { RefusedPlugin } from "../plugins/load";
 import { createImageService } from "../server/image-service";
+import { endpointTarget } from "../runtime/endpoint";
+
+export { endpointTarget };
 
 export type CriImage = runtime.v1.Image;
 export type ImageStatusAnswer = runtime.v1.ImageStatusResponse;
@@ -76,22 +79,6 @@ export async function inProcessSource(
     health: () => registry.health(),
     close: () => void registry.close(),
   };
-}
-
-/**
- * `unix:///path`, `unix:/path` or a bare absolute path → `unix:///path`.
- * nice-grpc's createChannel hands a `scheme://` address it does not know to
- * grpc-js unchanged, but reads `unix:/path` as a host name.
- */
-export function endpointTarget(endpoint: string): string {
-  let path: string | undefined;
-  if (endpoint.startsWith("unix://")) path = endpoint.slice("unix://".length);
-  else if (endpoint.startsWith("unix:")) path = endpoint.slice("unix:".length);
-  else if (endpoint.startsWith("/")) path = endpoint;
-  if (path === undefined || !path.startsWith("/")) {
-    throw new Error(`endpoint ${JSON.stringify(endpoint)} is not a unix socket path (unix:///path)`);
-  }
-  return `unix://${path}`;
 }
 
 /** What a running imagelet reports of its backends (imagelet.v1.Diagnostics). */

@@ -7,12 +7,17 @@ import type { BackendDefinition, OptionSpec } from "../backend/contract";
 import { LOG_LEVELS, type LogLevel } from "../log";
 import { PinnedImages, PinnedPatternError } from "../model/pinned";
 import { DEFAULT_PLUGIN_DIR } from "../plugins/load";
+import { endpointTarget } from "../runtime/endpoint";
 
 export const DEFAULT_CONFIG_FILE = "/etc/imagelet/config.toml";
 export const DEFAULT_SOCKET = "/run/imagelet/imagelet.sock";
 export const DEFAULT_BACKEND_TIMEOUT_MS = 2000;
 export const DEFAULT_POLL_INTERVAL_MS = 10_000;
 export const DEFAULT_FS_INFO_INTERVAL_MS = 60_000;
+/** The deadline of each call imagelet makes to the runtime, PullImage excepted (src/runtime/client.ts). */
+export const DEFAULT_RUNTIME_TIMEOUT_MS = 10_000;
+/** How long a pull of a preloaded image may run with no request for it reaching the mirror (src/runtime/preload.ts). */
+export const DEFAULT_MIRROR_WAIT_MS = 5_000;
 
 /**
  * How long imagelet keeps a client connection that does nothing useful
@@ -79,6 +84,16 @@ export interface ImageletConfig {
   backends: BackendConfig[];
   /** pinned_images: CRI-O's patterns of images kubelet's GC must keep (src/model/pinned.ts). */
   pinnedImages?: string[];
+  /** `[runtime]`: front mode, set only when `endpoint` is (docs/kubelet.md#front-mode). */
+  runtime?: RuntimeConfig;
+}
+
+/** The node's container runtime, reached through its CRI socket. */
+export interface RuntimeConfig {
+  /** `unix:///run/containerd/containerd.sock`, as kubelet's `--container-runtime-endpoint` names it. */
+  endpoint: string;
+  timeoutMs: number;
+  mirrorWaitMs: number;
 }
 
 export class ConfigError extends Error {
@@ -204,6 +219,58 @@ export const SETTINGS = {
   pinned_images: pinnedImagesSetting,
 } satisfies Record<string, Setting<string> | Setting<number> | Setting<string[]>>;
 
+/** The runtime's CRI socket: kubelet's form, checked as the runtime client will dial it. */
+const endpointSetting: Setting<string, undefined> = {
+  type: "string",
+  default: undefined,
+  parse: (v) => {
+    if (typeof v !== "string") return { error: `expected a string, got ${typeName(v)}` };
+    try {
+      endpointTarget(v);
+    } catch (e) {
+      return { error: (e as Error).message };
+    }
+    return v;
+  },
+  toToml: (v) => v,
+  of: (c) => c.runtime?.endpoint,
+};
+
+/**
+ * The keys of the `[runtime]` table (front mode). Like SETTINGS, the one place
+ * they exist: validation, `imagelet config` and docs/configuration.md's
+ * `[runtime]` table are held to it.
+ */
+export const RUNTIME_SETTINGS = {
+  endpoint: endpointSetting,
+  timeout: durationSetting(DEFAULT_RUNTIME_TIMEOUT_MS, (c) => c.runtime?.timeoutMs ?? DEFAULT_RUNTIME_TIMEOUT_MS),
+  mirror_wait: durationSetting(DEFAULT_MIRROR_WAIT_MS, (c) => c.runtime?.mirrorWaitMs ?? DEFAULT_MIRROR_WAIT_MS),
+} satisfies Record<string, Setting<string> | Setting<number>>;
+
+/** The top-level key holding the `[runtime]` table. */
+export const RUNTIME_KEY = "runtime";
+
+/** `[runtime]` → front mode's settings; undefined without the table. */
+function readRuntime(raw: unknown, file: string, baseDir: string): RuntimeConfig | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ConfigError(file, RUNTIME_KEY, "expected a [runtime] table");
+  const table = raw as Record<string, unknown>;
+  for (const key of Object.keys(table)) if (!Object.hasOwn(RUNTIME_SETTINGS, key)) throw new ConfigError(file, `${RUNTIME_KEY}.${key}`, "unknown key");
+  const value = <T>(key: keyof typeof RUNTIME_SETTINGS, setting: Setting<T>): T | undefined => {
+    if (table[key] === undefined) return setting.default;
+    const parsed = setting.parse(table[key], baseDir);
+    if (typeof parsed === "object" && parsed !== null && "error" in parsed) throw new ConfigError(file, `${RUNTIME_KEY}.${key}`, (parsed as { error: string }).error);
+    return parsed as T;
+  };
+  const endpoint = value("endpoint", RUNTIME_SETTINGS.endpoint);
+  if (endpoint === undefined) throw new ConfigError(file, `${RUNTIME_KEY}.endpoint`, "missing (the runtime's CRI socket, e.g. \"unix:///run/containerd/containerd.sock\")");
+  return {
+    endpoint,
+    timeoutMs: value("timeout", RUNTIME_SETTINGS.timeout)!,
+    mirrorWaitMs: value("mirror_wait", RUNTIME_SETTINGS.mirror_wait)!,
+  };
+}
+
 export type SettingKey = keyof typeof SETTINGS;
 /** Each key's value once defaults are applied: possibly undefined only for a key without a default. */
 type SettingValues = { [K in SettingKey]: (typeof SETTINGS)[K] extends Setting<infer T, infer D> ? (undefined extends D ? T | undefined : T) : never };
@@ -236,7 +303,7 @@ function readSettings(raw: Record<string, unknown>, file: string, baseDir: strin
 }
 
 /** The configuration a given set of top-level values makes, with these backends. */
-function assemble(values: SettingValues, given: Partial<SettingValues>, backends: BackendConfig[], baseDir: string, file?: string): ImageletConfig {
+function assemble(values: SettingValues, given: Partial<SettingValues>, backends: BackendConfig[], baseDir: string, file?: string, runtime?: RuntimeConfig): ImageletConfig {
   return {
     file,
     baseDir,
@@ -256,6 +323,7 @@ function assemble(values: SettingValues, given: Partial<SettingValues>, backends
     logLevel: values.log_level,
     backends,
     pinnedImages: values.pinned_images,
+    runtime,
   };
 }
 
@@ -272,9 +340,10 @@ export function validateConfig(
   unavailable: ReadonlyMap<string, string> = new Map(),
 ): ImageletConfig {
   const err = (key: string, msg: string) => new ConfigError(file, key, msg);
-  for (const key of Object.keys(raw)) if (key !== BACKEND_KEY && !Object.hasOwn(SETTINGS, key)) throw err(key, "unknown key");
+  for (const key of Object.keys(raw)) if (key !== BACKEND_KEY && key !== RUNTIME_KEY && !Object.hasOwn(SETTINGS, key)) throw err(key, "unknown key");
   const baseDir = dirname(resolve(file));
   const { given, values } = readSettings(raw, file, baseDir);
+  const runtime = readRuntime(raw[RUNTIME_KEY], file, baseDir);
   // An entry's timeout reads as backend_timeout does.
   const entryTimeout = (key: string, v: unknown): number => {
     if (v === undefined) return values.backend_timeout;
@@ -321,7 +390,7 @@ export function validateConfig(
     return { type: e.type, name, timeoutMs, options };
   });
 
-  return assemble(values, given, backends, baseDir, resolve(file));
+  return assemble(values, given, backends, baseDir, resolve(file), runtime);
 }
 
 /** A config file parsed but not yet validated (plugins must load first to know their types). */

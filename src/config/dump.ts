@@ -2,7 +2,7 @@
 // same table validation reads (SETTINGS), so what it prints reads back to the
 // same configuration: it can be saved as a starting config file.
 import type { BackendDefinition, OptionSpec } from "../backend/contract";
-import { DEFAULT_CONFIG_FILE, SETTINGS, WELL_KNOWN_STORES, formatDuration, type ImageletConfig, type Setting } from "./config";
+import { DEFAULT_CONFIG_FILE, RUNTIME_KEY, RUNTIME_SETTINGS, SETTINGS, WELL_KNOWN_STORES, formatDuration, type ImageletConfig, type Setting } from "./config";
 
 /** A TOML key: bare when TOML allows it, else quoted. */
 function tomlKey(key: string): string {
@@ -47,6 +47,17 @@ export function configToml(config: ImageletConfig, definitions: readonly Backend
     if (value !== undefined) lines.push(`${key} = ${tomlValue(setting.toToml(value))}`);
     else if (setting.default !== undefined) lines.push(`# ${key} = ${tomlValue(setting.toToml(setting.default))}   (the default; unset)`);
     else lines.push(`# ${key} = ...   (unset)`);
+  }
+  // [runtime] before [[backend]]: a TOML table cannot follow an array of tables' keys.
+  lines.push("");
+  if (config.runtime === undefined) {
+    lines.push(`# [${RUNTIME_KEY}]   (unset: front mode off; docs/kubelet.md#front-mode)`, '# endpoint = "unix:///run/containerd/containerd.sock"');
+  } else {
+    lines.push(`[${RUNTIME_KEY}]`);
+    for (const [key, setting] of Object.entries(RUNTIME_SETTINGS) as [string, Setting<unknown>][]) {
+      const value = setting.of(config);
+      if (value !== undefined) lines.push(`${key} = ${tomlValue(setting.toToml(value))}`);
+    }
   }
   if (config.backends.length === 0) {
     lines.push("", "# No [[backend]]: nothing is served. Add one, for example:", "# [[backend]]", '# type = "oci-layout"', '# path = "/var/lib/imagelet/oci"');
