@@ -11,6 +11,7 @@ import { quote } from "../model/reference";
 import { groupByFilesystem, type FilesystemUsage } from "./filesystems";
 import { validateRecords, type ValidRecord } from "./validate";
 import { ImageView, type PinPolicy } from "./view";
+import type { FrontRuntime } from "../runtime/preload";
 
 export interface BackendHealth {
   name: string;
@@ -37,6 +38,12 @@ export interface RegisteredBackend {
   notice?: () => string | undefined;
   /** Its type and options: the same key after a reload means the same store (see inherit). */
   key?: string;
+  /**
+   * Its filesystem comes first in ImageFsInfo (kubelet reads only the first):
+   * front mode's runtime, where pulled copies land and the only place
+   * kubelet's image GC can free.
+   */
+  primaryFilesystem?: boolean;
 }
 
 /** A store that keeps notifying is still listed at least this often: changes stay visible within a second. */
@@ -58,8 +65,8 @@ export class RemovalRefusedError extends Error {
 
 /** A writable backend failed while removing (the store may hold the image still; it reads correctly). */
 export class RemovalFailedError extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = "RemovalFailedError";
   }
 }
@@ -111,6 +118,8 @@ export interface RegistryOptions {
   pinned?: PinnedImages;
   /** remove()'s timeout (default: the backend's, at least REMOVE_MIN_TIMEOUT_MS). */
   removeTimeoutMs?: number;
+  /** The backend whose copy of an image is removable on its own (front mode's runtime; see PinPolicy.copies). */
+  copies?: string;
 }
 
 /** How long after start-up the stores' disk usage is first measured, unless ImageFsInfo asks sooner. */
@@ -138,6 +147,8 @@ export class BackendRegistry {
   /** A measurement started after the last removal; ImageFsInfo waits for it. */
   private fsAfterRemoval?: Promise<void>;
   private readonly pinPolicy: PinPolicy;
+  /** Front mode: the runtime that must hold an image before it is reported (set by buildRegistry). */
+  front?: FrontRuntime;
 
   constructor(
     backends: readonly RegisteredBackend[],
@@ -156,6 +167,7 @@ export class BackendRegistry {
     this.pinPolicy = {
       patterns: options.pinned ?? PinnedImages.none,
       removers: new Set(this.slots.filter((s) => canRemove(s.reg.backend)).map((s) => s.reg.name)),
+      copies: options.copies,
     };
   }
 
@@ -182,6 +194,12 @@ export class BackendRegistry {
       slot.health.lastSuccessAt = before.health.lastSuccessAt;
     }
     this.publish();
+  }
+
+  /** Resolves when a list() of backend `name` that started after now has ended (its changes are in the view). */
+  async relist(name: string): Promise<void> {
+    const slot = this.slots.find((s) => s.reg.name === name);
+    if (slot) await this.freshList(slot);
   }
 
   /** Lists every backend once (concurrently); resolves when all have settled or timed out. */
@@ -272,7 +290,8 @@ export class BackendRegistry {
   measureFilesystems(): Promise<void> {
     this.fsMeasuring ??= (async () => {
       const usages: FsUsage[] = [];
-      for (const slot of this.slots) {
+      const primaryFirst = [...this.slots].sort((a, b) => Number(b.reg.primaryFilesystem === true) - Number(a.reg.primaryFilesystem === true));
+      for (const slot of primaryFirst) {
         const fsInfo = slot.reg.backend.fsInfo;
         if (!fsInfo) continue;
         try {
@@ -312,7 +331,13 @@ export class BackendRegistry {
     }
     const image = this.currentView.resolve(input);
     if (!image) return { backends: [] };
-    const holders = image.backends.map((name) => this.slots.find((s) => s.reg.name === name)!);
+    let holders = image.backends.map((name) => this.slots.find((s) => s.reg.name === name)!);
+    // Front mode: the runtime's copy goes (with any writable store's); a
+    // read-only store keeps its preloaded image, which the runtime pulls
+    // again from the mirror when a container needs it.
+    if (this.pinPolicy.copies !== undefined && image.backends.includes(this.pinPolicy.copies)) {
+      holders = holders.filter((s) => this.pinPolicy.removers.has(s.reg.name));
+    }
     const readOnly = holders.filter((s) => !this.pinPolicy.removers.has(s.reg.name));
     if (readOnly.length > 0) {
       const names = readOnly.map((s) => `${quote(s.reg.name)} (${s.reg.type})`).join(", ");
@@ -356,7 +381,7 @@ export class BackendRegistry {
         throw new RemovalRefusedError(`backend ${quote(slot.reg.name)} refused to remove ${id}: ${e.message}${partly}`);
       }
       this.options.log.error("backend remove() failed", { backend: slot.reg.name, image: id, error: errorText(e) });
-      throw new RemovalFailedError(`backend ${quote(slot.reg.name)} failed to remove ${id}: ${errorText(e)}${partly}`);
+      throw new RemovalFailedError(`backend ${quote(slot.reg.name)} failed to remove ${id}: ${errorText(e)}${partly}`, { cause: e });
     }
     // Gone from the view at once; a list() already running may still return it, and is not believed.
     slot.removed.set(id, slot.runs + 1);

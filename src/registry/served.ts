@@ -7,6 +7,7 @@ import type { Image } from "../model/image";
 import type { FilesystemUsage } from "./filesystems";
 import type { BackendHealth, BackendRegistry, RemovalOutcome } from "./registry";
 import type { ImageView } from "./view";
+import type { FrontRuntime } from "../runtime/preload";
 
 /** What the RPC handlers need from a registry. */
 export interface RegistryReader {
@@ -17,6 +18,10 @@ export interface RegistryReader {
   remove(input: string): Promise<RemovalOutcome>;
   allLoadedOnce(): boolean;
   onHealthChange(listener: () => void): () => void;
+  /** Front mode's runtime, when `[runtime]` is configured. */
+  readonly front?: FrontRuntime;
+  /** Runs a call that uses `front` while holding its registry open (a reload closes the runtime client of the one it replaces). */
+  withFront?<T>(call: (front: FrontRuntime) => Promise<T>): Promise<T>;
 }
 
 interface Generation {
@@ -43,6 +48,14 @@ export class ServedRegistry implements RegistryReader {
 
   get view(): ImageView {
     return this.current.registry.view;
+  }
+
+  get front(): FrontRuntime | undefined {
+    return this.current.registry.front;
+  }
+
+  withFront<T>(call: (front: FrontRuntime) => Promise<T>): Promise<T> {
+    return this.within((r) => call(r.front!));
   }
 
   health(): BackendHealth[] {

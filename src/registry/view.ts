@@ -32,6 +32,14 @@ export interface PinPolicy {
   patterns: PinnedImages;
   /** Backends that may remove images (writable, with a remove hook). */
   removers: ReadonlySet<string>;
+  /**
+   * Front mode's runtime. Its copy of a preloaded image is removable on its
+   * own: while it holds one the image is not pinned for being in read-only
+   * stores too, so kubelet's GC can reclaim copies no container uses; once
+   * the copy is gone the image is pinned again (only read-only stores hold
+   * it), so GC never asks again for what it cannot free.
+   */
+  copies?: string;
 }
 
 /** Without a policy every image is pinned: nothing can remove it. */
@@ -122,7 +130,7 @@ export class ImageView {
     for (const image of byId.values()) {
       image.pinned =
         unremovable.has(image.id) ||
-        image.backends.some((b) => !policy.removers.has(b)) ||
+        (policy.copies !== undefined && image.backends.includes(policy.copies) ? false : image.backends.some((b) => !policy.removers.has(b))) ||
         (!policy.patterns.empty && (policy.patterns.matches(image.repoTags) || policy.patterns.matches(image.repoDigests)));
     }
     return new ImageView([...byId.values()]);

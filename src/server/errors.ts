@@ -5,6 +5,8 @@ import type { Logger } from "../backend/contract";
 import { InvalidReferenceError } from "../model/reference";
 import { RemovalFailedError, RemovalRefusedError } from "../registry/registry";
 import { AmbiguousReferenceError } from "../registry/view";
+import { RuntimeCallError, RuntimeUnavailableError } from "../runtime/client";
+import { PreloadPullError } from "../runtime/preload";
 
 /** A request whose bytes did not decode; stands in for the request so the middleware can refuse it. */
 export class MalformedRequest {
@@ -53,6 +55,11 @@ export function errorMapping(log: Logger) {
         throw new ServerError(Status.INVALID_ARGUMENT, e.message);
       }
       if (e instanceof RemovalRefusedError) throw new ServerError(Status.FAILED_PRECONDITION, e.message);
+      // Front mode: the runtime's state and answers, named (src/runtime/).
+      if (e instanceof RuntimeUnavailableError || (e instanceof RemovalFailedError && e.cause instanceof RuntimeUnavailableError)) {
+        throw new ServerError(Status.UNAVAILABLE, e.message);
+      }
+      if (e instanceof RuntimeCallError || e instanceof PreloadPullError) throw new ServerError(e.code, e.message);
       // The store's error (a permission, a read-only mount), which the operator must see to fix.
       if (e instanceof RemovalFailedError) throw new ServerError(Status.INTERNAL, e.message);
       // A bug, not bad input: keep the details in the log, not on the wire.

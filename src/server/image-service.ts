@@ -7,6 +7,9 @@ import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import type { Logger } from "../backend/contract";
 import { normalizeReference, quote } from "../model/reference";
 import type { RegistryReader } from "../registry/served";
+import type { Image } from "../model/image";
+import { RuntimeUnavailableError } from "../runtime/client";
+import type { FrontRuntime } from "../runtime/preload";
 
 export type ImageService = ServiceImplementation<typeof ImageServiceDefinition>;
 
@@ -37,6 +40,31 @@ export const KUBELET_MAX_RECEIVE_BYTES = 16 * 1024 * 1024;
 
 export function createImageService(registry: RegistryReader, log: Logger): ImageService {
   let warnedBigList = false;
+  /** Runs `call` with front mode's runtime, holding its registry open; undefined when front mode is off. */
+  const withFront = <T>(call: (front: FrontRuntime) => Promise<T>): Promise<T> | undefined => {
+    if (!registry.front) return undefined;
+    return registry.withFront ? registry.withFront(call) : call(registry.front);
+  };
+  /**
+   * Front mode: a preloaded image is reported only once the runtime holds it
+   * (src/runtime/preload.ts). Returns the image as the view now has it (the
+   * runtime's names merged in). A runtime that is down leaves the answer to
+   * the stores when `serveWhenDown` (ImageStatus: imagelet keeps serving them;
+   * kubelet's CreateContainer fails on the runtime anyway, and its retry asks again).
+   */
+  const heldByRuntime = async (image: Image, ref: string, signal: AbortSignal, serveWhenDown: boolean): Promise<Image> => {
+    const ensured = withFront(async (front) => {
+      if (!front.preloaded(image)) return;
+      try {
+        await front.ensure(image, ref, signal);
+      } catch (e) {
+        if (!(serveWhenDown && e instanceof RuntimeUnavailableError)) throw e;
+        log.debug("runtime down: ImageStatus answered from the stores", { image: image.id, error: e.message });
+      }
+    });
+    if (ensured) await ensured;
+    return registry.view.getById(image.id) ?? image;
+  };
   return {
     async listImages(request) {
       const view = registry.view;
@@ -56,11 +84,14 @@ export function createImageService(registry: RegistryReader, log: Logger): Image
       return { images: view.filter(filter).map((image) => toCriImage(image)) };
     },
 
-    async imageStatus(request) {
-      const view = registry.view;
-      const image = view.resolve(request.image?.image ?? "");
+    async imageStatus(request, context) {
+      const ref = request.image?.image ?? "";
+      const found = registry.view.resolve(ref);
       // Embedded images have no OCI config or registry manifest: iSulad does not serve their status.
-      if (!image || image.kind === "embedded") return IMAGE_NOT_FOUND;
+      if (!found || found.kind === "embedded") return IMAGE_NOT_FOUND;
+      // kubelet's Never policy only ever calls ImageStatus: in front mode this is where the runtime gets the image.
+      const image = await heldByRuntime(found, ref, context.signal, true);
+      const view = registry.view;
       if (!request.verbose) return encodedAnswers(view).imageStatus(image);
       return { image: toCriImage(image, true), info: verboseInfo(await registry.detail(image), image) };
     },
@@ -69,11 +100,19 @@ export function createImageService(registry: RegistryReader, log: Logger): Image
     // pulling it. Auth, the sandbox config and the ImageSpec's runtime_handler
     // are accepted and ignored: nothing is fetched, and one view serves every
     // runtime handler.
-    async pullImage(request) {
+    //
+    // Front mode: a preloaded image is pulled by the runtime from the mirror
+    // (if it lacks it); any other image is the runtime's ordinary pull.
+    async pullImage(request, context) {
       const ref = request.image?.image ?? "";
       const image = registry.view.resolve(ref);
-      if (!image || image.kind === "embedded") throw notOnDevice(ref, image !== undefined);
-      return { imageRef: image.id };
+      if (image && image.kind !== "embedded") {
+        await heldByRuntime(image, ref, context.signal, false);
+        return { imageRef: image.id };
+      }
+      const forwarded = withFront((front) => front.forward(request, context.signal));
+      if (forwarded) return { imageRef: await forwarded };
+      throw notOnDevice(ref, image !== undefined);
     },
 
     // Every name of the image goes, from every (writable) backend holding it;
