@@ -158,7 +158,11 @@ export class FrontRuntime {
       if (e instanceof RuntimeUnavailableError) throw e;
       if (notReached || (witness !== undefined && !reached())) throw this.mirrorNotReached(image, ref, e);
       const why = e instanceof RuntimeCallError ? e.message : e instanceof Error ? e.message : String(e);
-      throw new PreloadPullError(`the runtime could not pull preloaded image ${quote(ref)} (${image.id}) from imagelet's mirror: ${why}`, e instanceof RuntimeCallError ? e.code : Status.UNAVAILABLE);
+      // Without the mirror's request counts, whether the pull reached it is unknown: the fix is said as a condition.
+      const hint = witness === undefined ? `; if the runtime's registry configuration does not name imagelet's mirror, run \`imagelet mirror-config ${mirrorConfigKind(this.client.endpoint)}\` (docs/runtimes.md)` : "";
+      const message = `the runtime could not pull preloaded image ${quote(ref)} (${image.id}) from imagelet's mirror: ${why}${hint}`;
+      this.reportOnce(image.id, message);
+      throw new PreloadPullError(message, e instanceof RuntimeCallError ? e.code : Status.UNAVAILABLE);
     } finally {
       clearTimeout(watch);
       signal.removeEventListener("abort", onAbort);
@@ -179,11 +183,17 @@ export class FrontRuntime {
     const message =
       `the runtime's pull of preloaded image ${quote(ref)} never reached imagelet's mirror within ${this.options.mirrorWaitMs} ms: ` +
       `the runtime has no mirror configuration for it; run \`imagelet mirror-config ${kind}\`, apply what it prints and restart the runtime (docs/runtimes.md)`;
-    if (!this.reported.has(image.id)) {
-      this.reported.add(image.id);
-      this.options.log.error(message, { runtime: this.client.endpoint, image: image.id, pullError: cause instanceof Error ? cause.message : String(cause) });
-    }
+    this.reportOnce(image.id, message, { pullError: cause instanceof Error ? cause.message : String(cause) });
     return new PreloadPullError(message, Status.FAILED_PRECONDITION);
+  }
+
+  /** One log line per image and message, not one per kubelet retry. */
+  private reportOnce(id: string, message: string, fields?: Record<string, unknown>): void {
+    const key = `${id}\0${message}`;
+    if (this.reported.has(key)) return;
+    if (this.reported.size >= 1024) this.reported.clear();
+    this.reported.add(key);
+    this.options.log.error(message, { runtime: this.client.endpoint, image: id, ...fields });
   }
 }
 
