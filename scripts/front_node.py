@@ -30,6 +30,8 @@ import sys
 
 import grpc
 
+from bench_containerd import Containerd
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test", "integration"))
 
 CONTAINERD_CONFIG = """\
@@ -258,28 +260,26 @@ class Node:
     def __init__(self, work, mirror=None, sandbox=SANDBOX):
         os.makedirs(work, exist_ok=True)
         self.work = work
-        self.socket = os.path.join(work, "containerd.sock")
+        # bench_containerd's daemon (start, stop), with this node's CRI configuration.
+        self.ctd = Containerd(work)
+        self.socket = self.ctd.socket
         self.endpoint = f"unix://{self.socket}"
-        self.log_path = os.path.join(work, "containerd.log")
-        self.config = os.path.join(work, "config.toml")
+        self.log_path = self.ctd.log_path
         for d in ("cni/bin", "cni/conf", "certs.d", "pods"):
             os.makedirs(os.path.join(work, d), exist_ok=True)
-        with open(self.config, "w") as f:
+        with open(self.ctd.config, "w") as f:
             f.write(CONTAINERD_CONFIG.format(work=work, sandbox=sandbox))
         if mirror is not None:
             os.makedirs(os.path.join(work, "certs.d", "_default"), exist_ok=True)
             with open(os.path.join(work, "certs.d", "_default", "hosts.toml"), "w") as f:
                 f.write(HOSTS_TOML.format(mirror=mirror))
-        self.proc = None
         self.channel = None
         self.pb = None
 
     def start(self):
         import cri_stubs
 
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(["containerd", "--config", self.config], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        self.ctd.start()
         self.pb, pbg = cri_stubs.load()
         self.channel = grpc.insecure_channel(f"unix:{self.socket}")
         self.images = pbg.ImageServiceStub(self.channel)
@@ -292,14 +292,7 @@ class Node:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        self.ctd.stop()
 
     def _runc(self, *args):
         root = os.path.join(self.work, "runc", "k8s.io")

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import grpc
@@ -82,6 +83,14 @@ def front_config(layout, endpoint, extra=""):
     return f'[runtime]\nendpoint = "{endpoint}"\ntimeout = "3s"\n{extra}\n' + oci_backend(layout, name="preloaded")
 
 
+def push_other(workdir, registry, marker, name):
+    """An image in no store, pushed to the mirror stand-in as `name` (as any registry would have it); returns its ID."""
+    where = os.path.join(workdir, f"other-{marker}")
+    image_id = marker_image(Layout(where), "x", marker)
+    registry.push(where, "x", name)
+    return image_id
+
+
 def ids_in(stub, pb):
     return {i.id: i for i in stub.ListImages(pb.ListImagesRequest(), timeout=30).images}
 
@@ -123,14 +132,16 @@ def test_concurrent_status_calls_share_one_pull(images, node, serve):
     assert open(server.log_path).read().count("the runtime pulled a preloaded image from the mirror") == 1
 
 
-def test_one_view_remove_and_image_fs_info(images, node, serve, workdir):
+def test_one_view_remove_and_image_fs_info(images, node, serve, workdir, request):
     layout, ids, registry = images
     n = node()
     # An image only the runtime has (pulled by it directly, as from any registry).
-    other = Layout(os.path.join(workdir, "other"))
-    other_id = marker_image(other, "x", "MARKER-other")
-    registry.push(os.path.join(workdir, "other"), "x", "library/runtime-only:2")
+    other_id = push_other(workdir, registry, "MARKER-other", "library/runtime-only:2")
     n.images.PullImage(n.pb.PullImageRequest(image=n.pb.ImageSpec(image="docker.io/library/runtime-only:2")), timeout=60)
+    # The store on another filesystem (tmpfs) than the runtime's root, so ImageFsInfo's order shows.
+    shm = tempfile.mkdtemp(prefix="imagelet-front-", dir="/dev/shm")
+    request.addfinalizer(lambda: shutil.rmtree(shm, ignore_errors=True))
+    layout = shutil.copytree(layout, os.path.join(shm, "store"))
     server = serve(front_config(layout, n.endpoint))
     stub, pb = server.stub, server.pb
     listed = ids_in(stub, pb)
@@ -140,6 +151,11 @@ def test_one_view_remove_and_image_fs_info(images, node, serve, workdir):
     streamed = [i.id for r in stub.StreamImages(pb.StreamImagesRequest(), timeout=30) for i in r.images]
     assert sorted(streamed) == sorted(listed)
     ensure_image_exists(stub, pb, REF, "IfNotPresent")
+    # ImageFsInfo: the runtime's image filesystem first (where pulls land, what GC can free), then the store's.
+    theirs = n.images.ImageFsInfo(n.pb.ImageFsInfoRequest(), timeout=30).image_filesystems
+    ours = stub.ImageFsInfo(pb.ImageFsInfoRequest(), timeout=30).image_filesystems
+    runtime_mount = subprocess.run(["stat", "-c", "%m", theirs[0].fs_id.mountpoint], capture_output=True, text=True).stdout.strip()
+    assert [f.fs_id.mountpoint for f in ours] == [runtime_mount, "/dev/shm"]
     # RemoveImage: the runtime's copy goes, the preloaded image stays, pinned again.
     stub.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=ids["bb"])), timeout=60)
     assert ids["bb"] not in ids_in(n.images, n.pb)
@@ -148,20 +164,12 @@ def test_one_view_remove_and_image_fs_info(images, node, serve, workdir):
     # A runtime-only image goes from the runtime, and so from the view.
     stub.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image="docker.io/library/runtime-only:2")), timeout=60)
     assert other_id not in ids_in(n.images, n.pb) and other_id not in ids_in(stub, pb)
-    # ImageFsInfo: the runtime's image filesystem comes first (where pulls land, what GC can free).
-    theirs = n.images.ImageFsInfo(n.pb.ImageFsInfoRequest(), timeout=30).image_filesystems
-    ours = stub.ImageFsInfo(pb.ImageFsInfoRequest(), timeout=30).image_filesystems
-    assert ours and theirs
-    mount = subprocess.run(["stat", "-c", "%m", theirs[0].fs_id.mountpoint], capture_output=True, text=True).stdout.strip()
-    assert ours[0].fs_id.mountpoint == mount
 
 
 def test_pull_of_an_image_in_no_store_is_forwarded(images, node, serve, workdir):
     layout, ids, registry = images
     n = node()
-    other = Layout(os.path.join(workdir, "other"))
-    other_id = marker_image(other, "x", "MARKER-forwarded")
-    registry.push(os.path.join(workdir, "other"), "x", "library/online:3")
+    other_id = push_other(workdir, registry, "MARKER-forwarded", "library/online:3")
     server = serve(front_config(layout, n.endpoint))
     stub, pb = server.stub, server.pb
     ref = stub.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image="online:3")), timeout=60).image_ref

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Front mode's start-up time (docs/performance.md#front-mode-pullimage-to-a-started-container):
+from PullImage to a started container, for a 256 MiB preloaded image.
+
+  front:         kubelet's PullImage goes to imagelet ([runtime] endpoint = containerd);
+                 containerd pulls the image through its mirror, then the pod starts.
+  distribution:  PullImage goes to containerd itself, which pulls the same image from
+                 Debian's docker-registry (distribution 2.8), then the pod starts.
+
+The image is made here and not committed: one layer of 256 MiB of random bytes (gzip
+level 1, so it stays 256 MiB) and one of busybox-static, its command `echo`. Each
+round starts a fresh containerd (CRI, runc, native snapshotter) on a fresh root,
+the sandbox image already pulled; rounds alternate between the two paths, and the
+medians are reported. Until imagelet serves the mirror itself (`[mirror]`), the
+front path's mirror is the same docker-registry: the figure is then what front
+mode adds (imagelet's PullImage, the runtime's ImageStatus, the relist) to the
+same pull. Needs root, containerd, runc, docker-registry, skopeo, busybox-static.
+
+  sudo scripts/bench_front.py [--rounds 3] [--size-mib 256]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from front_node import SANDBOX, DistributionRegistry, Layout, Node, busybox_layer, free_port, pause_image, random_layer, wait_for  # noqa: E402
+
+BIN = os.environ.get("IMAGELET_BIN", os.path.join(ROOT, "dist", "imagelet"))
+REF = "docker.io/library/big:256"
+
+
+def imagelet_serves_mirror(work):
+    """Whether this imagelet has `[mirror]` (issue 22): `config --check` of a file with one."""
+    path = os.path.join(work, "probe.toml")
+    with open(path, "w") as f:
+        f.write('[mirror]\nlisten = "127.0.0.1:1"\n')
+    return subprocess.run([BIN, "config", "--check", path], capture_output=True).returncode == 0
+
+
+class Imagelet:
+    def __init__(self, work, layout, endpoint, mirror=None):
+        import grpc
+
+        import cri_stubs
+
+        os.makedirs(work, exist_ok=True)
+        self.socket = os.path.join(work, "imagelet.sock")
+        self.log_path = os.path.join(work, "imagelet.log")
+        config = os.path.join(work, "imagelet.toml")
+        with open(config, "w") as f:
+            mirror_table = f'[mirror]\nlisten = "{mirror}"\n' if mirror else ""
+            f.write(f'socket = "{self.socket}"\n{mirror_table}[runtime]\nendpoint = "{endpoint}"\n[[backend]]\ntype = "oci-layout"\nname = "preloaded"\npath = "{layout}"\n')
+        log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([BIN, "serve", "--config", config], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        if not wait_for(lambda: "serving CRI ImageService" in open(self.log_path).read(), 20):
+            raise SystemExit(f"imagelet did not start: {open(self.log_path).read()}")
+        self.pb, pbg = cri_stubs.load()
+        self.channel = grpc.insecure_channel(f"unix:{self.socket}")
+        self.images = pbg.ImageServiceStub(self.channel)
+
+    def stop(self):
+        self.channel.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+def one_round(work, path, layout, registry, image_id, own_mirror):
+    """Seconds from PullImage to StartContainer's answer, on a fresh containerd root."""
+    mirror = f"127.0.0.1:{free_port()}" if path == "front" and own_mirror else None
+    node = Node(os.path.join(work, f"node-{path}"), mirror=mirror or registry.addr)
+    server = None
+    try:
+        node.start()
+        service = node.images
+        if path == "front":
+            server = Imagelet(os.path.join(work, f"imagelet-{path}"), layout, node.endpoint, mirror)
+            service = server.images
+        # The sandbox image is not what is measured.
+        node.images.PullImage(node.pb.PullImageRequest(image=node.pb.ImageSpec(image=SANDBOX)), timeout=120)
+        pb = node.pb
+        t0 = time.perf_counter()
+        image_ref = service.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=REF)), timeout=600).image_ref
+        t_pulled = time.perf_counter()
+        assert image_ref == image_id, (image_ref, image_id)
+        _, container, _ = node.run_pod(image_ref, f"bench-{path}", timeout=600)
+        t1 = time.perf_counter()
+        assert node.wait_exit(container, 60)
+        # What the runtime's copy costs beside the preloaded image: its whole root (content store + snapshots).
+        disk = int(subprocess.run(["du", "-s", "--block-size=1", os.path.join(node.work, "root")], capture_output=True, text=True).stdout.split()[0])
+        return t1 - t0, t_pulled - t0, disk
+    finally:
+        if server is not None:
+            server.stop()
+        node.stop()
+        subprocess.run(["rm", "-rf", os.path.join(work, f"node-{path}")])
+        subprocess.run(["rm", "-rf", os.path.join(work, f"imagelet-{path}")])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--work", default=None, help="work directory (default: a temp dir under /var/tmp)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="imagelet-bench-front-", dir=args.work or "/var/tmp") as work:
+        layout_dir = os.path.join(work, "store")
+        layout = Layout(layout_dir)
+        t = time.perf_counter()
+        big = random_layer(os.path.join(work, "random.bin"), args.size_mib << 20)
+        os.unlink(os.path.join(work, "random.bin"))
+        image_id = layout.add(REF, [big, busybox_layer()], ["/bin/echo", "started"])
+        del big
+        pause_image(layout, SANDBOX)
+        print(f"image made in {time.perf_counter() - t:.1f} s ({args.size_mib} MiB random layer + busybox-static)", flush=True)
+        registry = DistributionRegistry(os.path.join(work, "registry"))
+        registry.start()
+        try:
+            registry.push(layout_dir, REF, "library/big:256")
+            registry.push(layout_dir, SANDBOX, "library/pause:front")
+            own_mirror = imagelet_serves_mirror(work)
+            print(f"front mode's mirror: {'imagelet [mirror]' if own_mirror else 'docker-registry standing in (this imagelet has no [mirror])'}", flush=True)
+            times = {"front": [], "distribution": []}
+            pulls = {"front": [], "distribution": []}
+            for r in range(args.rounds):
+                for path in ("front", "distribution") if r % 2 == 0 else ("distribution", "front"):
+                    total, pull, disk = one_round(work, path, layout_dir, registry, image_id, own_mirror)
+                    times[path].append(total)
+                    pulls[path].append(pull)
+                    print(f"round {r + 1} {path}: PullImage {pull:.2f} s, PullImage → started {total:.2f} s, runtime root {disk / 2**20:.0f} MiB", flush=True)
+        finally:
+            registry.stop()
+    f, d = statistics.median(times["front"]), statistics.median(times["distribution"])
+    print()
+    print(f"containerd {subprocess.run(['containerd', '--version'], capture_output=True, text=True).stdout.split()[2]}, "
+          f"{args.rounds} rounds alternating, medians:")
+    print("| path | PullImage | PullImage → started container |")
+    print("|---|---|---|")
+    print(f"| front mode (imagelet → containerd → mirror) | {statistics.median(pulls['front']):.2f} s | {f:.2f} s |")
+    print(f"| distribution (containerd → docker-registry) | {statistics.median(pulls['distribution']):.2f} s | {d:.2f} s |")
+    print(f"front / distribution: {f / d:.2f}")
+
+
+if __name__ == "__main__":
+    main()
