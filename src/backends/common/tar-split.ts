@@ -1,0 +1,450 @@
+// Re-creating a layer's uncompressed tar, byte for byte, from its tar-split
+// and the layer's unpacked files (containers/storage, Docker's classic store):
+// the tar-split keeps every byte of the original stream except file payloads
+// (header blocks, PAX/GNU records, padding, the end marker) as "segments",
+// and names each payload with its size and CRC-64 (reference-layer-
+// reconstruction.md §1). Replaying it needs no tar library: segments are
+// copied as they are, payloads read from the layer's directory.
+//
+// Hand-written: no npm implementation of tar-split exists (a search of the
+// npm registry's package list for tar-split/tarsplit/tar_split found none),
+// and tar writers such as tar-stream cannot re-emit other writers' headers.
+//
+// What the layer directory can hold is not trusted (a rootless store is
+// written by an unprivileged user, and any store can change under a
+// download), so before a payload's first byte is yielded:
+//   - its name is a relative path with no `..` and no NUL;
+//   - it is opened with O_NOFOLLOW|O_NONBLOCK and the kernel's name for the
+//     open file (/proc/self/fd/N) must be exactly <real layer dir>/<name>, so
+//     no component of the path was a symlink;
+//   - fstat says a regular file of exactly the member's size;
+//   - its CRC-64 matches the tar-split's.
+// A file over SMALL_FILE_BYTES is read twice through the same descriptor:
+// once for the CRC, once to send while checking it again; a change between
+// the two makes the stream throw at the end of that member, never silently.
+// Anything wrong throws a StoreProblem naming the path: the mirror then aborts
+// the connection, so a client's digest check fails rather than taking bytes
+// from outside the layer.
+import { createReadStream, constants, statSync } from "node:fs";
+import { open, realpath, readlink, type FileHandle } from "node:fs/promises";
+import { createGunzip } from "node:zlib";
+import type { ContentBody } from "../../backend/contract";
+import { Crc64 } from "./crc64";
+import { StoreProblem, isInside, resolveInside, statKey } from "./files";
+import { OCI_LAYER_TAR } from "./written-manifest";
+
+/** One tar-split line: raw bytes to copy, or a member's payload to read from disk. */
+export type TarSplitEntry =
+  | { type: "segment"; bytes: Buffer }
+  /** `name`: the member path, cleaned ("a/b", "" for the root); `crc`: 8 bytes, present whenever size > 0. */
+  | { type: "file"; name: Buffer; size: number; crc?: Buffer };
+
+/** A layer to re-create: its tar-split and the directory holding its files, both inside `storeRoot`. */
+export interface LayerSource {
+  storeRoot: string;
+  tarSplit: string;
+  diffDir: string;
+}
+
+export interface TarSplitSummary {
+  /** The tar's exact length: segment bytes plus member sizes. */
+  size: number;
+  /** Members with a payload to read from disk. */
+  files: number;
+}
+
+/** A line longer than this is not tar-split (segments hold at most 1 MiB, base64 4/3 of it). */
+const MAX_LINE_BYTES = 16 * 1024 * 1024;
+/** Files up to this size are read once into memory, checked, then yielded. */
+const SMALL_FILE_BYTES = 1024 * 1024;
+/** Read size for bigger files (both passes). */
+const CHUNK_BYTES = 1024 * 1024;
+/** Small pieces (headers, small files) are joined into outputs of about this size. */
+const OUTPUT_BYTES = 64 * 1024;
+const TYPE_FILE = 1;
+const TYPE_SEGMENT = 2;
+const BLOCK = 512;
+/** Opened without following a final symlink, without blocking on a FIFO, never as a controlling tty. */
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY;
+
+function errnoText(e: unknown): string {
+  return (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * A member name from a tar-split, cleaned to a relative path ("./a//b/" →
+ * "a/b"). Names are untrusted: absolute paths, `..` components and NUL bytes
+ * are refused (throws an Error saying which).
+ */
+export function memberPath(raw: Buffer): Buffer {
+  if (raw.includes(0)) throw new Error("has a NUL byte");
+  if (raw[0] === 0x2f) throw new Error("is absolute");
+  const parts: Buffer[] = [];
+  let from = 0;
+  for (let i = 0; i <= raw.length; i++) {
+    if (i < raw.length && raw[i] !== 0x2f) continue;
+    const part = raw.subarray(from, i);
+    from = i + 1;
+    if (part.length === 0 || (part.length === 1 && part[0] === 0x2e)) continue;
+    if (part.length === 2 && part[0] === 0x2e && part[1] === 0x2e) throw new Error("has a .. component");
+    parts.push(part);
+  }
+  const slash = Buffer.from("/");
+  return Buffer.concat(parts.flatMap((p, i) => (i === 0 ? [p] : [slash, p])));
+}
+
+function quoteName(name: Buffer): string {
+  return JSON.stringify(name.toString("utf8"));
+}
+
+/**
+ * The typeflag of the header block a member's payload follows (the last 512
+ * bytes of the segment before it), refusing what tar-split cannot replay:
+ * sparse members (GNU 'S', or PAX GNU.sparse records), whose payload on disk
+ * is the expanded file, and a header type that carries no data but claims a size.
+ */
+function checkHeader(segment: Buffer | undefined, name: Buffer, size: number): void {
+  if (size === 0) return;
+  if (segment === undefined || segment.length < BLOCK) throw new Error(`member ${quoteName(name)} has no header before its payload`);
+  const typeflag = segment[segment.length - BLOCK + 156];
+  if (typeflag === 0x53 || segment.includes("GNU.sparse.")) throw new Error(`member ${quoteName(name)} is sparse, which tar-split cannot re-create`);
+  // '0', NUL (old regular file) and '7' (contiguous file) carry data.
+  if (typeflag !== 0x30 && typeflag !== 0 && typeflag !== 0x37) {
+    throw new Error(`member ${quoteName(name)} has type ${JSON.stringify(String.fromCharCode(typeflag ?? 0))} but a payload of ${size} bytes`);
+  }
+}
+
+/** Parses one line's JSON object into an entry (names not yet cleaned). */
+function parseEntry(line: Buffer): { type: typeof TYPE_FILE | typeof TYPE_SEGMENT; name?: Buffer; size: number; payload?: Buffer } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line.toString("utf8"));
+  } catch (e) {
+    throw new Error(`not JSON: ${(e as Error).message}`);
+  }
+  if (!isRecord(raw)) throw new Error("not a JSON object");
+  const type = raw.type;
+  if (type !== TYPE_FILE && type !== TYPE_SEGMENT) throw new Error(`unknown type ${JSON.stringify(type)}`);
+  const size = raw.size ?? 0;
+  if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) throw new Error(`size ${JSON.stringify(size)} is not a byte count`);
+  const payload = raw.payload ?? undefined;
+  if (payload !== undefined && typeof payload !== "string") throw new Error("payload is not base64");
+  let name: Buffer | undefined;
+  if (typeof raw.name_raw === "string" && raw.name_raw !== "") name = Buffer.from(raw.name_raw, "base64");
+  else if (typeof raw.name === "string") name = Buffer.from(raw.name, "utf8");
+  else if (raw.name !== undefined || raw.name_raw !== undefined) throw new Error("name is not a string");
+  return { type, name, size, payload: payload === undefined ? undefined : Buffer.from(payload, "base64") };
+}
+
+/** The lines of a gzip-compressed file, streamed: never the whole file in memory. */
+async function* gzipLines(path: string): AsyncGenerator<Buffer> {
+  const source = createReadStream(path);
+  const gunzip = createGunzip();
+  source.on("error", (e) => gunzip.destroy(e));
+  source.pipe(gunzip);
+  const parts: Buffer[] = [];
+  let partBytes = 0;
+  try {
+    for await (const chunk of gunzip as AsyncIterable<Buffer>) {
+      let from = 0;
+      for (let nl = chunk.indexOf(10, from); nl >= 0; nl = chunk.indexOf(10, from)) {
+        const piece = chunk.subarray(from, nl);
+        from = nl + 1;
+        if (parts.length === 0) {
+          yield piece;
+        } else {
+          parts.push(piece);
+          yield Buffer.concat(parts);
+          parts.length = 0;
+          partBytes = 0;
+        }
+      }
+      if (from < chunk.length) {
+        parts.push(chunk.subarray(from));
+        partBytes += chunk.length - from;
+        if (partBytes > MAX_LINE_BYTES) throw new Error(`a line is longer than ${MAX_LINE_BYTES} bytes`);
+      }
+    }
+    if (parts.length > 0) yield Buffer.concat(parts);
+  } finally {
+    source.destroy();
+    gunzip.destroy();
+  }
+}
+
+/**
+ * The entries of a tar-split file (`<id>.tar-split.gz`, `tar-split.json.gz`),
+ * streamed and checked: names cleaned and confined, no duplicate paths (as
+ * tar-split's own packer refuses them), no sparse members, a CRC for every
+ * payload. The file must be a regular file inside `storeRoot`. Throws a
+ * StoreProblem naming the file and the line.
+ */
+export async function* readTarSplit(storeRoot: string, path: string, signal?: AbortSignal): AsyncGenerator<TarSplitEntry> {
+  const { real, stat } = resolveInside(storeRoot, path);
+  if (!stat.isFile()) throw new StoreProblem("tar-split is not a regular file", path);
+  const seen = new Set<string>();
+  let lastSegment: Buffer | undefined;
+  let lineNo = 0;
+  try {
+    for await (const line of gzipLines(real)) {
+      lineNo++;
+      if (signal?.aborted) throw signal.reason ?? new Error("aborted");
+      if (line.length === 0 || (line.length === 1 && line[0] === 13)) continue;
+      const entry = parseEntry(line);
+      if (entry.type === TYPE_SEGMENT) {
+        const bytes = entry.payload ?? Buffer.alloc(0);
+        lastSegment = bytes;
+        if (bytes.length > 0) yield { type: "segment", bytes };
+        continue;
+      }
+      if (entry.name === undefined) throw new Error("a file entry has no name");
+      let name: Buffer;
+      try {
+        name = memberPath(entry.name);
+      } catch (e) {
+        throw new Error(`member ${quoteName(entry.name)} ${(e as Error).message}`);
+      }
+      const key = name.toString("latin1");
+      if (seen.has(key)) throw new Error(`member ${quoteName(name)} appears twice (duplicate paths are not supported by tar-split)`);
+      seen.add(key);
+      checkHeader(lastSegment, name, entry.size);
+      lastSegment = undefined;
+      if (entry.size > 0 && entry.payload?.length !== 8) throw new Error(`member ${quoteName(name)} has no CRC-64 to check its ${entry.size} bytes against`);
+      yield { type: "file", name, size: entry.size, crc: entry.size > 0 ? entry.payload : undefined };
+    }
+  } catch (e) {
+    if (e instanceof StoreProblem || (signal?.aborted && e === signal.reason)) throw e;
+    throw new StoreProblem(`corrupt tar-split${lineNo > 0 ? ` (line ${lineNo})` : ""}: ${(e as Error).message}`, path);
+  }
+}
+
+/** The tar's length and member count, from the tar-split alone (no layer file is opened). */
+export async function summarizeTarSplit(storeRoot: string, path: string, signal?: AbortSignal): Promise<TarSplitSummary> {
+  let size = 0;
+  let files = 0;
+  for await (const entry of readTarSplit(storeRoot, path, signal)) {
+    if (entry.type === "segment") size += entry.bytes.length;
+    else if (entry.size > 0) {
+      size += entry.size;
+      files++;
+    }
+  }
+  return { size, files };
+}
+
+/**
+ * summarizeTarSplit, remembered by the file's stat identity: content() runs
+ * for every HEAD and GET, and a layer's tar-split never changes in place.
+ */
+export class TarSplitSizes {
+  private readonly known = new Map<string, TarSplitSummary>();
+  constructor(private readonly limit = 4096) {}
+
+  async get(storeRoot: string, path: string, signal?: AbortSignal): Promise<TarSplitSummary> {
+    const key = `${path}\0${statKey(path)}`;
+    const hit = this.known.get(key);
+    if (hit) return hit;
+    const summary = await summarizeTarSplit(storeRoot, path, signal);
+    if (this.known.size >= this.limit) this.known.delete(this.known.keys().next().value!);
+    this.known.set(key, summary);
+    return summary;
+  }
+}
+
+/** Reads exactly `length` bytes at `position` into `buffer`, or throws (the file got shorter). */
+async function readExactly(file: FileHandle, buffer: Buffer, length: number, position: number, path: string): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await file.read(buffer, done, length - done, position + done);
+    if (bytesRead === 0) throw new StoreProblem("the file became shorter while it was read", path);
+    done += bytesRead;
+  }
+}
+
+function crcMismatch(path: string, name: Buffer, when: string): StoreProblem {
+  return new StoreProblem(`member ${quoteName(name)}: content does not match the layer's tar-split (CRC-64 ${when})`, path);
+}
+
+function sameCrc(actual: Crc64, expected: Buffer): boolean {
+  return actual.digest().equals(expected);
+}
+
+/**
+ * Opens a layer member confined to the layer directory `realDir` (already
+ * resolved): refuses a symlink anywhere on the path, anything but a regular
+ * file, and a size other than the tar's.
+ */
+async function openMember(realDir: Buffer, name: Buffer, size: number): Promise<{ file: FileHandle; path: string; identity: string }> {
+  const expected = Buffer.concat([realDir, Buffer.from("/"), name]);
+  const path = expected.toString("utf8");
+  let file: FileHandle;
+  try {
+    file = await open(expected, OPEN_FLAGS);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === "ELOOP" ? "is a symlink" : code === "ENXIO" ? "is not a regular file" : `cannot be opened (${errnoText(e)})`;
+    throw new StoreProblem(`layer member ${why}; the tar has a regular file there`, path);
+  }
+  try {
+    // The kernel's own name for what was opened: a symlink in any component
+    // (a directory swapped for a link out of the layer) makes it differ.
+    let actual: Buffer;
+    try {
+      actual = await readlink(`/proc/self/fd/${file.fd}`, { encoding: "buffer" });
+    } catch (e) {
+      throw new StoreProblem(`cannot confirm where the layer member was opened (/proc/self/fd: ${errnoText(e)})`, path);
+    }
+    if (!actual.equals(expected)) throw new StoreProblem(`layer member resolves outside its place in the layer (${actual.toString("utf8")})`, path);
+    const st = await file.stat();
+    if (!st.isFile()) throw new StoreProblem("layer member is not a regular file; the tar has one there", path);
+    if (st.size !== size) throw new StoreProblem(`layer member is ${st.size} bytes; the tar's is ${size}`, path);
+    return { file, path, identity: `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}` };
+  } catch (e) {
+    await file.close();
+    throw e;
+  }
+}
+
+function checkAborted(signal: AbortSignal): void {
+  if (signal.aborted) throw signal.reason ?? new Error("aborted");
+}
+
+/**
+ * One member's payload from byte `from`, verified before any byte is
+ * yielded (see the header comment).
+ */
+async function* memberBytes(realDir: Buffer, name: Buffer, size: number, crc: Buffer, from: number, signal: AbortSignal): AsyncGenerator<Buffer> {
+  const { file, path, identity } = await openMember(realDir, name, size);
+  try {
+    if (size <= SMALL_FILE_BYTES) {
+      const buffer = Buffer.allocUnsafe(size);
+      await readExactly(file, buffer, size, 0, path);
+      if (!sameCrc(new Crc64().update(buffer), crc)) throw crcMismatch(path, name, "differs");
+      yield buffer.subarray(from);
+      return;
+    }
+    // First pass: the CRC, before anything leaves.
+    const scratch = Buffer.allocUnsafe(CHUNK_BYTES);
+    const first = new Crc64();
+    for (let at = 0; at < size; at += CHUNK_BYTES) {
+      checkAborted(signal);
+      const length = Math.min(CHUNK_BYTES, size - at);
+      await readExactly(file, scratch, length, at, path);
+      first.update(scratch.subarray(0, length));
+    }
+    if (!sameCrc(first, crc)) throw crcMismatch(path, name, "differs");
+    // Second pass: the same descriptor, checked again as it is sent.
+    const second = new Crc64();
+    for (let at = 0; at < size; at += CHUNK_BYTES) {
+      checkAborted(signal);
+      const length = Math.min(CHUNK_BYTES, size - at);
+      const chunk = Buffer.allocUnsafe(length);
+      await readExactly(file, chunk, length, at, path);
+      second.update(chunk);
+      if (at + length > from) yield at >= from ? chunk : chunk.subarray(from - at);
+    }
+    const st = await file.stat();
+    const now = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+    if (!sameCrc(second, crc) || now !== identity) throw crcMismatch(path, name, "changed while it was sent");
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * The re-created tar from byte `start` to the end. `size` is the length the
+ * caller announced (from summarizeTarSplit): a tar-split that now says
+ * otherwise throws rather than send a different stream.
+ */
+export async function* assembleLayer(layer: LayerSource, size: number, start: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  let realDir: Buffer | undefined;
+  const layerDir = async (): Promise<Buffer> => {
+    if (realDir) return realDir;
+    let real: string;
+    try {
+      real = await realpath(layer.diffDir);
+    } catch (e) {
+      throw new StoreProblem(`layer directory cannot be read: ${errnoText(e)}`, layer.diffDir);
+    }
+    const realRoot = await realpath(layer.storeRoot);
+    if (!isInside(realRoot, real)) throw new StoreProblem(`layer directory resolves outside the store (${real})`, layer.diffDir);
+    realDir = Buffer.from(real);
+    return realDir;
+  };
+  const pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const flush = (): Buffer => {
+    const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    pending.length = 0;
+    pendingBytes = 0;
+    return out;
+  };
+  const tooLong = () => new StoreProblem(`tar-split now describes more than the ${size} bytes announced`, layer.tarSplit);
+  let offset = 0;
+  for await (const entry of readTarSplit(layer.storeRoot, layer.tarSplit, signal)) {
+    checkAborted(signal);
+    const length = entry.type === "segment" ? entry.bytes.length : entry.size;
+    const end = offset + length;
+    if (end > size) throw tooLong();
+    if (length === 0 || end <= start) {
+      offset = end;
+      continue;
+    }
+    const from = Math.max(0, start - offset);
+    if (entry.type === "segment") {
+      pending.push(from === 0 ? entry.bytes : entry.bytes.subarray(from));
+      pendingBytes += length - from;
+    } else if (entry.size <= SMALL_FILE_BYTES) {
+      for await (const piece of memberBytes(await layerDir(), entry.name, entry.size, entry.crc!, from, signal)) {
+        pending.push(piece);
+        pendingBytes += piece.length;
+      }
+    } else {
+      if (pendingBytes > 0) yield flush();
+      yield* memberBytes(await layerDir(), entry.name, entry.size, entry.crc!, from, signal);
+    }
+    if (pendingBytes >= OUTPUT_BYTES) yield flush();
+    offset = end;
+  }
+  if (offset !== size) throw new StoreProblem(`tar-split now describes ${offset} bytes, not the ${size} announced`, layer.tarSplit);
+  if (pendingBytes > 0) yield flush();
+}
+
+/**
+ * The content body of a re-created layer: its length from the tar-split,
+ * its bytes made as they are sent. `onFailure` hears every problem (to log it
+ * with the backend and path) before the stream throws to the mirror.
+ */
+export async function layerBody(
+  layer: LayerSource,
+  sizes: TarSplitSizes,
+  signal: AbortSignal,
+  onFailure: (e: unknown) => void,
+): Promise<ContentBody> {
+  const { size } = await sizes.get(layer.storeRoot, layer.tarSplit, signal);
+  return {
+    mediaType: OCI_LAYER_TAR,
+    size,
+    async *open(start: number, streamSignal: AbortSignal) {
+      try {
+        yield* assembleLayer(layer, size, start, streamSignal);
+      } catch (e) {
+        if (!streamSignal.aborted) onFailure(e);
+        throw e;
+      }
+    },
+  };
+}
+
+/** Whether a path exists as a regular file (a layer's tar-split), without following it out of the store. */
+export function hasFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
