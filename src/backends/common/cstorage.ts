@@ -35,7 +35,7 @@ export interface StorageLayer {
   parent?: string;
   /** `diff-digest`: without it c/image cannot size the layer. */
   diffDigest?: string;
-  /** `diff-size`, the uncompressed size; omitted by c/storage when 0. */
+  /** `diff-size`, the uncompressed tar's exact length; omitted by c/storage when 0, -1 when unknown (a partial pull). */
   diffSize: number;
   /** `flags.incomplete`: the layer is still being created. */
   incomplete: boolean;
@@ -226,16 +226,18 @@ export function bigDataSize(image: StorageImage): number {
 }
 
 export type LayerChain =
-  | { ok: true; size: number }
+  | { ok: true; size: number; layers: StorageLayer[] }
   | { ok: false; reason: "missing" | "incomplete" | "cycle"; layer: string };
 
 /**
  * Walks `parent` from the top layer and sums `diff-size` (c/image
- * storage_src.go getSize). Stops at a missing or incomplete layer, or a
- * parent cycle, none of which a healthy store has.
+ * storage_src.go getSize); `layers` lists the chain from the base up, the
+ * order of the config's diff_ids. Stops at a missing or incomplete layer, or
+ * a parent cycle, none of which a healthy store has.
  */
 export function layerChainSize(top: string, layers: ReadonlyMap<string, StorageLayer>): LayerChain {
   let size = 0;
+  const chain: StorageLayer[] = [];
   const seen = new Set<string>();
   for (let id: string | undefined = top; id !== undefined; ) {
     if (seen.has(id)) return { ok: false, reason: "cycle", layer: id };
@@ -244,7 +246,8 @@ export function layerChainSize(top: string, layers: ReadonlyMap<string, StorageL
     if (!layer) return { ok: false, reason: "missing", layer: id };
     if (layer.incomplete) return { ok: false, reason: "incomplete", layer: id };
     size += Math.max(0, layer.diffSize);
+    chain.push(layer);
     id = layer.parent;
   }
-  return { ok: true, size };
+  return { ok: true, size, layers: chain.reverse() };
 }
