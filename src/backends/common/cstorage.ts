@@ -1,6 +1,6 @@
 // Pure helpers for containers/storage image and layer records (images.json,
 // layers.json), and the rules CRI-O applies to them. iSulad's per-image
-// images.json object has the same shape, so its backend may use these too.
+// images.json object has the same shape: its backend parses it here too.
 // Nothing here touches the filesystem: callers read through common/files.ts.
 // See ../shared/docs/reference-image-stores.md §3.
 import { isDigest } from "../../model/digest";
@@ -27,6 +27,8 @@ export interface StorageImage {
   bigDataSizes: Record<string, number>;
   bigDataDigests: Record<string, string>;
   created?: string;
+  /** iSulad's own total (storage.c; c/storage records none). */
+  size?: number;
 }
 
 /** One layers.json entry (containers/storage layers.go, struct Layer), the fields read here. */
@@ -97,6 +99,7 @@ export function parseStorageImage(raw: unknown): StorageImage {
     bigDataSizes: numberMap(raw["big-data-sizes"], "big-data-sizes"),
     bigDataDigests: digestMap(raw["big-data-digests"], "big-data-digests"),
     created: optionalString(raw.created, "created"),
+    size: typeof raw.size === "number" && Number.isSafeInteger(raw.size) && raw.size > 0 ? raw.size : undefined,
   };
 }
 
