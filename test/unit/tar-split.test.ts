@@ -156,6 +156,19 @@ describe("tar-split parsing", () => {
     expect(summarizeTarSplit(layer.storeRoot, layer.tarSplit)).rejects.toThrow("line 2");
   });
 
+  test("a PAX sparse tar (GNU tar --format=posix -S) is refused too; a file merely named GNU.sparse.* is not", async () => {
+    const { layer } = makeLayer((d) => {
+      writeFileSync(join(d, "holes"), "");
+      execFileSync("truncate", ["-s", "1M", join(d, "holes")]);
+      writeFileSync(join(d, "holes"), "end\n", { flag: "a" });
+    }, ["--format=posix", "-S"]);
+    expect(summarizeTarSplit(layer.storeRoot, layer.tarSplit)).rejects.toThrow("sparse");
+    const plain = makeLayer((d) => writeFileSync(join(d, "GNU.sparse.name"), "not sparse\n"), ["--format=posix"]);
+    const { bytes, error } = await collect(plain.layer);
+    expect(error).toBeUndefined();
+    expect(sha256(bytes)).toBe(sha256(plain.tar));
+  });
+
   test("a GNU sparse tar made by GNU tar is refused, not expanded", async () => {
     const { layer } = makeLayer((d) => {
       writeFileSync(join(d, "holes"), "");
