@@ -256,6 +256,23 @@ describe("containers-storage: what the store cannot re-create", () => {
     expect(warnings(log, "containers-storage").some((w) => w.msg.includes("no uncompressed size"))).toBe(true);
   });
 
+  test("the overlay driver's layout (overlay/<id>/diff, each layer's own files) serves the same bytes", async () => {
+    const { root } = copyOf(CS_FIXTURE);
+    for (const d of ["images", "layers"]) cpSync(join(root, `vfs-${d}`), join(root, `overlay-${d}`), { recursive: true });
+    for (const d of ["images", "layers"]) rmSync(join(root, `vfs-${d}`), { recursive: true });
+    for (const id of readdirSync(join(root, "vfs/dir"))) cpSync(join(root, "vfs/dir", id), join(root, "overlay", id, "diff"), { recursive: true });
+    rmSync(join(root, "vfs"), { recursive: true });
+    const { backend, log } = open(KINDS[0]!, root);
+    for (const record of await backend.list(call())) {
+      for (const layer of (await manifestOf(backend, record)).layers) {
+        const { bytes, error } = await drain((await backend.content!(record.id, layer.digest, call()))!);
+        expect(error).toBeUndefined();
+        expect(sha256(bytes)).toBe(layer.digest);
+      }
+    }
+    expect(warnings(log, "containers-storage")).toEqual([]);
+  });
+
   test("a driver whose layers are not read: not served, the reason logged", async () => {
     const { root } = copyOf(CS_FIXTURE);
     for (const d of ["images", "layers"]) cpSync(join(root, `vfs-${d}`), join(root, `btrfs-${d}`), { recursive: true });
