@@ -169,6 +169,16 @@ describe("tar-split parsing", () => {
     expect(sha256(bytes)).toBe(sha256(plain.tar));
   });
 
+  test("a tar-split that is a symlink out of the store, or a FIFO, is refused without reading it", async () => {
+    const { layer, outside } = makeLayer((d) => writeFileSync(join(d, "f"), "x\n"));
+    renameSync(layer.tarSplit, join(outside, "moved.gz"));
+    symlinkSync(join(outside, "moved.gz"), layer.tarSplit);
+    expect(summarizeTarSplit(layer.storeRoot, layer.tarSplit)).rejects.toThrow("outside the store");
+    unlinkSync(layer.tarSplit);
+    execFileSync("mkfifo", [layer.tarSplit]);
+    expect(summarizeTarSplit(layer.storeRoot, layer.tarSplit)).rejects.toThrow("not a regular file");
+  }, 5000);
+
   test("a GNU sparse tar made by GNU tar is refused, not expanded", async () => {
     const { layer } = makeLayer((d) => {
       writeFileSync(join(d, "holes"), "");

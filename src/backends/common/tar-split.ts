@@ -124,8 +124,9 @@ function parseEntry(line: Buffer): { type: typeof TYPE_FILE | typeof TYPE_SEGMEN
   let raw: unknown;
   try {
     raw = JSON.parse(line.toString("utf8"));
-  } catch (e) {
-    throw new Error(`not JSON: ${(e as Error).message}`);
+  } catch {
+    // Not the parser's message: it quotes the text, and the file may not be what it claims to be.
+    throw new Error("not a JSON line");
   }
   if (!isRecord(raw)) throw new Error("not a JSON object");
   const type = raw.type;
@@ -141,9 +142,9 @@ function parseEntry(line: Buffer): { type: typeof TYPE_FILE | typeof TYPE_SEGMEN
   return { type, name, size, payload: payload === undefined ? undefined : Buffer.from(payload, "base64") };
 }
 
-/** The lines of a gzip-compressed file, streamed: never the whole file in memory. */
-async function* gzipLines(path: string): AsyncGenerator<Buffer> {
-  const source = createReadStream(path);
+/** The lines of a gzip-compressed file (an open descriptor, closed here), streamed: never the whole file in memory. */
+async function* gzipLines(fd: number): AsyncGenerator<Buffer> {
+  const source = createReadStream("", { fd, autoClose: true });
   const gunzip = createGunzip();
   source.on("error", (e) => gunzip.destroy(e));
   source.pipe(gunzip);
@@ -187,11 +188,12 @@ async function* gzipLines(path: string): AsyncGenerator<Buffer> {
 export async function* readTarSplit(storeRoot: string, path: string, signal?: AbortSignal): AsyncGenerator<TarSplitEntry> {
   const { real, stat } = resolveInside(storeRoot, path);
   if (!stat.isFile()) throw new StoreProblem("tar-split is not a regular file", path);
+  const fd = openConfined(Buffer.from(real), path, "tar-split");
   const seen = new Set<string>();
   let lastSegment: Buffer | undefined;
   let lineNo = 0;
   try {
-    for await (const line of gzipLines(real)) {
+    for await (const line of gzipLines(fd)) {
       lineNo++;
       if (signal?.aborted) throw signal.reason ?? new Error("aborted");
       if (line.length === 0 || (line.length === 1 && line[0] === 13)) continue;
@@ -274,16 +276,44 @@ function sameCrc(actual: Crc64, expected: Buffer): boolean {
   return actual.digest().equals(expected);
 }
 
+/**
+ * Opens `expected` (a resolved path) for reading, confined: not through a
+ * symlink in any component (the kernel's name for the open file,
+ * /proc/self/fd/N, must be `expected`), and only a regular file, without
+ * blocking on a FIFO. Returns the descriptor; `what` names the file in errors.
+ */
+function openConfined(expected: Buffer, path: string, what: string, size?: number): number {
+  let fd: number;
+  try {
+    fd = openSync(expected, OPEN_FLAGS);
+  } catch (e) {
+    throw openFailed(e, path, what);
+  }
+  try {
+    let actual: Buffer;
+    try {
+      actual = readlinkSync(procFd(fd), { encoding: "buffer" });
+    } catch (e) {
+      throw new StoreProblem(`cannot confirm where the ${what} was opened (/proc/self/fd: ${errnoText(e)})`, path);
+    }
+    checkOpened(actual, fstatSync(fd, { bigint: true }), expected, path, what, size);
+    return fd;
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+}
+
 /** The path a member must be opened at, as bytes (names may not be UTF-8) and as text for messages. */
 function memberLocation(realDir: Buffer, name: Buffer): { expected: Buffer; path: string } {
   const expected = Buffer.concat([realDir, Buffer.from("/"), name]);
   return { expected, path: expected.toString("utf8") };
 }
 
-function openFailed(e: unknown, path: string): StoreProblem {
+function openFailed(e: unknown, path: string, what = "layer member"): StoreProblem {
   const code = (e as NodeJS.ErrnoException).code;
   const why = code === "ELOOP" ? "is a symlink" : code === "ENXIO" ? "is not a regular file" : `cannot be opened (${errnoText(e)})`;
-  return new StoreProblem(`layer member ${why}; the tar has a regular file there`, path);
+  return new StoreProblem(`${what} ${why}${what === "layer member" ? "; the tar has a regular file there" : ""}`, path);
 }
 
 /**
@@ -292,10 +322,10 @@ function openFailed(e: unknown, path: string): StoreProblem {
  * symlink (a directory swapped for a link out of the layer makes them
  * differ); a regular file; the tar's size. Returns the file's identity.
  */
-function checkOpened(actual: Buffer, st: BigIntStats, expected: Buffer, path: string, size: number): string {
-  if (!actual.equals(expected)) throw new StoreProblem(`layer member resolves outside its place in the layer (${actual.toString("utf8")})`, path);
-  if (!st.isFile()) throw new StoreProblem("layer member is not a regular file; the tar has one there", path);
-  if (st.size !== BigInt(size)) throw new StoreProblem(`layer member is ${st.size} bytes; the tar's is ${size}`, path);
+function checkOpened(actual: Buffer, st: BigIntStats, expected: Buffer, path: string, what: string, size?: number): string {
+  if (!actual.equals(expected)) throw new StoreProblem(`${what} resolves outside its place (${actual.toString("utf8")})`, path);
+  if (!st.isFile()) throw new StoreProblem(`${what} is not a regular file${what === "layer member" ? "; the tar has one there" : ""}`, path);
+  if (size !== undefined && st.size !== BigInt(size)) throw new StoreProblem(`${what} is ${st.size} bytes; the tar's is ${size}`, path);
   return identityOf(st);
 }
 
@@ -318,20 +348,8 @@ function procFd(fd: number): string {
  */
 function smallMember(realDir: Buffer, name: Buffer, size: number, crc: Buffer): Buffer {
   const { expected, path } = memberLocation(realDir, name);
-  let fd: number;
+  const fd = openConfined(expected, path, "layer member", size);
   try {
-    fd = openSync(expected, OPEN_FLAGS);
-  } catch (e) {
-    throw openFailed(e, path);
-  }
-  try {
-    let actual: Buffer;
-    try {
-      actual = readlinkSync(procFd(fd), { encoding: "buffer" });
-    } catch (e) {
-      throw new StoreProblem(`cannot confirm where the layer member was opened (/proc/self/fd: ${errnoText(e)})`, path);
-    }
-    checkOpened(actual, fstatSync(fd, { bigint: true }), expected, path, size);
     const buffer = Buffer.allocUnsafe(size);
     for (let done = 0; done < size; ) {
       const n = readSync(fd, buffer, done, size - done, done);
@@ -362,7 +380,7 @@ async function openMember(realDir: Buffer, name: Buffer, size: number): Promise<
       throw new StoreProblem(`cannot confirm where the layer member was opened (/proc/self/fd: ${errnoText(e)})`, path);
     }
     const st = await file.stat({ bigint: true });
-    return { file, path, identity: checkOpened(actual, st, expected, path, size), ctimeNs: st.ctimeNs };
+    return { file, path, identity: checkOpened(actual, st, expected, path, "layer member", size), ctimeNs: st.ctimeNs };
   } catch (e) {
     await file.close();
     throw e;
