@@ -71,6 +71,15 @@ class Imagelet:
         self.proc.wait(timeout=20)
 
 
+def disk_use(node):
+    """MiB of containerd's content store and snapshots (what the runtime's copy costs beside the preloaded image)."""
+    def du(sub):
+        out = subprocess.run(["du", "-s", "--block-size=1", os.path.join(node.work, "root", sub)], capture_output=True, text=True).stdout.split()
+        return int(out[0]) / 2**20 if out else 0
+
+    return du("io.containerd.content.v1.content"), du("io.containerd.snapshotter.v1.native")
+
+
 def one_round(work, path, layout, registry, image_id, own_mirror):
     """Seconds from PullImage to StartContainer's answer, on a fresh containerd root."""
     mirror = f"127.0.0.1:{free_port()}" if path == "front" and own_mirror else None
@@ -89,12 +98,11 @@ def one_round(work, path, layout, registry, image_id, own_mirror):
         image_ref = service.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=REF)), timeout=600).image_ref
         t_pulled = time.perf_counter()
         assert image_ref == image_id, (image_ref, image_id)
+        pulled = disk_use(node)
         _, container, _ = node.run_pod(image_ref, f"bench-{path}", timeout=600)
         t1 = time.perf_counter()
         assert node.wait_exit(container, 60)
-        # What the runtime's copy costs beside the preloaded image: its whole root (content store + snapshots).
-        disk = int(subprocess.run(["du", "-s", "--block-size=1", os.path.join(node.work, "root")], capture_output=True, text=True).stdout.split()[0])
-        return t1 - t0, t_pulled - t0, disk
+        return t1 - t0, t_pulled - t0, (pulled, disk_use(node))
     finally:
         if server is not None:
             server.stop()
@@ -133,7 +141,9 @@ def main():
                     total, pull, disk = one_round(work, path, layout_dir, registry, image_id, own_mirror)
                     times[path].append(total)
                     pulls[path].append(pull)
-                    print(f"round {r + 1} {path}: PullImage {pull:.2f} s, PullImage → started {total:.2f} s, runtime root {disk / 2**20:.0f} MiB", flush=True)
+                    (content, snaps), (_, snaps_run) = disk
+                    print(f"round {r + 1} {path}: PullImage {pull:.2f} s, PullImage → started {total:.2f} s; "
+                          f"after the pull: content store {content:.0f} MiB, snapshots {snaps:.0f} MiB (with the container: {snaps_run:.0f} MiB)", flush=True)
         finally:
             registry.stop()
     f, d = statistics.median(times["front"]), statistics.median(times["distribution"])

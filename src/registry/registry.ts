@@ -237,9 +237,13 @@ export class BackendRegistry {
     }
   }
 
-  /** Whether every backend has listed successfully at least once (gRPC health: SERVING). */
+  /**
+   * Whether every backend has listed successfully at least once (gRPC health:
+   * SERVING). Front mode's runtime does not count: its stores are served
+   * whether it is up or not, and its own state is its row in `imagelet plugins`.
+   */
   allLoadedOnce(): boolean {
-    return this.slots.every((s) => s.health.lastSuccessAt !== undefined);
+    return this.slots.every((s) => s.reg.name === this.options.copies || s.health.lastSuccessAt !== undefined);
   }
 
   /** Called when a backend's state changes (pending → ok, ok ↔ failing). */

@@ -259,3 +259,29 @@ describe("preloaded images reach the runtime", () => {
     await expect(f.ensure(preloaded, "bb:1.0", never())).rejects.toThrow(/container runtime unix:\/\/\/x.sock is unavailable/);
   });
 });
+
+describe("health in front mode", () => {
+  test("the runtime down does not keep the service NOT_SERVING: its stores are served", async () => {
+    const registry = new BackendRegistry(
+      [
+        { name: "store", type: "oci-layout", backend: { list: () => [record({ id: id("1") })] }, timeoutMs: 1000 },
+        {
+          name: RUNTIME_BACKEND,
+          type: RUNTIME_BACKEND,
+          backend: {
+            list: () => {
+              throw new RuntimeUnavailableError("unix:///x.sock", "connect ENOENT");
+            },
+          },
+          timeoutMs: 1000,
+        },
+      ],
+      { log: memoryLogger(), copies: RUNTIME_BACKEND },
+    );
+    await registry.loadAll();
+    expect(registry.allLoadedOnce()).toBe(true);
+    expect(registry.health().find((h) => h.name === RUNTIME_BACKEND)!.state).toBe("failing");
+    expect(registry.view.getById(id("1"))).toBeDefined();
+    await registry.close();
+  });
+});
