@@ -84,9 +84,13 @@ export class FrontRuntime {
     private readonly options: FrontOptions,
   ) {}
 
-  /** Whether the runtime must be given this image before it can be reported: a store holds it. */
+  /**
+   * Whether the runtime must be given this image before it is reported: a
+   * store holds it. Artifacts too (image volumes are the runtime's to mount);
+   * iSulad's embedded images are never served.
+   */
   preloaded(image: Image): boolean {
-    return image.kind === "oci" && image.backends.some((b) => b !== RUNTIME_BACKEND);
+    return image.kind !== "embedded" && image.backends.some((b) => b !== RUNTIME_BACKEND);
   }
 
   /** Whether the runtime holds `image` now (asked, not taken from the last listing: it may have been removed behind imagelet). */

@@ -106,13 +106,15 @@ export function createImageService(registry: RegistryReader, log: Logger): Image
     async pullImage(request, context) {
       const ref = request.image?.image ?? "";
       const image = registry.view.resolve(ref);
-      if (image && image.kind !== "embedded") {
-        await heldByRuntime(image, ref, context.signal, false);
-        return { imageRef: image.id };
+      if (image?.kind === "embedded") throw notOnDevice(ref, true);
+      // In no store (unknown, or only the runtime's): the runtime's own pull, as without imagelet.
+      if (!image || registry.front?.preloaded(image) === false) {
+        const forwarded = withFront((front) => front.forward(request, context.signal));
+        if (forwarded) return { imageRef: await forwarded };
+        throw notOnDevice(ref, false);
       }
-      const forwarded = withFront((front) => front.forward(request, context.signal));
-      if (forwarded) return { imageRef: await forwarded };
-      throw notOnDevice(ref, image !== undefined);
+      await heldByRuntime(image, ref, context.signal, false);
+      return { imageRef: image.id };
     },
 
     // Every name of the image goes, from every (writable) backend holding it;

@@ -175,6 +175,9 @@ def test_pull_of_an_image_in_no_store_is_forwarded(images, node, serve, workdir)
     ref = stub.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image="online:3")), timeout=60).image_ref
     assert ref == other_id
     assert ids_in(stub, pb)[other_id].repo_tags == ["docker.io/library/online:3"]
+    # Listed now, but only the runtime's: Always's PullImage is still the runtime's pull (it sees a new tag's image).
+    newer = push_other(workdir, registry, "MARKER-newer", "library/online:3")
+    assert stub.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image="online:3")), timeout=60).image_ref == newer
     # A name the runtime cannot find: its error, named.
     with pytest.raises(grpc.RpcError) as e:
         stub.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image="nowhere:1")), timeout=60)
