@@ -9,8 +9,8 @@ import type { ImageRecord, Logger, Platform } from "../../backend/contract";
 import { digestParts } from "../../model/digest";
 import { quote } from "../../model/reference";
 import { StoreProblem, parseJson, type ProblemLog } from "../common/files";
-import { layoutImages, mergeNames, parseConfig, tagOf, type LayoutSource } from "../oci-layout/images";
-import { verifiedJsonBlob } from "../oci-layout/layout";
+import { layoutImages, mergeNames, parseConfig, tagOf, type LayoutSource } from "../common/oci-images";
+import { verifiedJsonBlob } from "../common/oci-blobs";
 import { resolveMember, type TarContents } from "./tar";
 
 export interface ArchiveContext {

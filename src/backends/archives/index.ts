@@ -8,7 +8,7 @@ import { closeSync, fstatSync, fsyncSync, openSync, readSync, readdirSync, realp
 import { join, resolve } from "node:path";
 import { BACKEND_API_VERSION, RemovalRefused, defineBackend, type BackendContext, type CallContext, type ImageRecord, type FsUsage } from "../../backend/contract";
 import { ProblemLog, StoreProblem, notWritableHint, resolveInside, watchDirectories, directoryUsage } from "../common/files";
-import { mergeNames, repositoryOption } from "../oci-layout/images";
+import { mergeNames, repositoryOption } from "../common/oci-images";
 import { archiveImages, type ArchiveContext } from "./archive";
 import { scanGzipTar, scanPlainTar, type TarContents } from "./tar";
 

@@ -29,14 +29,15 @@
 // - uid/username from the config's User (the registry applies the CRI rule).
 //
 // Content is verified against its digest and read bounded and inside the
-// content store, as for an OCI layout (common/files.ts, oci-layout/layout.ts).
+// content store, as for an OCI layout (common/files.ts, common/oci-blobs.ts).
 import { existsSync } from "node:fs";
 import type { ImageRecord, Logger, Platform } from "../../backend/contract";
 import { isDigest, isImageId } from "../../model/digest";
 import { formatReference, parseNormalizedNamed, quote } from "../../model/reference";
 import { ProblemLog, ScanPaths, StoreProblem } from "../common/files";
 import { configFacts } from "../common/oci-config";
-import { MAX_INDEX_DEPTH, blobPath, isIndexType, isManifestType, parseIndex, parseManifest, readJsonBlob } from "../oci-layout/layout";
+import { MAX_INDEX_DEPTH, isIndexType, isManifestType, parseIndex, parseManifest } from "../common/oci";
+import { blobPath, readJsonBlob } from "../common/oci-blobs";
 import { readGoTime } from "./bbolt";
 import { ContentReader } from "./content";
 import type { ImageEntry } from "./metadata";

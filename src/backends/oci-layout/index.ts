@@ -1,13 +1,25 @@
 // Backend for an OCI image layout directory (`oci:` in skopeo's terms, what
 // umoci and `buildah manifest push oci:` write). See
 // ../shared/docs/reference-image-stores.md §1 for the naming rules; the
-// interpretation itself is in images.ts, shared with the archives backend.
+// interpretation itself is in ../common/oci-images.ts, shared with the
+// archives backend.
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { BACKEND_API_VERSION, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
+import {
+  BACKEND_API_VERSION,
+  defineBackend,
+  type BackendContext,
+  type CallContext,
+  type ContentBody,
+  type ContentDescriptor,
+  type FsUsage,
+  type ImageRecord,
+} from "../../backend/contract";
+import { isDigest } from "../../model/digest";
 import { ProblemLog, ScanPaths, StoreProblem, notWritableHint, readStoreJson, statKey, watchDirectories, directoryUsage } from "../common/files";
-import { layoutImages, parseConfig, repositoryOption, type LayoutSource } from "./images";
-import { blobPath, readJsonBlob } from "./layout";
+import { layoutImages, parseConfig, repositoryOption, type LayoutSource } from "../common/oci-images";
+import { blobFile, blobPath, readJsonBlob } from "../common/oci-blobs";
+import { reachableContent } from "../common/oci-reach";
 import { JOURNAL, finishRemoval, removeFromLayout } from "./remove";
 
 /** A layout that looks unchanged is still walked at every this-many-th ImageFsInfo measurement. */
@@ -45,6 +57,10 @@ export class OciLayoutStore {
   private cached?: { key: string; records: ImageRecord[] };
   /** The last scan's records, complete or not. */
   private records: ImageRecord[] = [];
+  /** The last scan's index.json entries by image ID (LayoutImages.roots). */
+  private roots = new Map<string, ContentDescriptor[]>();
+  /** What each image reaches (reachableContent), made when the mirror first asks; dropped at each scan. */
+  private reached = new Map<string, Map<string, ContentDescriptor>>();
   private readonly problems: ProblemLog;
   private usage?: { key: string; value: FsUsage; reused: number };
   /** The start's finishing of an interrupted removal (writable layouts); never rejects. */
@@ -84,13 +100,44 @@ export class OciLayoutStore {
     if (this.cached?.key === key) return this.cached.records;
     this.touched = new Map();
     this.scanPaths = new ScanPaths(this.root);
-    const { records, complete } = layoutImages(readStoreJson(this.root, indexPath).value, indexPath, this.source);
+    const { records, complete, roots } = layoutImages(readStoreJson(this.root, indexPath).value, indexPath, this.source);
     // Drop the facts of images that left the layout, so churn cannot grow memory.
     this.facts = this.touched;
     // A scan that skipped a missing blob is retried next time, since the blob may yet arrive.
     this.cached = complete ? { key, records } : undefined;
     this.records = records;
+    this.roots = roots;
+    this.reached = new Map();
     return records;
+  }
+
+  /**
+   * Content for the mirror: a blob reachable from the image's index.json
+   * entries, sent from its file as stored (byte for byte: a layout keeps the
+   * registry's manifests and compressed layers). Undefined for anything else,
+   * and for a reachable blob that is missing or damaged (logged once).
+   */
+  content(id: string, digest: string): ContentBody | undefined {
+    if (!isDigest(digest)) return undefined;
+    const descriptor = this.reach(id)?.get(digest);
+    if (!descriptor) return undefined;
+    try {
+      const { path, size } = blobFile(this.root, digest, descriptor.size);
+      return { mediaType: descriptor.mediaType, size, file: { path, offset: 0 } };
+    } catch (e) {
+      this.problems.skip(e, `blob for the mirror (image ${id})`);
+      return undefined;
+    }
+  }
+
+  private reach(id: string): Map<string, ContentDescriptor> | undefined {
+    let reached = this.reached.get(id);
+    if (reached) return reached;
+    const roots = this.roots.get(id);
+    if (!roots) return undefined;
+    reached = reachableContent(roots, (digest) => readJsonBlob(this.root, digest).value);
+    this.reached.set(id, reached);
+    return reached;
   }
 
   /**
