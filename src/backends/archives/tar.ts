@@ -31,6 +31,13 @@ export interface TarMember {
   linkName?: string;
   /** Where the member's data starts in the uncompressed tar stream. */
   offset: number;
+  /** A regular member whose data starts with the gzip magic (a docker-archive layer kept compressed). */
+  gzip?: boolean;
+}
+
+/** Whether bytes start with the gzip magic. */
+export function isGzipMagic(head: Uint8Array): boolean {
+  return head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
 }
 
 /** A tar's listing, and the bytes of its (small) regular members. */
@@ -225,6 +232,8 @@ export function scanPlainTar(fd: number, fileSize: number, path: string): TarCon
     } else {
       const m = listing.member(h, dataStart);
       size = carriesData(m.type) ? m.size : 0;
+      // The window that held the header holds the data's first bytes too: no extra read.
+      if (m.type === "file" && size >= 2 && dataStart + size <= fileSize) m.gzip = isGzipMagic(reader.read(dataStart, 2));
     }
     if (dataStart + size > fileSize) throw truncated();
     pos = dataStart + padded(size);
@@ -256,7 +265,17 @@ class StreamingTar {
   private pos = 0;
   private headerBuf = Buffer.alloc(0);
   /** The member (or extended header) whose data is passing. */
-  private current?: { header: Header; offset: number; remaining: number; padding: number; chunks?: Buffer[]; decided: boolean };
+  private current?: {
+    header: Header;
+    offset: number;
+    remaining: number;
+    padding: number;
+    chunks?: Buffer[];
+    decided: boolean;
+    /** A regular member whose first bytes are still to be seen (for TarMember.gzip). */
+    member?: TarMember;
+    head?: Buffer;
+  };
   private keptBytes = 0;
 
   constructor(private readonly path: string) {}
@@ -284,6 +303,7 @@ class StreamingTar {
     const h = parseHeader(block, this.path, offset);
     let size = h.size;
     let chunks: Buffer[] | undefined;
+    let member: TarMember | undefined;
     if (isExtended(h.typeflag)) {
       if (size > MAX_EXTENDED_HEADER) throw new StoreProblem(`extended header of ${size} bytes at byte ${offset}`, this.path);
       chunks = [];
@@ -291,8 +311,9 @@ class StreamingTar {
       const m = this.listing.member(h, this.pos);
       size = carriesData(m.type) ? m.size : 0;
       if (m.type === "file" && size <= MAX_JSON_BYTES) chunks = [];
+      if (m.type === "file" && size >= 2) member = m;
     }
-    this.current = { header: h, offset: this.pos, remaining: size, padding: padded(size) - size, chunks, decided: isExtended(h.typeflag) };
+    this.current = { header: h, offset: this.pos, remaining: size, padding: padded(size) - size, chunks, decided: isExtended(h.typeflag), member };
     if (size === 0) this.finishMember();
     return at + take;
   }
@@ -306,6 +327,14 @@ class StreamingTar {
         if (!looksLikeJson(piece[0]!)) cur.chunks = undefined;
       }
       if (cur.chunks) cur.chunks.push(Buffer.from(piece));
+      if (cur.member) {
+        // The first two bytes may come in two chunks.
+        cur.head = cur.head ? Buffer.concat([cur.head, piece.subarray(0, 2 - cur.head.length)]) : Buffer.from(piece.subarray(0, 2));
+        if (cur.head.length >= 2) {
+          cur.member.gzip = isGzipMagic(cur.head);
+          cur.member = undefined;
+        }
+      }
       cur.remaining -= piece.length;
       this.pos += piece.length;
       at += piece.length;
