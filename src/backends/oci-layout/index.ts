@@ -15,11 +15,10 @@ import {
   type FsUsage,
   type ImageRecord,
 } from "../../backend/contract";
-import { isDigest } from "../../model/digest";
 import { ProblemLog, ScanPaths, StoreProblem, notWritableHint, readStoreJson, statKey, watchDirectories, directoryUsage } from "../common/files";
 import { layoutImages, parseConfig, repositoryOption, type LayoutSource } from "../common/oci-images";
-import { blobFile, blobPath, readJsonBlob } from "../common/oci-blobs";
-import { reachableContent } from "../common/oci-reach";
+import { BlobStoreContent } from "../common/oci-blob-store";
+import { blobPath, readJsonBlob } from "../common/oci-blobs";
 import { JOURNAL, finishRemoval, removeFromLayout } from "./remove";
 
 /** A layout that looks unchanged is still walked at every this-many-th ImageFsInfo measurement. */
@@ -59,8 +58,7 @@ export class OciLayoutStore {
   private records: ImageRecord[] = [];
   /** The last scan's index.json entries by image ID (LayoutImages.roots). */
   private roots = new Map<string, ContentDescriptor[]>();
-  /** What each image reaches (reachableContent), made when the mirror first asks; dropped at each scan. */
-  private reached = new Map<string, Map<string, ContentDescriptor>>();
+  private readonly blobs: BlobStoreContent;
   private readonly problems: ProblemLog;
   private usage?: { key: string; value: FsUsage; reused: number };
   /** The start's finishing of an interrupted removal (writable layouts); never rejects. */
@@ -85,6 +83,7 @@ export class OciLayoutStore {
       blob: (digest) => readJsonBlob(this.root, digest, this.scanPaths),
       remember: (digest, what, derive) => this.remember(digest, what, derive),
     };
+    this.blobs = new BlobStoreContent(root, this.problems, (id) => this.roots.get(id));
   }
 
   list(): ImageRecord[] {
@@ -107,7 +106,7 @@ export class OciLayoutStore {
     this.cached = complete ? { key, records } : undefined;
     this.records = records;
     this.roots = roots;
-    this.reached = new Map();
+    this.blobs.forget();
     return records;
   }
 
@@ -118,26 +117,7 @@ export class OciLayoutStore {
    * and for a reachable blob that is missing or damaged (logged once).
    */
   content(id: string, digest: string): ContentBody | undefined {
-    if (!isDigest(digest)) return undefined;
-    const descriptor = this.reach(id)?.get(digest);
-    if (!descriptor) return undefined;
-    try {
-      const { path, size } = blobFile(this.root, digest, descriptor.size);
-      return { mediaType: descriptor.mediaType, size, file: { path, offset: 0 } };
-    } catch (e) {
-      this.problems.skip(e, `blob for the mirror (image ${id})`);
-      return undefined;
-    }
-  }
-
-  private reach(id: string): Map<string, ContentDescriptor> | undefined {
-    let reached = this.reached.get(id);
-    if (reached) return reached;
-    const roots = this.roots.get(id);
-    if (!roots) return undefined;
-    reached = reachableContent(roots, (digest) => readJsonBlob(this.root, digest).value);
-    this.reached.set(id, reached);
-    return reached;
+    return this.blobs.content(id, digest);
   }
 
   /**
