@@ -5,43 +5,23 @@
 // imagelet writes for them; nothing an image does not reach.
 import { afterEach, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import type { BackendContext, ImageRecord, Platform } from "../../src/backend/contract";
+import { mkdirSync, readFileSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { ImageRecord } from "../../src/backend/contract";
 import { ArchiveDirStore } from "../../src/backends/archives/index";
 import { writeManifest } from "../../src/backends/common/written-manifest";
+import { ARCHIVE_STORE, TempDirs, fixtureStore, openArchives } from "./archive-fixtures";
 import { MALFORMED_DIGESTS, bodyBytes, pullAll, sha256 } from "./content-helpers";
-import { memoryLogger } from "./helpers";
 
-const STORE = resolve(import.meta.dir, "../fixtures/archives/store");
-const TARBALLS = readdirSync(STORE).sort();
+const TARBALLS = readdirSync(ARCHIVE_STORE).sort();
 const DOCKER = ["hello-docker.tar", "multi-docker.tar", "tools-docker.tar.gz"];
-const amd64: Platform = { os: "linux", architecture: "amd64" };
+const STORE = ARCHIVE_STORE;
 
-const temps: string[] = [];
-afterEach(() => {
-  for (const t of temps.splice(0)) rmSync(t, { recursive: true, force: true });
-});
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "imagelet-content-archives-"));
-  temps.push(dir);
-  return dir;
-}
-
-function storeDir(...files: string[]): string {
-  const dir = join(tempDir(), "store");
-  mkdirSync(dir);
-  for (const f of files) copyFileSync(join(STORE, f), join(dir, f));
-  return dir;
-}
-
-function open(path: string) {
-  const log = memoryLogger();
-  const ctx: BackendContext = { name: "test", log, baseDir: "/", platform: amd64, setNotice() {} };
-  return { store: new ArchiveDirStore(path, undefined, ctx), log };
-}
+const temps = new TempDirs("imagelet-content-archives-");
+afterEach(() => temps.cleanup());
+const tempDir = () => temps.make();
+const storeDir = (...files: string[]) => fixtureStore(tempDir(), ...files);
+const open = openArchives;
 
 /** The image's config, as served. */
 async function configOf(s: ArchiveDirStore, r: ImageRecord): Promise<{ rootfs: { diff_ids: string[] } }> {
