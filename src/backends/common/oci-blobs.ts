@@ -28,12 +28,6 @@ export function readJsonBlob(root: string, digest: string, paths?: ScanPaths): {
   return verifiedJsonBlob(readStoreFile(root, path, undefined, paths), digest, path);
 }
 
-/** Whether bytes hash to a digest that isDigest() accepted. */
-export function matchesDigest(bytes: Uint8Array, digest: string): boolean {
-  const { algorithm, encoded } = digestParts(digest);
-  return createHash(algorithm).update(bytes).digest("hex") === encoded;
-}
-
 /** Parses blob bytes after checking that they hash to the digest that named them (`path` is for messages). */
 export function verifiedJsonBlob(bytes: Buffer, digest: string, path: string): { value: unknown; size: number } {
   const { algorithm, encoded } = digestParts(digest);
