@@ -54,6 +54,7 @@ function gunzipped(input: Readable): Readable {
 /** The bytes of `source` from `skip` on, at most `length` of them (to its end when undefined). */
 async function* slice(source: AsyncIterable<Uint8Array>, skip: number, length: number | undefined, signal: AbortSignal): AsyncGenerator<Uint8Array> {
   let left = length ?? Infinity;
+  if (left === 0) return;
   for await (const chunk of source) {
     signal.throwIfAborted();
     let piece = chunk;
