@@ -1,8 +1,8 @@
 // Validation of what a backend returns. A backend is untrusted input (a
 // third-party plugin, or a store someone else writes), so every record is
 // checked and its names normalized before it can reach the merged view.
-import type { ContentDescriptor, ImageKind, ImageRecord } from "../backend/contract";
-import { isDigest, isImageId } from "../model/digest";
+import type { ImageKind, ImageRecord } from "../backend/contract";
+import { isImageId } from "../model/digest";
 import { formatReference, parseNormalizedNamed, quote } from "../model/reference";
 
 declare const validated: unique symbol;
@@ -41,16 +41,6 @@ function unique<T>(xs: T[]): T[] {
   return [...new Set(xs)];
 }
 
-/** What an image's names resolve to on the mirror: a descriptor whose digest may later be asked for. */
-function validTarget(v: unknown): ContentDescriptor {
-  const d = v as Partial<ContentDescriptor> | null;
-  if (typeof d !== "object" || d === null) throw new Error("target is not a descriptor");
-  if (typeof d.mediaType !== "string" || d.mediaType === "") throw new Error("target has no mediaType");
-  if (!isDigest(d.digest)) throw new Error(`target digest ${quote(String(d.digest))} is not a digest`);
-  if (typeof d.size !== "number" || !Number.isSafeInteger(d.size) || d.size < 0) throw new Error(`target size ${quote(String(d.size))} is not a length`);
-  return { mediaType: d.mediaType, digest: d.digest, size: d.size };
-}
-
 /** Validates one record; throws an Error whose message names the bad field. */
 export function validateRecord(raw: unknown): ValidRecord {
   if (typeof raw !== "object" || raw === null) throw new Error("not an object");
@@ -85,7 +75,6 @@ export function validateRecord(raw: unknown): ValidRecord {
     source: r.source,
     removable: r.removable,
     pinned: r.pinned,
-    target: r.target === undefined ? undefined : validTarget(r.target),
   };
   return record as ValidRecord;
 }
