@@ -130,13 +130,14 @@ export function layoutImages(indexValue: unknown, indexPath: string, src: Layout
       continue;
     }
     if (!resolved) continue;
-    const record = toRecord(src, entry, resolved);
+    const target = contentDescriptor(entry);
+    const record = toRecord(src, entry, resolved, target);
     if (!record) continue;
     const existing = byId.get(record.id);
     if (!existing) byId.set(record.id, record);
     else mergeNames(existing, record);
     const entryRoots = roots.get(record.id) ?? [];
-    if (!entryRoots.some((d) => d.digest === entry.digest)) entryRoots.push(contentDescriptor(entry));
+    if (!entryRoots.some((d) => d.digest === entry.digest)) entryRoots.push(target);
     roots.set(record.id, entryRoots);
   }
   return { records: [...byId.values()], complete, roots };
@@ -207,7 +208,7 @@ export function entryImageId(src: LayoutSource, entry: Descriptor): string | und
   return resolved && idOf(resolved.manifest);
 }
 
-function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: ResolvedEntry): ImageRecord | undefined {
+function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: ResolvedEntry, target: ContentDescriptor): ImageRecord | undefined {
   const id = idOf(manifest);
   if (!isImageId(id)) {
     src.problems.report(`entry ${entry.digest} skipped: ${manifest.artifact ? "manifest" : "config"} digest ${id} is not sha256`, src.path);
@@ -226,7 +227,7 @@ function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: 
       manifest: manifest.raw,
       kind: "artifact",
       source: src.path,
-      target: contentDescriptor(entry),
+      target,
     };
   }
   const config = configOf(src, id);
@@ -244,7 +245,7 @@ function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: 
     config: config?.config,
     kind: "oci",
     source: src.path,
-    target: contentDescriptor(entry),
+    target,
   };
 }
 

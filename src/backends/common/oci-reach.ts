@@ -7,14 +7,21 @@
 import type { ContentDescriptor } from "../../backend/contract";
 import { isDigest } from "../../model/digest";
 import { StoreProblem } from "./files";
-import { MAX_INDEX_DEPTH, isIndexType, isManifestType, parseIndex, parseManifest, type Descriptor } from "./oci";
+import { MAX_INDEX_DEPTH, MEDIA, isIndexType, isManifestType, parseIndex, parseManifest, type Descriptor } from "./oci";
 
 /** The media type of a descriptor that gives none (the spec requires one; an old writer may leave it out). */
 const UNKNOWN_TYPE = "application/octet-stream";
 
+/**
+ * The common media types as one string each: records keep their target for
+ * as long as they are listed, and a large layout has tens of thousands.
+ */
+const KNOWN_TYPES = new Map<string, string>(Object.values(MEDIA).map((t) => [t, t]));
+
 /** A descriptor as the mirror names content: with its media type, even when the store left it out. */
 export function contentDescriptor(d: Descriptor): ContentDescriptor {
-  return { mediaType: d.mediaType ?? UNKNOWN_TYPE, digest: d.digest, size: d.size };
+  const mediaType = d.mediaType === undefined ? UNKNOWN_TYPE : (KNOWN_TYPES.get(d.mediaType) ?? d.mediaType);
+  return { mediaType, digest: d.digest, size: d.size };
 }
 
 /**
