@@ -121,8 +121,8 @@ describe("streams opened at an offset", () => {
 });
 
 describe("docker-archive layers kept gzip-compressed in the tar", () => {
-  test("are served decompressed: the digest is the diff_id, the written manifest has the uncompressed length", async () => {
-    // hello-docker.tar re-packed as a docker-archive whose layer member is gzip-compressed.
+  /** hello-docker.tar re-packed with its layer member gzip-compressed (`layer` bytes in place of the gzip, when given), as a plain or gzipped tarball. */
+  function gzLayerArchive(gzipTarball: boolean, layerBytes?: Buffer): { store: string; plain: Buffer } {
     const work = tempDir();
     const unpacked = join(work, "unpacked");
     mkdirSync(unpacked);
@@ -132,27 +132,44 @@ describe("docker-archive layers kept gzip-compressed in the tar", () => {
     const layer = manifestJson[0].Layers[0] as string;
     const plain = readFileSync(join(unpacked, layer));
     execFileSync("gzip", ["-n", join(unpacked, layer)]);
+    if (layerBytes) writeFileSync(join(unpacked, `${layer}.gz`), layerBytes);
     manifestJson[0].Layers = [`${layer}.gz`];
     writeFileSync(join(unpacked, "manifest.json"), JSON.stringify(manifestJson));
     const store = join(work, "store");
     mkdirSync(store);
-    const members = readdirSync(unpacked).filter((m) => !m.includes("/")).sort();
-    execFileSync("tar", ["-cf", join(store, "hello-gz-layer.tar"), "-C", unpacked, ...members]);
+    const members = readdirSync(unpacked).sort();
+    execFileSync("tar", [gzipTarball ? "-czf" : "-cf", join(store, gzipTarball ? "hello-gz-layer.tar.gz" : "hello-gz-layer.tar"), "-C", unpacked, ...members]);
+    return { store, plain };
+  }
 
-    const { store: s, log } = open(store);
+  for (const gzipTarball of [false, true]) {
+    test(`are served decompressed (${gzipTarball ? "gzipped" : "plain"} tarball): the digest is the diff_id, the written manifest has the uncompressed length`, async () => {
+      const { store, plain } = gzLayerArchive(gzipTarball);
+      const { store: s, log } = open(store);
+      const [r] = await s.list();
+      const config = await configOf(s, r!);
+      const diffId = config.rootfs.diff_ids[0]!;
+      expect(sha256(plain)).toBe(diffId);
+      const body = s.content(r!.id, diffId)!;
+      expect(body.open).toBeDefined();
+      expect(body.size).toBe(plain.length);
+      expect((await bodyBytes(body)).equals(plain)).toBe(true);
+      expect((await bodyBytes(body, 600)).equals(plain.subarray(600))).toBe(true);
+      const configBytes = await bodyBytes(s.content(r!.id, r!.id)!);
+      expect(r!.target).toEqual(writeManifest({ digest: r!.id, size: configBytes.length }, [{ diffId, size: plain.length }]).descriptor);
+      await pullAll((id, d) => s.content(id, d), r!.id, r!.target!);
+      expect(log.lines.filter((l) => l.level === "warn")).toEqual([]);
+    });
+  }
+
+  test("a layer that only looks gzip-compressed keeps its image listed; reading it fails rather than yield wrong bytes", async () => {
+    const fake = Buffer.concat([Buffer.from([0x1f, 0x8b]), Buffer.alloc(300, 7)]);
+    const { store } = gzLayerArchive(false, fake);
+    const { store: s } = open(store);
     const [r] = await s.list();
-    const config = await configOf(s, r!);
-    const diffId = config.rootfs.diff_ids[0]!;
-    expect(sha256(plain)).toBe(diffId);
-    const body = s.content(r!.id, diffId)!;
-    expect(body.open).toBeDefined();
-    expect(body.size).toBe(plain.length);
-    expect((await bodyBytes(body)).equals(plain)).toBe(true);
-    expect((await bodyBytes(body, 600)).equals(plain.subarray(600))).toBe(true);
-    const configBytes = await bodyBytes(s.content(r!.id, r!.id)!);
-    expect(r!.target).toEqual(writeManifest({ digest: r!.id, size: configBytes.length }, [{ diffId, size: plain.length }]).descriptor);
-    await pullAll((id, d) => s.content(id, d), r!.id, r!.target!);
-    expect(log.lines.filter((l) => l.level === "warn")).toEqual([]);
+    expect(r!.target).toBeDefined();
+    const diffId = (await configOf(s, r!)).rootfs.diff_ids[0]!;
+    await expect(bodyBytes(s.content(r!.id, diffId)!)).rejects.toThrow();
   });
 });
 

@@ -13,7 +13,7 @@ import { blobName, verifiedJsonBlob } from "../common/oci-blobs";
 import { layoutImages, mergeNames, parseConfig, tagOf, type LayoutSource } from "../common/oci-images";
 import { reachableContent } from "../common/oci-reach";
 import { OCI_CONFIG, OCI_LAYER_TAR, writeManifest } from "../common/written-manifest";
-import { gunzippedLength, gunzippedMember, memberBytes, type TarballFile } from "./member-stream";
+import { gunzippedMember, memberBytes, type TarballFile } from "./member-stream";
 import { resolveMember, type TarContents, type TarMember } from "./tar";
 
 export interface ArchiveContext {
@@ -25,12 +25,6 @@ export interface ArchiveContext {
   backend: string;
 }
 
-/**
- * Measuring a compressed layer is not cut short by a call timeout, as a
- * gzipped tarball's scan is not (tar.ts scanGzipTar): finishing it, and
- * caching the result, is what lets the next call make progress.
- */
-const NEVER = new AbortController().signal;
 
 /** Where the mirror finds one piece of an image's content in its tarball. */
 export interface ContentPart {
@@ -54,7 +48,7 @@ export function contentBody(file: TarballFile, part: ContentPart): ContentBody {
   const { mediaType, size } = part.descriptor;
   if (part.bytes) return { mediaType, size, bytes: part.bytes };
   const member = part.member!;
-  if (part.gunzip) return { mediaType, size, open: (start, signal) => gunzippedMember(file, member, start, signal) };
+  if (part.gunzip) return { mediaType, size, open: (start, signal) => gunzippedMember(file, member, start, size, signal) };
   if (file.gzip) return { mediaType, size, open: (start, signal) => memberBytes(file, member, start, signal) };
   return { mediaType, size, file: { path: file.real, offset: member.offset } };
 }
@@ -75,7 +69,7 @@ function readJsonMember(contents: TarContents, name: string, tarPath: string): {
 }
 
 /** The images of one tarball; throws StoreProblem when the tarball as a whole is unusable. */
-export async function archiveImages(contents: TarContents, file: TarballFile, ctx: ArchiveContext): Promise<ArchiveImages> {
+export function archiveImages(contents: TarContents, file: TarballFile, ctx: ArchiveContext): ArchiveImages {
   // containerd's importer checks oci-layout first too: Docker >= 25 writes both layouts.
   if (contents.members.has("oci-layout")) return ociArchiveImages(contents, file, ctx);
   if (contents.members.has("manifest.json")) return dockerArchiveImages(contents, file, ctx);
@@ -133,7 +127,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-async function dockerArchiveImages(contents: TarContents, file: TarballFile, ctx: ArchiveContext): Promise<ArchiveImages> {
+function dockerArchiveImages(contents: TarContents, file: TarballFile, ctx: ArchiveContext): ArchiveImages {
   const tarPath = file.path;
   const manifest = readJsonMember(contents, "manifest.json", tarPath);
   if (!Array.isArray(manifest.value)) throw new StoreProblem("manifest.json is not an array", memberPath(tarPath, manifest.member.name));
@@ -142,7 +136,7 @@ async function dockerArchiveImages(contents: TarContents, file: TarballFile, ctx
   for (const [i, item] of (manifest.value as unknown[]).entries()) {
     let image: { record: ImageRecord; parts?: Map<string, ContentPart> };
     try {
-      image = await dockerImage(contents, file, item, ctx);
+      image = dockerImage(contents, file, item, ctx);
     } catch (e) {
       ctx.problems.skip(e, `manifest.json image ${i}`);
       continue;
@@ -164,12 +158,7 @@ async function dockerArchiveImages(contents: TarContents, file: TarballFile, ctx
  * mirror: the manifest imagelet writes (written-manifest.ts), the config
  * member, and each layer member as its uncompressed tar (see layerParts).
  */
-async function dockerImage(
-  contents: TarContents,
-  file: TarballFile,
-  item: unknown,
-  ctx: ArchiveContext,
-): Promise<{ record: ImageRecord; parts?: Map<string, ContentPart> }> {
+function dockerImage(contents: TarContents, file: TarballFile, item: unknown, ctx: ArchiveContext): { record: ImageRecord; parts?: Map<string, ContentPart> } {
   const tarPath = file.path;
   const where = memberPath(tarPath, "manifest.json");
   if (!isObject(item) || typeof item.Config !== "string") throw new StoreProblem("image entry has no Config path", where);
@@ -202,12 +191,11 @@ async function dockerImage(
     );
     return { record };
   }
-  const sized = [];
-  for (const [i, member] of layers.entries()) {
-    // A layer kept compressed is served decompressed; its descriptor needs that length, which only decompressing tells.
-    const size = member.gzip ? await gunzippedLength(file, member, NEVER) : member.size;
-    sized.push({ diffId: diffIds[i]!, size, member });
-  }
+  // A layer kept compressed is served decompressed. Its length is the gzip trailer's (tar.ts
+  // TarMember.isize), not measured: measuring is decompressing every layer at every first scan.
+  // Where the trailer is wrong (over 4 GiB, several gzip streams) the bytes served fail the
+  // mirror's digest check and the pull fails loudly.
+  const sized = layers.map((member, i) => ({ diffId: diffIds[i]!, size: member.gzip ? member.isize! : member.size, member }));
   const written = writeManifest({ digest: id, size: config.bytes.length }, sized);
   const parts = new Map<string, ContentPart>();
   parts.set(written.descriptor.digest, { descriptor: written.descriptor, bytes: written.bytes });

@@ -269,7 +269,7 @@ export class ArchiveDirStore {
     const { path, real } = file;
     try {
       const contents: TarContents = file.gzip ? await scanGzipTar(path, real) : scanPlainTar(fd, fstatSync(fd).size, path);
-      return await archiveImages(contents, file, this.archiveContext(name));
+      return archiveImages(contents, file, this.archiveContext(name));
     } catch (e) {
       if (e instanceof StoreProblem) throw e;
       // A read error, or a file that shrank under us: the tarball, not the service, is at fault.

@@ -51,9 +51,9 @@ function gunzipped(input: Readable): Readable {
   return input.pipe(gunzip);
 }
 
-/** The bytes of `source` from `skip` on, at most `length` of them (to its end when undefined). */
-async function* slice(source: AsyncIterable<Uint8Array>, skip: number, length: number | undefined, signal: AbortSignal): AsyncGenerator<Uint8Array> {
-  let left = length ?? Infinity;
+/** `length` bytes of `source` from `skip` on; throws when it ends before. */
+async function* slice(source: AsyncIterable<Uint8Array>, skip: number, length: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  let left = length;
   if (left === 0) return;
   for await (const chunk of source) {
     signal.throwIfAborted();
@@ -69,7 +69,7 @@ async function* slice(source: AsyncIterable<Uint8Array>, skip: number, length: n
     yield piece;
     if (left === 0) return;
   }
-  if (length !== undefined && left > 0) throw new Error(`ends ${left} bytes early`);
+  if (left > 0) throw new Error(`ends ${left} bytes early`);
 }
 
 /** The raw bytes of a member from `start` to its end. */
@@ -100,19 +100,12 @@ export async function* memberBytes(file: TarballFile, member: TarMember, start: 
   }
 }
 
-/** A gzip-compressed member, decompressed, from `start` of the decompressed bytes to their end. */
-export async function* gunzippedMember(file: TarballFile, member: TarMember, start: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+/** A gzip-compressed member, decompressed, from `start` to `size` (its decompressed length). */
+export async function* gunzippedMember(file: TarballFile, member: TarMember, start: number, size: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
   const gunzip = gunzipped(Readable.from(memberBytes(file, member, 0, signal)));
   try {
-    yield* slice(gunzip, start, undefined, signal);
+    yield* slice(gunzip, start, size - start, signal);
   } finally {
     gunzip.destroy();
   }
-}
-
-/** The decompressed length of a gzip-compressed member (a docker-archive layer's tar, for its descriptor). */
-export async function gunzippedLength(file: TarballFile, member: TarMember, signal: AbortSignal): Promise<number> {
-  let n = 0;
-  for await (const chunk of gunzippedMember(file, member, 0, signal)) n += chunk.length;
-  return n;
 }
