@@ -6,7 +6,12 @@
 //     shorter file with a matching Content-Length).
 //   - `bytes`: hashed before anything is sent.
 //   - `open`: hashed on the way; the last chunk is held back until the
-//     digest verifies, so a wrong body never reaches its last byte.
+//     digest verifies, so a wrong body never reaches its last byte. Bun 1.4
+//     sends a stream chunked and drops the Content-Length set for it
+//     (oven-sh/bun#10507, open): a GET of such a body has no length header
+//     (HEAD has it), and an aborted one lacks the last chunk, which every
+//     HTTP client reports as a truncated body. The header is still set, so
+//     it goes out once Bun sends it.
 import { statSync } from "node:fs";
 import type { ContentBody, ContentDescriptor, Logger } from "../backend/contract";
 import { digestParts } from "../model/digest";
@@ -75,7 +80,11 @@ function openedStream(body: ContentBody, digest: string, range: ByteRange, signa
   const whole = range.start === 0 && range.end === body.size - 1;
   const wanted = range.end - range.start + 1;
   const stop = new AbortController();
-  const onClientGone = () => stop.abort(new Error("the client went away"));
+  let clientGone = false;
+  const onClientGone = () => {
+    clientGone = true;
+    stop.abort(new Error("the client went away"));
+  };
   signal.addEventListener("abort", onClientGone, { once: true });
   let finished = false;
   const finish = () => {
@@ -90,7 +99,9 @@ function openedStream(body: ContentBody, digest: string, range: ByteRange, signa
   let held: Uint8Array | undefined;
 
   const fail = (controller: ReadableStreamDefaultController<Uint8Array>, reason: string) => {
-    log.error("mirror: body failed mid-way; connection aborted", { digest, sent: seen - (held?.length ?? 0), size: body.size, reason });
+    const fields = { digest, sent: seen - (held?.length ?? 0), size: body.size, reason };
+    if (clientGone) log.debug("mirror: the client went away mid-body", fields);
+    else log.error("mirror: body failed mid-way; connection aborted", fields);
     stop.abort(new Error(reason));
     void chunks?.return?.();
     finish();
@@ -138,6 +149,7 @@ function openedStream(body: ContentBody, digest: string, range: ByteRange, signa
       }
     },
     cancel() {
+      clientGone = true;
       stop.abort(new Error("the client went away"));
       void chunks?.return?.();
       finish();

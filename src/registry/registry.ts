@@ -25,8 +25,10 @@ export interface BackendHealth {
   hung: boolean;
   /** Set by a backend that can tell more about itself (e.g. a store mode it cannot read). */
   notice?: string;
-  /** Whether the registry mirror serves its images (it has the `content` hook; docs/mirror.md). */
+  /** Whether the registry mirror can serve its images: it has the `content` hook (docs/mirror.md). */
   mirror: boolean;
+  /** Of its images, how many the mirror serves: those with a `target` that are not embedded (0 without the hook). */
+  mirrorImages: number;
 }
 
 export interface RegisteredBackend {
@@ -153,7 +155,7 @@ export class BackendRegistry {
       runs: 0,
       waiters: [],
       removed: new Map(),
-      health: { name: reg.name, type: reg.type, state: "pending", images: 0, hung: false, mirror: false },
+      health: { name: reg.name, type: reg.type, state: "pending", images: 0, hung: false, mirror: false, mirrorImages: 0 },
     }));
     this.pinPolicy = {
       patterns: options.pinned ?? PinnedImages.none,
@@ -167,7 +169,11 @@ export class BackendRegistry {
   }
 
   health(): BackendHealth[] {
-    return this.slots.map((s) => ({ ...s.health, notice: s.reg.notice?.(), mirror: typeof s.reg.backend.content === "function" }));
+    return this.slots.map((s) => {
+      const mirror = typeof s.reg.backend.content === "function";
+      const mirrorImages = mirror ? s.snapshot.filter((r) => r.target !== undefined && r.kind !== "embedded").length : 0;
+      return { ...s.health, notice: s.reg.notice?.(), mirror, mirrorImages };
+    });
   }
 
   /** The backend configured under `name`. */

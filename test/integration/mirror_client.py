@@ -120,3 +120,104 @@ class Mirror:
 
     def head(self, path, **headers):
         return self.request("HEAD", path, headers)
+
+
+# Module plugins for the tests: `streamer` serves one image whose layer is an
+# `open` body (made as it is sent; modes make it fail in each way a body can),
+# plus an embedded image it would serve if asked; `nohook` lists an image with
+# a target but has no content hook, and a notice.
+STREAMER = r"""
+const MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG = "application/vnd.oci.image.config.v1+json";
+const LAYER = "application/vnd.oci.image.layer.v1.tar";
+const sha = (b) => "sha256:" + new Bun.CryptoHasher("sha256").update(b).digest("hex");
+const text = (v) => new TextEncoder().encode(JSON.stringify(v));
+
+export default {
+  name: "streamer",
+  apiVersion: 1,
+  options: {
+    size: { type: "number" }, chunk: { type: "number" }, delay: { type: "number" },
+    mode: { type: "string" }, generation: { type: "string" }, tag: { type: "string" },
+  },
+  create(o, ctx) {
+    const size = o.size ?? 1048576, chunk = o.chunk ?? 65536, delay = o.delay ?? 0, mode = o.mode ?? "good";
+    const generation = o.generation ?? "1";
+    const blob = new Uint8Array(size);
+    for (let i = 0; i < size; i++) blob[i] = (i * 7 + generation.charCodeAt(0)) & 255;
+    const layer = { mediaType: LAYER, digest: sha(blob), size };
+    const config = text({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [layer.digest] }, generation });
+    const manifest = text({ schemaVersion: 2, mediaType: MANIFEST, config: { mediaType: CONFIG, digest: sha(config), size: config.length }, layers: [layer] });
+    const target = { mediaType: MANIFEST, digest: sha(manifest), size: manifest.length };
+    const image = { id: sha(config), repoTags: [o.tag ?? "example.com/stream/app:1"], repoDigests: [], size: size + config.length, kind: "oci", target };
+    const embedded = { id: sha(text("embedded")), repoTags: ["example.com/stream/embedded:1"], repoDigests: [], size: 1, kind: "embedded", target };
+    const bad = mode === "badbytes" ? manifest.slice() : manifest;
+    if (mode === "badbytes") bad[bad.length - 2] ^= 1;
+    return {
+      list: () => [image, embedded],
+      content(id, digest) {
+        // Would serve the embedded image too: the mirror must never ask.
+        if (id === embedded.id) return { mediaType: MANIFEST, size: manifest.length, bytes: manifest };
+        if (id !== image.id) return undefined;
+        if (digest === target.digest) return { mediaType: MANIFEST, size: manifest.length, bytes: bad };
+        if (digest === image.id) return { mediaType: CONFIG, size: config.length, bytes: config };
+        if (digest !== layer.digest) return undefined;
+        return {
+          mediaType: LAYER,
+          size,
+          async *open(start, signal) {
+            for (let at = start; at < size; at += chunk) {
+              if (delay) await Bun.sleep(delay);
+              if (signal.aborted) return;
+              let piece = blob.slice(at, Math.min(size, at + chunk));
+              if (mode === "fail" && at >= size / 2) throw new Error("the store went away mid-layer");
+              if (mode === "short" && at + chunk >= size) return;
+              if (mode === "wrong" && at + chunk >= size) piece[0] ^= 1;
+              if (mode === "long" && at + chunk >= size) piece = new Uint8Array([...piece, 1]);
+              yield piece;
+            }
+          },
+        };
+      },
+      close() {
+        ctx.log.info("streamer closed", { generation });
+      },
+    };
+  },
+};
+"""
+
+NOHOOK = r"""
+export default {
+  name: "nohook",
+  apiVersion: 1,
+  options: {},
+  create(_o, ctx) {
+    ctx.setNotice("this store keeps no layers");
+    const target = { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "c3".repeat(32), size: 100 };
+    return { list: () => [{ id: "sha256:" + "d4".repeat(32), repoTags: ["example.com/nohook/app:1"], repoDigests: [], size: 9, kind: "oci", target }] };
+  },
+};
+"""
+
+
+def install_test_plugins(workdir):
+    d = os.path.join(workdir, "plugins")
+    os.makedirs(d, mode=0o755, exist_ok=True)
+    for name, source in (("streamer.ts", STREAMER), ("nohook.ts", NOHOOK)):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(source)
+        os.chmod(os.path.join(d, name), 0o644)
+    return d
+
+
+def streamer_config(plugins, listen="127.0.0.1:0", **options):
+    lines = [f'plugin_dir = "{plugins}"', "[mirror]", f'listen = "{listen}"', "[[backend]]", 'type = "streamer"', 'name = "streamer"']
+    for k, v in options.items():
+        lines.append(f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}")
+    lines += ["[[backend]]", 'type = "nohook"', 'name = "nohook"']
+    return "\n".join(lines) + "\n"
+
+
+def streamed_layer(size, generation="1"):
+    return bytes((i * 7 + ord(generation)) & 255 for i in range(size))
