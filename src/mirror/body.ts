@@ -29,6 +29,12 @@ export function descriptorHeaders(descriptor: ContentDescriptor, length = descri
   };
 }
 
+/**
+ * Sent with a file body: Bun otherwise adds `Content-Disposition: filename="…"`
+ * with the store file's name (a tarball's, say), which is none of a client's business.
+ */
+export const FILE_BODY_HEADERS: Readonly<Record<string, string>> = { "Content-Disposition": "inline" };
+
 /** The hex digest of `bytes` under the digest's algorithm. */
 export function hashOf(digest: string, bytes: Uint8Array): string {
   const { algorithm } = digestParts(digest);

@@ -7,7 +7,7 @@ import type { ContentDescriptor, Logger } from "../backend/contract";
 import type { Image } from "../model/image";
 import { findContent, type FoundContent } from "../registry/content";
 import type { Lease, ServedRegistry } from "../registry/served";
-import { bodyRefusal, bodyStream, descriptorHeaders } from "./body";
+import { bodyRefusal, bodyStream, descriptorHeaders, FILE_BODY_HEADERS } from "./body";
 import { API_VERSION_HEADER, errorResponse, MirrorError, type ErrorCode } from "./errors";
 import { contentRange, parseRange, type ByteRange } from "./range";
 import { matchRoute, type Route } from "./routes";
@@ -150,7 +150,7 @@ export class DistributionRoutes {
   private send(asked: Asked, served: Served, kind: "manifest" | "blob", lease: Lease): Response {
     const { descriptor, found } = served;
     const size = descriptor.size;
-    const extra: Record<string, string> = kind === "blob" ? { "Accept-Ranges": "bytes" } : {};
+    const extra: Record<string, string> = { ...(kind === "blob" ? { "Accept-Ranges": "bytes" } : {}), ...(found.body.file ? FILE_BODY_HEADERS : {}) };
     // Range is a GET's (RFC 9110 14.2); manifests are sent whole, as Spegel and distribution do.
     const range = kind === "blob" && asked.method === "GET" ? parseRange(asked.headers.get("range"), size) : "whole";
     if (range === "unsatisfiable") {
