@@ -8,7 +8,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import tarfile
+import time
 
 from conftest import ROOT
 
@@ -79,6 +81,27 @@ def write_catalog(workdir, images):
     with open(catalog, "w") as f:
         json.dump({"image": entries}, f)
     return plugins, catalog, made
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def reload_with(server, old, new):
+    """Rewrites the server's config (`old` → `new`), sends SIGHUP and waits for the reload to end."""
+    with open(server.config) as f:
+        text = f.read()
+    assert old in text
+    with open(server.config, "w") as f:
+        f.write(text.replace(old, new))
+    done = server.log().count('msg="reloaded"')
+    server.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: server.log().count('msg="reloaded"') > done), server.log()
 
 
 def catalog_config(plugins, catalog, listen="127.0.0.1:0", name="vendor"):

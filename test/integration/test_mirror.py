@@ -5,28 +5,18 @@ content hook (file and bytes bodies), and test plugins (mirror_client.py)
 whose layer is made as it is sent, to fail in every way a body can."""
 import http.client
 import json
-import os
-import signal
 import time
 
 import pytest
 
 from mirror_client import (
-    Mirror, OCI_MANIFEST, catalog_config, install_test_plugins, sha256, streamed_layer, streamer_config, write_catalog,
+    Mirror, OCI_MANIFEST, catalog_config, install_test_plugins, reload_with, sha256, streamed_layer, streamer_config, wait_for,
+    write_catalog,
 )
 from conftest import run_cli
 
 BUSYBOX = "docker.io/library/busybox:1.36"
 APP = "quay.io/org/app:1.0"
-
-
-def wait_for(predicate, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def error_of(body):
@@ -340,12 +330,7 @@ def test_reload_during_a_download_finishes_it_on_the_old_store(serve, workdir):
         assert r.status == 200
         first = r.read(200000)
         # A new configuration: the store is created anew, and the old one closed...
-        with open(s.config) as f:
-            text = f.read()
-        with open(s.config, "w") as f:
-            f.write(text.replace('generation = "1"', 'generation = "2"'))
-        s.proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: 'msg="reloaded"' in s.log())
+        reload_with(s, 'generation = "1"', 'generation = "2"')
         # ...but not while this download still reads from it.
         assert "streamer closed" not in s.log()
         new_layer = streamed_layer(LAYER_SIZE, "2")
@@ -369,11 +354,7 @@ def test_a_client_that_vanishes_mid_blob_releases_the_store(serve, workdir):
     r.read(100000)
     conn.sock.close()
     conn.close()
-    with open(s.config) as f:
-        text = f.read()
-    with open(s.config, "w") as f:
-        f.write(text.replace('generation = "1"', 'generation = "2"'))
-    s.proc.send_signal(signal.SIGHUP)
+    reload_with(s, 'generation = "1"', 'generation = "2"')
     # The old store is closed once the abandoned response is let go, long before the layer would have ended.
     started = time.time()
     assert wait_for(lambda: 'msg="streamer closed" backend=streamer generation=1' in s.log(), timeout=5), s.log()

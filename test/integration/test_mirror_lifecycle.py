@@ -4,22 +4,11 @@ stopped with the process; and the exec-plugin protocol's `content` method."""
 import base64
 import json
 import os
-import signal
 import socket
 import subprocess
-import time
 
 from conftest import BIN
-from mirror_client import Mirror, OCI_MANIFEST, catalog_config, layer_tar, mirror_address, sha256, write_catalog
-
-
-def wait_for(predicate, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from mirror_client import Mirror, OCI_MANIFEST, catalog_config, layer_tar, mirror_address, reload_with, sha256, wait_for, write_catalog
 
 
 def tcp_listeners(pid):
@@ -74,12 +63,7 @@ def test_reload_keeps_the_listener_and_serves_the_new_view(serve, workdir):
     assert m.get("/v2/example.com/a/manifests/1")[0] == 200
     # A new tag, and a new listen address asked for: the tag is served at once, the address at the next start.
     _, _, (again,) = write_catalog(workdir, [(["example.com/a:2"], [{"f": b"x"}])])
-    with open(s.config) as f:
-        text = f.read()
-    with open(s.config, "w") as f:
-        f.write(text.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:1"'))
-    s.proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: 'msg="reloaded"' in s.log())
+    reload_with(s, 'listen = "127.0.0.1:0"', 'listen = "127.0.0.1:1"')
     assert 'msg="changed setting takes effect at the next start" key=mirror.listen' in s.log()
     assert wait_for(lambda: m.get("/v2/example.com/a/manifests/2")[0] == 200)
     assert m.get("/v2/example.com/a/manifests/1")[0] == 404
