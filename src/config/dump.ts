@@ -2,7 +2,7 @@
 // same table validation reads (SETTINGS), so what it prints reads back to the
 // same configuration: it can be saved as a starting config file.
 import type { BackendDefinition, OptionSpec } from "../backend/contract";
-import { DEFAULT_CONFIG_FILE, RUNTIME_KEY, RUNTIME_SETTINGS, SETTINGS, WELL_KNOWN_STORES, formatDuration, type ImageletConfig, type Setting } from "./config";
+import { DEFAULT_CONFIG_FILE, MIRROR_KEY, MIRROR_SETTINGS, RUNTIME_KEY, RUNTIME_SETTINGS, SETTINGS, WELL_KNOWN_STORES, formatDuration, type ImageletConfig, type Setting } from "./config";
 
 /** A TOML key: bare when TOML allows it, else quoted. */
 function tomlKey(key: string): string {
@@ -23,6 +23,28 @@ function tomlValue(v: unknown): string {
 
 function describeOption(key: string, spec: OptionSpec): string {
   return `# ${key} (${spec.type}${spec.required ? ", required" : ""}): unset${spec.description ? `; ${spec.description}` : ""}`;
+}
+
+/** `[mirror]` with its values in force; without one, the table as a comment (no mirror runs). */
+function mirrorToml(config: ImageletConfig): string[] {
+  const keys = Object.entries(MIRROR_SETTINGS) as [string, Setting<unknown>][];
+  if (config.mirror === undefined) {
+    return [
+      `# No [${MIRROR_KEY}]: imagelet serves no registry mirror (docs/mirror.md). To serve one:`,
+      `# [${MIRROR_KEY}]`,
+      ...keys.map(([key, setting]) => `# ${key} = ${tomlValue(setting.toToml(setting.default))}`),
+    ];
+  }
+  return [`[${MIRROR_KEY}]`, ...keys.map(([key, setting]) => `${key} = ${tomlValue(setting.toToml(setting.of(config) ?? setting.default))}`)];
+}
+
+/** `[runtime]` with its values in force; without one, the table as a comment (front mode off). */
+function runtimeToml(config: ImageletConfig): string[] {
+  if (config.runtime === undefined) {
+    return [`# No [${RUNTIME_KEY}]: front mode is off (docs/kubelet.md#front-mode). To turn it on:`, `# [${RUNTIME_KEY}]`, '# endpoint = "unix:///run/containerd/containerd.sock"'];
+  }
+  const keys = Object.entries(RUNTIME_SETTINGS) as [string, Setting<unknown>][];
+  return [`[${RUNTIME_KEY}]`, ...keys.map(([key, setting]) => `${key} = ${tomlValue(setting.toToml(setting.of(config)))}`)];
 }
 
 /**
@@ -48,17 +70,7 @@ export function configToml(config: ImageletConfig, definitions: readonly Backend
     else if (setting.default !== undefined) lines.push(`# ${key} = ${tomlValue(setting.toToml(setting.default))}   (the default; unset)`);
     else lines.push(`# ${key} = ...   (unset)`);
   }
-  // [runtime] before [[backend]]: a TOML table cannot follow an array of tables' keys.
-  lines.push("");
-  if (config.runtime === undefined) {
-    lines.push(`# [${RUNTIME_KEY}]   (unset: front mode off; docs/kubelet.md#front-mode)`, '# endpoint = "unix:///run/containerd/containerd.sock"');
-  } else {
-    lines.push(`[${RUNTIME_KEY}]`);
-    for (const [key, setting] of Object.entries(RUNTIME_SETTINGS) as [string, Setting<unknown>][]) {
-      const value = setting.of(config);
-      if (value !== undefined) lines.push(`${key} = ${tomlValue(setting.toToml(value))}`);
-    }
-  }
+  lines.push("", ...mirrorToml(config), "", ...runtimeToml(config));
   if (config.backends.length === 0) {
     lines.push("", "# No [[backend]]: nothing is served. Add one, for example:", "# [[backend]]", '# type = "oci-layout"', '# path = "/var/lib/imagelet/oci"');
   }

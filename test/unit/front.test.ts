@@ -54,7 +54,7 @@ describe("[runtime]", () => {
     const text = configToml(config, definitions);
     expect(text).toContain('[runtime]\nendpoint = "unix:///run/containerd/containerd.sock"\ntimeout = "10s"\nmirror_wait = "2s"\n');
     expect(parse(Bun.TOML.parse(text) as Record<string, unknown>).runtime).toEqual(config.runtime);
-    expect(configToml(parse({}), definitions)).toContain("# [runtime]   (unset: front mode off");
+    expect(configToml(parse({}), definitions)).toContain("# No [runtime]: front mode is off");
   });
 });
 
