@@ -257,7 +257,8 @@ class DistributionRegistry:
 class Node:
     """containerd + CRI + runc on `work`, pulling through `mirror` (HOST:PORT), or with no mirror configured."""
 
-    def __init__(self, work, mirror=None, sandbox=SANDBOX):
+    def __init__(self, work, mirror=None, sandbox=SANDBOX, registries=()):
+        """`registries`: HOST:PORT of plain-HTTP registries images may be named by (their own hosts.toml)."""
         os.makedirs(work, exist_ok=True)
         self.work = work
         # bench_containerd's daemon (start, stop), with this node's CRI configuration.
@@ -273,6 +274,10 @@ class Node:
             os.makedirs(os.path.join(work, "certs.d", "_default"), exist_ok=True)
             with open(os.path.join(work, "certs.d", "_default", "hosts.toml"), "w") as f:
                 f.write(HOSTS_TOML.format(mirror=mirror))
+        for registry in registries:
+            os.makedirs(os.path.join(work, "certs.d", registry), exist_ok=True)
+            with open(os.path.join(work, "certs.d", registry, "hosts.toml"), "w") as f:
+                f.write(f'server = "http://{registry}"\n')
         self.channel = None
         self.pb = None
 

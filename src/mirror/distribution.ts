@@ -11,6 +11,7 @@ import { bodyRefusal, bodyStream, descriptorHeaders, FILE_BODY_HEADERS } from ".
 import { API_VERSION_HEADER, errorResponse, MirrorError, type ErrorCode } from "./errors";
 import { contentRange, parseRange, type ByteRange } from "./range";
 import { matchRoute, type Route } from "./routes";
+import type { MirrorRequestCounter } from "../runtime/mirror-witness";
 
 /** What a `/manifests/` request may answer (by digest; by tag, the target is served as stored). */
 export const MANIFEST_MEDIA_TYPES: ReadonlySet<string> = new Set([
@@ -34,6 +35,8 @@ export class DistributionRoutes {
   constructor(
     private readonly served: ServedRegistry,
     private readonly log: Logger,
+    /** Front mode: counts the repositories asked for, so a runtime pull that never comes here is told apart (src/runtime/preload.ts). */
+    private readonly witness?: MirrorRequestCounter,
   ) {}
 
   /** Never throws: every failure is an error answer, and anything absent a 404. */
@@ -50,6 +53,7 @@ export class DistributionRoutes {
       const url = new URL(request.url);
       if (url.pathname.includes("%")) throw new MirrorError("NAME_INVALID", "an encoded character in the path: no name, tag or digest has one", { path: url.pathname.slice(0, 200) });
       route = matchRoute(url.pathname, url.searchParams.get("ns"));
+      if (route.kind !== "base") this.witness?.saw(route.repository);
       const asked: Asked = { method, url, headers: request.headers, signal: request.signal };
       switch (route.kind) {
         case "base":

@@ -7,6 +7,7 @@ import { formatListenAddress, isLoopback, type ListenAddress } from "../config/l
 import type { ServedRegistry } from "../registry/served";
 import { DistributionRoutes } from "./distribution";
 import { errorResponse, MirrorError } from "./errors";
+import type { MirrorRequestCounter } from "../runtime/mirror-witness";
 
 /** Requests are GET and HEAD: a body is never read, so a large one is refused early. */
 const MAX_REQUEST_BODY_BYTES = 64 * 1024;
@@ -19,8 +20,8 @@ export class MirrorServer {
   ) {}
 
   /** Binds `listen` and serves `served`'s view; throws when the address cannot be bound. */
-  static start(listen: ListenAddress, served: ServedRegistry, log: Logger): MirrorServer {
-    const routes = new DistributionRoutes(served, log);
+  static start(listen: ListenAddress, served: ServedRegistry, log: Logger, witness?: MirrorRequestCounter): MirrorServer {
+    const routes = new DistributionRoutes(served, log, witness);
     const server = Bun.serve({
       hostname: listen.host,
       port: listen.port,

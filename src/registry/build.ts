@@ -159,7 +159,8 @@ export async function buildRegistry(
     registry.front = new FrontRuntime(client, {
       log,
       mirrorWaitMs: config.runtime.mirrorWaitMs,
-      witness: opts.mirrorWitness,
+      // A reload keeps the mirror of the start (its listener is not restarted), so its counts too.
+      witness: opts.mirrorWitness ?? opts.previous?.front?.witness,
       relist: () => registry.relist(RUNTIME_BACKEND),
     });
   }

@@ -84,6 +84,11 @@ export class FrontRuntime {
     private readonly options: FrontOptions,
   ) {}
 
+  /** The mirror's request counts this front mode watches (kept across a reload). */
+  get witness(): MirrorWitness | undefined {
+    return this.options.witness;
+  }
+
   /**
    * Whether the runtime must be given this image before it is reported: a
    * store holds it. Artifacts too (image volumes are the runtime's to mount);

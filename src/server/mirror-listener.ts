@@ -7,15 +7,16 @@ import { formatListenAddress } from "../config/listen";
 import { errorText } from "../registry/registry";
 import type { ServedRegistry } from "../registry/served";
 import { ListenerStartError, type Listener } from "./lifecycle";
+import type { MirrorRequestCounter } from "../runtime/mirror-witness";
 
 /** How long a stopping mirror lets downloads in flight finish before cutting them. */
 const MIRROR_STOP_GRACE_MS = 5000;
 
-export async function startMirrorListener(mirror: MirrorConfig, served: ServedRegistry, log: Logger): Promise<Listener> {
+export async function startMirrorListener(mirror: MirrorConfig, served: ServedRegistry, log: Logger, witness?: MirrorRequestCounter): Promise<Listener> {
   const { MirrorServer } = await import("../mirror/server");
   let server: import("../mirror/server").MirrorServer;
   try {
-    server = MirrorServer.start(mirror.listen, served, log);
+    server = MirrorServer.start(mirror.listen, served, log, witness);
   } catch (e) {
     throw new ListenerStartError(`[mirror] listen = ${JSON.stringify(formatListenAddress(mirror.listen))}: cannot listen: ${errorText(e)}`);
   }

@@ -17,6 +17,7 @@ import { ConnectionWatch, inheritedSocketFd, listenOnInheritedFd, listenOnPath }
 import { handOverConnection } from "./first-request";
 import { runProcess, type Listener } from "./lifecycle";
 import { startMirrorListener } from "./mirror-listener";
+import { MirrorRequestCounter } from "../runtime/mirror-witness";
 import { servedServices } from "./services";
 
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
@@ -100,11 +101,14 @@ export async function serve(
   const ownsSocket = inheritedFd === undefined;
   if (ownsSocket) await claimSocketPath(socket, log);
 
-  const registry = new ServedRegistry(await buildRegistry(config, definitions, log, { watch: true }));
+  // Front mode with the mirror in this process: the mirror counts what it is
+  // asked for, and a runtime pull that never asks is cut short (runtime/preload.ts).
+  const witness = config.mirror && config.runtime ? new MirrorRequestCounter() : undefined;
+  const registry = new ServedRegistry(await buildRegistry(config, definitions, log, { watch: true, mirrorWitness: witness }));
   const listeners: Listener[] = [];
   if (config.mirror) {
     try {
-      listeners.push(await startMirrorListener(config.mirror, registry, log));
+      listeners.push(await startMirrorListener(config.mirror, registry, log, witness));
     } catch (e) {
       await registry.close();
       throw e;
