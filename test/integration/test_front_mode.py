@@ -268,3 +268,20 @@ def test_runtime_v1alpha2_clients_keep_working(store, front):
         assert ids["bb"] in ids_in(n.images, n.pb)
     finally:
         channel.close()
+
+
+def test_reload_keeps_front_mode(store, front):
+    """SIGHUP builds a new registry with a new runtime client; the mirror's counts and the runtime's images carry over."""
+    import signal
+
+    layout, ids = store
+    n, server = front(layout, name="node-reload")
+    stub, pb = server.stub, server.pb
+    ensure_image_exists(stub, pb, REF, "IfNotPresent")
+    n.images.RemoveImage(n.pb.RemoveImageRequest(image=n.pb.ImageSpec(image=ids["bb"])), timeout=60)
+    server.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: server.log().count('msg="reloaded"') == 1, 20), server.log()
+    # Removed behind imagelet's back: asked again, the runtime pulls it again through the same mirror.
+    assert ensure_image_exists(stub, pb, REF, "Never") == ids["bb"]
+    assert ids["bb"] in ids_in(n.images, n.pb)
+    assert server.log().count(PULLED) == 2
