@@ -154,6 +154,11 @@ export class BackendRegistry {
   /** Front mode: the runtime that must hold an image before it is reported (set by buildRegistry). */
   front?: FrontRuntime;
 
+  /** RegistryReader.withFront: this registry stays open until it is closed, so nothing to hold. */
+  withFront<T>(call: (front: FrontRuntime) => Promise<T>): Promise<T> {
+    return call(this.front!);
+  }
+
   constructor(
     backends: readonly RegisteredBackend[],
     private readonly options: RegistryOptions,

@@ -21,8 +21,8 @@ export interface RegistryReader {
   onHealthChange(listener: () => void): () => void;
   /** Front mode's runtime, when `[runtime]` is configured. */
   readonly front?: FrontRuntime;
-  /** Runs a call that uses `front` while holding its registry open (a reload closes the runtime client of the one it replaces). */
-  withFront?<T>(call: (front: FrontRuntime) => Promise<T>): Promise<T>;
+  /** Runs a call that uses `front` (set) while holding its registry open (a reload closes the runtime client of the one it replaces). */
+  withFront<T>(call: (front: FrontRuntime) => Promise<T>): Promise<T>;
 }
 
 /**

@@ -42,8 +42,7 @@ export function createImageService(registry: RegistryReader, log: Logger): Image
   let warnedBigList = false;
   /** Runs `call` with front mode's runtime, holding its registry open; undefined when front mode is off. */
   const withFront = <T>(call: (front: FrontRuntime) => Promise<T>): Promise<T> | undefined => {
-    if (!registry.front) return undefined;
-    return registry.withFront ? registry.withFront(call) : call(registry.front);
+    return registry.front ? registry.withFront(call) : undefined;
   };
   /**
    * Front mode: a preloaded image is reported only once the runtime holds it
