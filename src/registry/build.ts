@@ -6,10 +6,9 @@ import type { Backend, BackendContext, BackendDefinition, Logger, Platform } fro
 import { ConfigError, type ImageletConfig } from "../config/config";
 import { PinnedImages } from "../model/pinned";
 import { BackendRegistry, errorText, type RegisteredBackend } from "./registry";
-import { RUNTIME_BACKEND, runtimeBackend, runtimeNotice } from "../runtime/backend";
-import { RuntimeClient } from "../runtime/client";
+import { RUNTIME_BACKEND } from "../runtime/backend";
+import { frontMode } from "../runtime/front-mode";
 import type { MirrorWitness } from "../runtime/mirror-witness";
-import { FrontRuntime } from "../runtime/preload";
 
 /** The host platform in OCI terms (GOOS/GOARCH names). */
 export function hostPlatform(): Platform {
@@ -132,38 +131,17 @@ export async function buildRegistry(
     const key = JSON.stringify([entry.type, entry.options]);
     registered.push({ name: entry.name, type: entry.type, backend, timeoutMs: entry.timeoutMs, notice: () => notice, key });
   }
-  // Front mode: the runtime's images are one more backend, after the stores
-  // (a tag both claim stays with the preloaded image; see runtime/backend.ts).
-  let client: RuntimeClient | undefined;
-  if (config.runtime) {
-    client = new RuntimeClient(config.runtime.endpoint, config.runtime.timeoutMs, backendLogger(log, RUNTIME_BACKEND));
-    const notice = runtimeNotice.bind(undefined, client);
-    registered.push({
-      name: RUNTIME_BACKEND,
-      type: RUNTIME_BACKEND,
-      backend: runtimeBackend(client),
-      timeoutMs: config.runtime.timeoutMs,
-      notice,
-      key: JSON.stringify([RUNTIME_BACKEND, config.runtime.endpoint]),
-      primaryFilesystem: true,
-    });
-  }
+  const front = config.runtime ? frontMode(config.runtime, backendLogger(log, RUNTIME_BACKEND)) : undefined;
+  if (front) registered.push(front.registered);
   const registry = new BackendRegistry(registered, {
     log,
     pollIntervalMs: opts.watch ? config.pollIntervalMs : 0,
     fsIntervalMs: config.fsInfoIntervalMs,
     pinned: new PinnedImages(config.pinnedImages ?? []),
-    copies: client ? RUNTIME_BACKEND : undefined,
+    copies: front ? RUNTIME_BACKEND : undefined,
   });
-  if (client && config.runtime) {
-    registry.front = new FrontRuntime(client, {
-      log,
-      mirrorWaitMs: config.runtime.mirrorWaitMs,
-      // A reload keeps the mirror of the start (its listener is not restarted), so its counts too.
-      witness: opts.mirrorWitness ?? opts.previous?.front?.witness,
-      relist: () => registry.relist(RUNTIME_BACKEND),
-    });
-  }
+  // A reload keeps the mirror of the start (its listener is not restarted), so its counts too.
+  front?.attach(registry, opts.mirrorWitness ?? opts.previous?.front?.witness);
   if (opts.previous) registry.inherit(opts.previous);
   await registry.loadAll();
   if (opts.watch) registry.startWatching();

@@ -35,6 +35,8 @@ export interface FrontOptions {
   witness?: MirrorWitness;
   /** Re-lists the runtime's images into the view (after a pull). */
   relist(): Promise<void>;
+  /** The runtime's own ID for a view ID, as last listed (CRI-O's are bare hex and it does not strip `sha256:`). */
+  runtimeId?(id: string): string;
 }
 
 /** The `imagelet mirror-config` argument for a runtime, guessed from its socket path. */
@@ -100,7 +102,7 @@ export class FrontRuntime {
 
   /** Whether the runtime holds `image` now (asked, not taken from the last listing: it may have been removed behind imagelet). */
   async holds(image: Image, signal?: AbortSignal): Promise<boolean> {
-    const held = await this.client.imageStatus(image.id, signal);
+    const held = await this.client.imageStatus(this.options.runtimeId?.(image.id) ?? image.id, signal);
     return held?.id !== undefined && held.id !== null && sameId(held.id, image.id);
   }
 
