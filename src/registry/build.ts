@@ -7,7 +7,6 @@ import { ConfigError, type ImageletConfig } from "../config/config";
 import { PinnedImages } from "../model/pinned";
 import { BackendRegistry, errorText, type RegisteredBackend } from "./registry";
 import { RUNTIME_BACKEND } from "../runtime/backend";
-import { frontMode } from "../runtime/front-mode";
 import type { MirrorWitness } from "../runtime/mirror-witness";
 
 /** The host platform in OCI terms (GOOS/GOARCH names). */
@@ -131,7 +130,8 @@ export async function buildRegistry(
     const key = JSON.stringify([entry.type, entry.options]);
     registered.push({ name: entry.name, type: entry.type, backend, timeoutMs: entry.timeoutMs, notice: () => notice, key });
   }
-  const front = config.runtime ? frontMode(config.runtime, backendLogger(log, RUNTIME_BACKEND)) : undefined;
+  // Loaded only in front mode, like the mirror without [mirror].
+  const front = config.runtime ? (await import("../runtime/front-mode")).frontMode(config.runtime, backendLogger(log, RUNTIME_BACKEND)) : undefined;
   if (front) registered.push(front.registered);
   const registry = new BackendRegistry(registered, {
     log,

@@ -9,25 +9,12 @@ import type { Logger } from "../backend/contract";
 import type { runtime } from "../gen/runtime-v1.js";
 import { ImageServiceDefinition } from "../gen/runtime-v1-services";
 import { endpointTarget } from "./endpoint";
+import { RuntimeCallError, RuntimeUnavailableError } from "./errors";
+
+export { RuntimeCallError, RuntimeUnavailableError };
 
 export type RuntimeImage = runtime.v1.Image.$Properties;
 export type RuntimeFilesystem = runtime.v1.FilesystemUsage.$Properties;
-
-/** The runtime cannot be reached, or did not answer within the deadline (gRPC UNAVAILABLE). */
-export class RuntimeUnavailableError extends Error {
-  constructor(readonly endpoint: string, detail: string) {
-    super(`container runtime ${endpoint} is unavailable: ${detail}`);
-    this.name = "RuntimeUnavailableError";
-  }
-}
-
-/** The runtime answered with an error: its status code is kept, its message prefixed with its name. */
-export class RuntimeCallError extends Error {
-  constructor(readonly endpoint: string, readonly code: Status, method: string, detail: string) {
-    super(`container runtime ${endpoint}: ${method}: ${detail}`);
-    this.name = "RuntimeCallError";
-  }
-}
 
 export interface RuntimeState {
   endpoint: string;

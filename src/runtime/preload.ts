@@ -16,16 +16,11 @@ import type { Logger } from "../backend/contract";
 import type { Image } from "../model/image";
 import { parseNormalizedNamed, quote } from "../model/reference";
 import { RUNTIME_BACKEND } from "./backend";
-import { RuntimeCallError, RuntimeUnavailableError, type RuntimeClient } from "./client";
-import type { MirrorWitness } from "./mirror-witness";
+import type { RuntimeClient } from "./client";
+import { PreloadPullError, RuntimeCallError, RuntimeUnavailableError } from "./errors";
 
-/** The runtime could not be given a preloaded image; `code` is the gRPC status the caller gets. */
-export class PreloadPullError extends Error {
-  constructor(message: string, readonly code: Status) {
-    super(message);
-    this.name = "PreloadPullError";
-  }
-}
+export { PreloadPullError };
+import type { MirrorWitness } from "./mirror-witness";
 
 export interface FrontOptions {
   log: Logger;

@@ -5,8 +5,7 @@ import type { Logger } from "../backend/contract";
 import { InvalidReferenceError } from "../model/reference";
 import { RemovalFailedError, RemovalRefusedError } from "../registry/registry";
 import { AmbiguousReferenceError } from "../registry/view";
-import { RuntimeCallError, RuntimeUnavailableError } from "../runtime/client";
-import { PreloadPullError } from "../runtime/preload";
+import { PreloadPullError, RuntimeCallError, RuntimeUnavailableError } from "../runtime/errors";
 
 /** A request whose bytes did not decode; stands in for the request so the middleware can refuse it. */
 export class MalformedRequest {

@@ -8,7 +8,7 @@ import type { Logger } from "../backend/contract";
 import { normalizeReference, quote } from "../model/reference";
 import type { RegistryReader } from "../registry/served";
 import type { Image } from "../model/image";
-import { RuntimeUnavailableError } from "../runtime/client";
+import { RuntimeUnavailableError } from "../runtime/errors";
 import type { FrontRuntime } from "../runtime/preload";
 
 export type ImageService = ServiceImplementation<typeof ImageServiceDefinition>;
