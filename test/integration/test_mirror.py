@@ -5,6 +5,7 @@ content hook (file and bytes bodies), and test plugins (mirror_client.py)
 whose layer is made as it is sent, to fail in every way a body can."""
 import http.client
 import json
+import os
 import time
 
 import pytest
@@ -360,3 +361,30 @@ def test_a_client_that_vanishes_mid_blob_releases_the_store(serve, workdir):
     assert wait_for(lambda: 'msg="streamer closed" backend=streamer generation=1' in s.log(), timeout=5), s.log()
     assert time.time() - started < 4
     assert "body failed mid-way" not in s.log()  # a client leaving is not the store failing
+
+
+def test_a_built_in_store_through_the_mirror_byte_for_byte(serve):
+    """examples/sample-oci through the oci-layout backend's content hook: the stored manifest and blobs as they are."""
+    from conftest import EXAMPLES, oci_backend
+
+    layout = os.path.join(EXAMPLES, "sample-oci")
+    s = serve('[mirror]\nlisten = "127.0.0.1:0"\n' + oci_backend(layout, name="sample"))
+    m = Mirror(s)
+
+    def blob(digest):
+        with open(os.path.join(layout, "blobs", *digest.split(":")), "rb") as f:
+            return f.read()
+
+    manifest_digest = "sha256:75dea14cbc8443f211a678610cad8c7876973d0eda5529b2cf837ff7b538de0f"
+    for path in ("/v2/library/edge-tools/manifests/2.0?ns=docker.io", "/v2/docker.io/library/edge-tools/manifests/2.0", "/v2/library/edge-tools/manifests/2.0"):
+        status, headers, body = m.get(path)
+        assert status == 200, (path, body)
+        assert body == blob(manifest_digest) and headers["docker-content-digest"] == manifest_digest
+    manifest = json.loads(blob(manifest_digest))
+    for d in [manifest["config"], *manifest["layers"]]:
+        status, headers, body = m.get(f"/v2/library/edge-tools/blobs/{d['digest']}")
+        assert status == 200 and body == blob(d["digest"]) and headers["content-type"] == d["mediaType"]
+    # hello's config is in the store, but not reachable from edge-tools.
+    hello = json.loads(blob("sha256:59651d9e08d8d0b1652dc162be7422fc56163ef7fc2c0cb44459474780b5f2b2"))
+    assert m.get(f"/v2/library/edge-tools/blobs/{hello['config']['digest']}")[0] == 404
+    assert m.get(f"/v2/example.com/edge/hello/blobs/{hello['config']['digest']}")[0] == 200
