@@ -56,15 +56,13 @@ export class DistributionRoutes {
           return jsonResponse(asked, {});
         case "tags":
           return this.tags(asked, lease, route);
-        case "manifest": {
-          const found = await this.manifest(lease, route);
-          handedOver = true;
-          return this.send(asked, found, route.kind, lease);
-        }
+        case "manifest":
         case "blob": {
-          const found = await this.content(lease, route.repository, route.digest, "BLOB_UNKNOWN");
+          const found = route.kind === "manifest" ? await this.manifest(lease, route) : await this.content(lease, route.repository, route.digest, "BLOB_UNKNOWN");
+          // From here the body releases the lease, once it is sent or abandoned.
+          const response = this.send(asked, found, route.kind, lease);
           handedOver = true;
-          return this.send(asked, found, route.kind, lease);
+          return response;
         }
       }
       throw new MirrorError("NOT_FOUND");

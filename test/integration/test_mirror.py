@@ -388,3 +388,20 @@ def test_a_built_in_store_through_the_mirror_byte_for_byte(serve):
     hello = json.loads(blob("sha256:59651d9e08d8d0b1652dc162be7422fc56163ef7fc2c0cb44459474780b5f2b2"))
     assert m.get(f"/v2/library/edge-tools/blobs/{hello['config']['digest']}")[0] == 404
     assert m.get(f"/v2/example.com/edge/hello/blobs/{hello['config']['digest']}")[0] == 200
+
+
+def test_every_kind_of_answer_lets_the_store_go_at_a_reload(serve, workdir):
+    """No answer keeps a lease on the store: after each of them, a reload closes the old backend at once."""
+    s, m = stream_server(serve, workdir, generation="1")
+    layer = streamed_layer(LAYER_SIZE, "1")
+    blob = f"/v2/example.com/stream/app/blobs/{sha256(layer)}"
+    assert m.get(blob, Range=f"bytes={LAYER_SIZE}-")[0] == 416
+    assert m.head(blob)[0] == 200
+    assert m.get(blob, Range="bytes=0-9")[0] == 206
+    assert m.get(blob)[0] == 200
+    assert m.get("/v2/example.com/stream/app/manifests/1")[0] == 200
+    assert m.get("/v2/example.com/stream/app/manifests/nope")[0] == 404
+    assert m.request("PUT", blob)[0] == 405
+    assert m.get("/v2/example.com/stream/app/tags/list")[0] == 200
+    reload_with(s, 'generation = "1"', 'generation = "2"')
+    assert wait_for(lambda: 'msg="streamer closed" backend=streamer generation=1' in s.log(), timeout=5), s.log()
