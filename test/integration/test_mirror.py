@@ -6,6 +6,7 @@ whose layer is made as it is sent, to fail in every way a body can."""
 import http.client
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -403,5 +404,16 @@ def test_every_kind_of_answer_lets_the_store_go_at_a_reload(serve, workdir):
     assert m.get("/v2/example.com/stream/app/manifests/nope")[0] == 404
     assert m.request("PUT", blob)[0] == 405
     assert m.get("/v2/example.com/stream/app/tags/list")[0] == 200
+    reload_with(s, 'generation = "1"', 'generation = "2"')
+    assert wait_for(lambda: 'msg="streamer closed" backend=streamer generation=1' in s.log(), timeout=5), s.log()
+
+
+def test_a_client_that_leaves_before_the_first_byte_releases_the_store(serve, workdir):
+    s, m = stream_server(serve, workdir, delay=1000, chunk=32768, generation="1")
+    layer = streamed_layer(LAYER_SIZE, "1")
+    c = socket.create_connection((m.host, m.port))
+    c.sendall(f"GET /v2/example.com/stream/app/blobs/{sha256(layer)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    time.sleep(0.2)
+    c.close()
     reload_with(s, 'generation = "1"', 'generation = "2"')
     assert wait_for(lambda: 'msg="streamer closed" backend=streamer generation=1' in s.log(), timeout=5), s.log()
