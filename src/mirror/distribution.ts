@@ -98,16 +98,18 @@ export class DistributionRoutes {
     return jsonResponse(asked, { name: route.name, tags: page }, headers);
   }
 
-  /** A manifest by tag (the image's target, as stored) or by digest (only a manifest or index type). */
+  /** A manifest by tag (the image's target, as stored) or by digest; either way, only a manifest or index type. */
   private async manifest(lease: Lease, route: Extract<Route, { kind: "manifest" }>): Promise<Served> {
-    if ("digest" in route.reference) {
-      const served = await this.content(lease, route.repository, route.reference.digest, "MANIFEST_UNKNOWN");
-      if (!MANIFEST_MEDIA_TYPES.has(served.descriptor.mediaType)) {
-        throw new MirrorError("MANIFEST_UNKNOWN", `${served.descriptor.digest} is a ${served.descriptor.mediaType}, not a manifest`, { digest: served.descriptor.digest });
-      }
-      return served;
+    const { reference } = route;
+    const served = "digest" in reference ? await this.content(lease, route.repository, reference.digest, "MANIFEST_UNKNOWN") : await this.target(lease, route, reference.tag);
+    if (!MANIFEST_MEDIA_TYPES.has(served.descriptor.mediaType)) {
+      throw new MirrorError("MANIFEST_UNKNOWN", `${served.descriptor.digest} is a ${served.descriptor.mediaType}, not a manifest`, { digest: served.descriptor.digest });
     }
-    const { tag } = route.reference;
+    return served;
+  }
+
+  /** What a tag's image names: its target, from the first of its backends that can give it. */
+  private async target(lease: Lease, route: { repository: string }, tag: string): Promise<Served> {
     const image = lease.registry.view.tagged(route.repository, tag);
     if (!image) {
       if (lease.registry.view.inRepository(route.repository).length === 0) throw unknownRepository(route);
