@@ -81,7 +81,7 @@ export class DistributionRoutes {
     const images = lease.registry.view.inRepository(route.repository);
     if (images.length === 0) throw unknownRepository(route);
     const prefix = `${route.repository}:`;
-    const all = [...new Set(images.filter(servable).flatMap((i) => i.repoTags.filter((t) => t.startsWith(prefix)).map((t) => t.slice(prefix.length))))].sort();
+    const all = [...new Set(images.filter((i) => servable(i, lease)).flatMap((i) => i.repoTags.filter((t) => t.startsWith(prefix)).map((t) => t.slice(prefix.length))))].sort();
     const nText = asked.url.searchParams.get("n");
     const last = asked.url.searchParams.get("last");
     if (nText !== null && !/^\d{1,9}$/.test(nText)) throw new MirrorError("PAGINATION_NUMBER_INVALID", `n=${JSON.stringify(nText.slice(0, 40))} is not a number of tags`, { n: nText.slice(0, 40) });
@@ -173,9 +173,10 @@ interface Served {
   descriptor: ContentDescriptor;
 }
 
-/** Images whose tags the mirror lists: those it may serve. */
-function servable(image: Image): boolean {
-  return image.kind !== "embedded" && image.target !== undefined;
+/** Images whose tags the mirror lists: those it may serve (a target, and a holder with the content hook). */
+function servable(image: Image, lease: Lease): boolean {
+  if (image.kind === "embedded" || image.target === undefined) return false;
+  return image.backends.some((name) => typeof lease.registry.registered(name)?.backend.content === "function");
 }
 
 function unknownRepository(route: { repository: string }): MirrorError {

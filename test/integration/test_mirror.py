@@ -304,8 +304,10 @@ def test_embedded_images_are_never_served_and_a_backend_without_the_hook_is_name
     assert status == 404
     message = error_of(body)["message"]
     assert '"nohook"' in message and "this store keeps no layers" in message
-    status, _, body = m.get("/v2/example.com/stream/embedded/tags/list")
-    assert status == 200 and json.loads(body)["tags"] == []
+    # Neither is listed among the tags the mirror serves.
+    for repository in ("example.com/stream/embedded", "example.com/nohook/app"):
+        status, _, body = m.get(f"/v2/{repository}/tags/list")
+        assert status == 200 and json.loads(body)["tags"] == [], repository
 
 
 def test_plugins_shows_whether_the_mirror_serves_each_backend(serve, workdir):
