@@ -15,7 +15,7 @@ import { errorMapping } from "./errors";
 import { createInjectableGrpcServer } from "./grpc-server";
 import { ConnectionWatch, inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
 import { handOverConnection } from "./first-request";
-import { runProcess, type Listener } from "./lifecycle";
+import { ServingProcess } from "./lifecycle";
 import { startMirrorListener } from "./mirror-listener";
 import { MirrorRequestCounter } from "../runtime/mirror-witness";
 import { servedServices } from "./services";
@@ -105,10 +105,10 @@ export async function serve(
   // asked for, and a runtime pull that never asks is cut short (runtime/preload.ts).
   const witness = config.mirror && config.runtime ? new MirrorRequestCounter() : undefined;
   const registry = new ServedRegistry(await buildRegistry(config, definitions, log, { watch: true, mirrorWitness: witness }));
-  const listeners: Listener[] = [];
+  const serving = new ServingProcess(registry, log, hooks.onHangup);
   if (config.mirror) {
     try {
-      listeners.push(await startMirrorListener(config.mirror, registry, log, witness));
+      serving.add(await startMirrorListener(config.mirror, registry, log, witness));
     } catch (e) {
       await registry.close();
       throw e;
@@ -163,7 +163,7 @@ export async function serve(
     images: registry.view.size,
   });
 
-  listeners.push({
+  serving.add({
     name: "CRI socket",
     async stop() {
       // Unlinking first makes new clients fail fast instead of queueing on a
@@ -180,7 +180,7 @@ export async function serve(
       if (ownsSocket) removeSocket(socket);
     },
   });
-  return runProcess(registry, listeners, log, hooks.onHangup);
+  return serving.run();
 }
 
 /** How long a stopping server waits for the last answers to reach clients that read slowly. */
