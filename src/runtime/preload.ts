@@ -141,6 +141,8 @@ export class FrontRuntime {
     if (ref === undefined) {
       throw new PreloadPullError(`preloaded image ${image.id} has no name the runtime could pull it by (no tag, no digest reference)`, Status.FAILED_PRECONDITION);
     }
+    // A caller that found it missing just before another pull ended: nothing to do.
+    if (await this.holds(image, signal)) return;
     const repository = parseNormalizedNamed(ref).repository;
     const before = witness?.requests(repository);
     const reached = () => witness === undefined || witness.requests(repository) !== before;

@@ -179,6 +179,20 @@ describe("preloaded images reach the runtime", () => {
     expect(rt.pulls.length).toBe(1);
   });
 
+  test("a caller that found the image missing just before another caller's pull ended does not pull again", async () => {
+    const rt = fakeRuntime();
+    let asked = 0;
+    (rt.client as unknown as { imageStatus: (ref: string) => Promise<unknown> }).imageStatus = async (ref: string) => {
+      // The first answer is from before the other pull ended; by the second, the runtime holds it.
+      if (asked++ === 0) return undefined;
+      return { id: ref };
+    };
+    const { f } = front(rt.client);
+    await f.ensure(preloaded, "bb:1.0", never());
+    expect(rt.pulls).toEqual([]);
+    expect(asked).toBe(2);
+  });
+
   test("a failing pull reaches every caller, is logged once, and the next call tries again", async () => {
     const rt = fakeRuntime({ fail: new RuntimeCallError("unix:///run/containerd/containerd.sock", Status.NOT_FOUND, "PullImage", "not found") });
     const { f, log } = front(rt.client);
