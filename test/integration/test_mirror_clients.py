@@ -37,9 +37,12 @@ import daemons
 from conftest import FIXTURES, Server, store_backends
 
 TARGET = os.environ.get("MIRROR_TARGET", "imagelet")
-# The kinds of store whose served manifest must be the stored bytes.
+# Kinds of store: conftest's, plus the archives backend over the docker-archive tarballs alone
+# (in the whole archives store, the OCI tarballs holding the same images serve them).
+KINDS = ["oci-layout", "archives", "docker-archive", "containers-storage", "docker", "containerd"]
+# Whose served manifest must be the stored bytes; and whose must be the one imagelet writes.
 KEEPS_MANIFEST = {"oci-layout", "containerd"}
-KINDS = ["oci-layout", "archives", "containers-storage", "docker", "containerd"]
+WRITES_MANIFEST = {"docker-archive", "containers-storage", "docker"}
 ABSENT = "docker.io/library/not-in-any-store:1.0"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="containerd, podman and dockerd run here as root")
@@ -82,9 +85,22 @@ class Mirror:
         return [i for i in self.images if i["tags"] or i["digests"]]
 
 
+def backends(kind, work):
+    """The [[backend]] tables of one kind of store."""
+    if kind != "docker-archive":
+        return store_backends()[kind]
+    store = os.path.join(work, "docker-archives")
+    os.makedirs(store)
+    with open(os.path.join(FIXTURES, "archives", "expected.json")) as f:
+        for tarball in json.load(f):
+            if tarball["format"] == "docker-archive":
+                shutil.copy(os.path.join(FIXTURES, "archives", "store", tarball["file"]), store)
+    return f'[[backend]]\ntype = "archives"\npath = "{store}"\n'
+
+
 def start_imagelet_mirror(kind, work):
     port = daemons.free_port()
-    server = Server(work, store_backends()[kind] + f'\n[mirror]\nlisten = "127.0.0.1:{port}"\n')
+    server = Server(work, backends(kind, work) + f'\n[mirror]\nlisten = "127.0.0.1:{port}"\n')
     host = f"127.0.0.1:{port}"
     daemons.wait_for(lambda: daemons.http_status(f"http://{host}/v2/") == 200, 20, "imagelet mirror GET /v2/", server.log_path)
     return Mirror(kind, host, server, server.log), [server]
@@ -102,10 +118,11 @@ def standin_sources(kind, work):
                 ref = (e.get("annotations") or {}).get("org.opencontainers.image.ref.name")
                 source = f"oci:{path}:{ref}" if ref else f"oci:{path}"
                 sources.setdefault(config_of(lambda d: read_file_blob(path, d), e["digest"]), source)
-    elif kind == "archives":
+    elif kind in ("archives", "docker-archive"):
         with open(os.path.join(FIXTURES, "archives", "expected.json")) as f:
+            tarballs = [t for t in json.load(f) if kind == "archives" or t["format"] == "docker-archive"]
             # The OCI tarballs first: the archives view takes an image's manifest from them when it has one.
-            for tarball in sorted(json.load(f), key=lambda t: t["format"] == "docker-archive"):
+            for tarball in sorted(tarballs, key=lambda t: t["format"] == "docker-archive"):
                 path = os.path.join(FIXTURES, "archives", "store", tarball["file"])
                 if tarball["file"].endswith(".gz"):
                     continue  # skopeo 1.9 reads no compressed tarball
@@ -131,7 +148,7 @@ def start_standin_mirror(kind, work):
     """docker-registry fed with every name of every image skopeo can read from the store, under both
     the host-prefixed path (podman, skopeo) and the bare path (containerd, which sends ?ns=, and Docker)."""
     os.makedirs(os.path.join(work, "cri"))
-    cri = Server(os.path.join(work, "cri"), store_backends()[kind])
+    cri = Server(os.path.join(work, "cri"), backends(kind, work))
     reg = daemons.Distribution(os.path.join(work, "registry"))
     try:
         reg.start()
@@ -227,7 +244,7 @@ def uncompressed(data):
 
 def check_copy(dest, want_id, what):
     """A skopeo dir: copy is the image `want_id`: config digest, blob digests, each layer's diff_id.
-    Returns the manifest bytes as served."""
+    Returns the manifest bytes as served, and the manifest imagelet's rule writes for this image."""
     with open(os.path.join(dest, "manifest.json"), "rb") as f:
         raw = f.read()
     manifest = json.loads(raw)
@@ -238,11 +255,26 @@ def check_copy(dest, want_id, what):
     assert sha256(blob(config_digest)) == config_digest, (what, "config bytes")
     diff_ids = config["rootfs"]["diff_ids"]
     assert len(manifest["layers"]) == len(diff_ids), (what, "layers vs diff_ids")
+    tars = []
     for layer, diff_id in zip(manifest["layers"], diff_ids):
         data = blob(layer["digest"])
         assert sha256(data) == layer["digest"] and len(data) == layer["size"], (what, "layer blob", layer)
-        assert sha256(uncompressed(data)) == diff_id, (what, "layer", layer["digest"], "diff_id", diff_id)
-    return raw
+        tar = uncompressed(data)
+        assert sha256(tar) == diff_id, (what, "layer", layer["digest"], "diff_id", diff_id)
+        tars.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff_id, "size": len(tar)})
+    # docs/mirror.md, "Manifests imagelet writes": an OCI manifest over the config as stored and one
+    # uncompressed layer per diff_id, keys in this order, no white space.
+    written = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                       "size": len(blob(config_digest))},
+            "layers": tars,
+        },
+        separators=(",", ":"),
+    ).encode()
+    return raw, written
 
 
 def stored_blob(kind, digest):
@@ -294,7 +326,7 @@ def test_skopeo_copies_every_image_from_the_mirror_as_the_same_image(mirror_for,
             out = run(["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false", ref, f"dir:{dest}"],
                       env=canary.env)
             assert out.returncode == 0, (ref, out.stderr, mirror.log()[-2000:])
-            served = check_copy(dest, image["id"], ref)
+            served, written = check_copy(dest, image["id"], ref)
             # The index or manifest the name resolves to, as the mirror sends it.
             raw = run(["skopeo", "--insecure-policy", "inspect", "--raw", "--tls-verify=false", ref], env=canary.env)
             assert raw.returncode == 0, (ref, raw.stderr)
@@ -307,6 +339,8 @@ def test_skopeo_copies_every_image_from_the_mirror_as_the_same_image(mirror_for,
                     assert stored_blob(mirror.kind, sha256(data)) == data, (ref, "served manifest is not a stored one")
                 if digests:  # the repo digest CRI reports is the manifest the tag serves
                     assert sha256(top) in digests, (ref, sha256(top), digests)
+            elif mirror.kind in WRITES_MANIFEST and TARGET == "imagelet":
+                assert top == written == served, (ref, "not the manifest imagelet's rule writes", top, written)
             copied += 1
     assert copied >= len(mirror.addressable())
     assert canary.take() == []
@@ -443,7 +477,7 @@ def test_podman_pulls_through_a_registries_conf_mirror(mirror_for, kind, workdir
 
 
 @needs_root
-@pytest.mark.parametrize("kind", ["archives", "docker", "containerd"])
+@pytest.mark.parametrize("kind", ["archives", "docker-archive", "docker", "containerd"])
 def test_docker_pulls_docker_hub_names_through_registry_mirrors(mirror_for, kind, workdir, canary):
     mirror = mirror_for(kind)
     hub = [(t, i["id"]) for i in mirror.images for t in i["tags"] if registry_of(t) == "docker.io"]
