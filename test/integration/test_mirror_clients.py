@@ -66,6 +66,12 @@ def path_of(name):
     return name.split("/", 1)[1]
 
 
+def prefixable(name):
+    """Whether a client that puts the registry in the mirror's path (skopeo's host-prefixed path,
+    registries.conf's mirror location) can name it: a path component holds no port."""
+    return ":" not in registry_of(name)
+
+
 def repo_of(name):
     return name.split("@", 1)[0] if "@" in name else name.rsplit(":", 1)[0]
 
@@ -89,9 +95,14 @@ class Mirror:
     def log(self):
         return self._log()
 
-    def addressable(self):
-        """Images a client can name (an image with neither tag nor digest has no name to pull)."""
-        return [i for i in self.images if i["tags"] or i["digests"]]
+    def names(self, image):
+        """The names of `image` the mirror must serve: every tag, and every repo digest except those of
+        stores that keep no servable manifest (test_repo_digests_of_stores_without_manifests...)."""
+        return image["tags"] + ([] if self.kind in WRITES_MANIFEST else image["digests"])
+
+    def pullable(self):
+        """(image, its names) for every image with a name the mirror must serve."""
+        return [(i, self.names(i)) for i in self.images if self.names(i)]
 
 
 def backends(kind, work):
@@ -193,7 +204,7 @@ def mirror_for():
                 start = start_standin_mirror if TARGET == "distribution" else start_imagelet_mirror
                 cache[kind], processes = start(kind, wd)
                 started.extend(processes)
-            if not cache[kind].addressable():
+            if not cache[kind].pullable():
                 pytest.skip(f"the {TARGET} stand-in has no image of {kind} (skopeo cannot read that store)")
             return cache[kind]
 
@@ -316,21 +327,13 @@ def stored_blob(kind, digest):
 # ---------------------------------------------------------------- skopeo
 
 
-def skopeo_names(mirror, image):
-    """Every tag; digests too where the store keeps the manifest the digest names."""
-    names = list(image["tags"])
-    if mirror.kind in KEEPS_MANIFEST or mirror.kind == "archives":
-        names += [d for d in image["digests"] if stored_blob(mirror.kind, d.split("@", 1)[1]) is not None]
-    return names or image["digests"][:1]
-
-
 @needs(SKOPEO, root=False)
 @pytest.mark.parametrize("kind", KINDS)
 def test_skopeo_copies_every_image_from_the_mirror_as_the_same_image(mirror_for, kind, workdir, canary):
     mirror = mirror_for(kind)
     copied = 0
-    for image in mirror.addressable():
-        for name in skopeo_names(mirror, image):
+    for image, names in mirror.pullable():
+        for name in filter(prefixable, names):
             ref = f"docker://{mirror.host}/{name}"
             dest = os.path.join(workdir, f"copy{copied}")
             out = run(["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false", ref, f"dir:{dest}"],
@@ -352,7 +355,7 @@ def test_skopeo_copies_every_image_from_the_mirror_as_the_same_image(mirror_for,
             elif mirror.kind in WRITES_MANIFEST and TARGET == "imagelet":
                 assert top == written == served, (ref, "not the manifest imagelet's rule writes", top, written)
             copied += 1
-    assert copied >= len(mirror.addressable())
+    assert copied >= len(mirror.pullable())
     assert canary.take() == []
 
 
@@ -367,78 +370,130 @@ def test_isulad_images_are_not_served(mirror_for, canary):
         for name in image["tags"][:1] + image["digests"][:1]:
             out = run(["skopeo", "--insecure-policy", "inspect", "--raw", "--tls-verify=false",
                        f"docker://{mirror.host}/{name}"], env=canary.env)
-            assert out.returncode != 0 and "manifest unknown" in out.stderr.lower(), (name, out.stdout[:200], out.stderr)
+            # MANIFEST_UNKNOWN or NAME_UNKNOWN: a 404 the client reports as such, not a server error.
+            assert out.returncode != 0 and "unknown" in out.stderr.lower(), (name, out.stdout[:200], out.stderr)
     assert canary.take() == []
 
 
 # ---------------------------------------------------------------- containerd
 
 
-def hosts_dir(work, mirror_host):
+def hosts_dir(work, mirror_host, names, canary):
+    """certs.d/_default/hosts.toml sending every registry to the mirror first. A registry on loopback
+    (`127.0.0.1:5055/...`) would be reached directly on fallback, past the proxy, so it gets its own
+    directory whose upstream `server` is the canary."""
     d = os.path.join(work, "certs.d")
-    os.makedirs(os.path.join(d, "_default"), exist_ok=True)
-    with open(os.path.join(d, "_default", "hosts.toml"), "w") as f:
-        f.write(f'[host."http://{mirror_host}"]\n  capabilities = ["pull", "resolve"]\n')
+    mirror = f'[host."http://{mirror_host}"]\n  capabilities = ["pull", "resolve"]\n'
+    loopback = {r for r in map(registry_of, names) if r.split(":")[0] in ("127.0.0.1", "localhost")}
+    for sub, text in [("_default", mirror), *((r, f'server = "{canary.url}"\n' + mirror) for r in loopback)]:
+        os.makedirs(os.path.join(d, sub))
+        with open(os.path.join(d, sub, "hosts.toml"), "w") as f:
+            f.write(text)
     return d
 
 
-def one_name(image):
-    return (image["tags"] or image["digests"])[0]
+class ContainerdPulling:
+    """containerd with its CRI plugin, pulling through certs.d/_default/hosts.toml pointed at the mirror;
+    ctr pulls into its own namespace and, content not being shared, fetches every blob itself."""
+
+    def __init__(self, mirror, workdir, canary):
+        self.mirror, self.canary = mirror, canary
+        names = [n for i in mirror.images for n in i["tags"] + i["digests"]]
+        self.certs = hosts_dir(workdir, mirror.host, names, canary)
+        self.ctd = daemons.Containerd(os.path.join(workdir, "containerd"), hosts_dir=self.certs, isolated=True,
+                                      proxy_env=canary.env)
+
+    def __enter__(self):
+        try:
+            self.ctd.start()
+            self.channel = grpc.insecure_channel(f"unix:{self.ctd.socket}")
+            self.pb, pbg = cri_stubs.load()
+            self.cri = pbg.ImageServiceStub(self.channel)
+            daemons.wait_for(self.cri_ready, 30, "containerd CRI", self.ctd.log_path)
+        except BaseException:
+            self.ctd.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.channel.close()
+        self.ctd.stop()
+
+    def cri_ready(self):
+        try:
+            self.cri.ListImages(self.pb.ListImagesRequest(), timeout=2)
+            return True
+        except grpc.RpcError:
+            return False
+
+    def ctr_pull(self, name):
+        return self.ctd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", self.certs, name,
+                            namespace="ctr", env=self.canary.env, check=False, timeout=120)
+
+    def ctr_image_id(self, name):
+        """The config digest of the image ctr pulled, read from containerd's content store with ctr."""
+        listing = self.ctd.ctr("images", "ls", namespace="ctr")
+        target = next(line.split()[2] for line in listing.splitlines()[1:] if line.split()[0] == name)
+
+        def read(digest):
+            out = subprocess.run(["ctr", "--address", self.ctd.socket, "--namespace", "ctr", "content", "get", digest],
+                                 capture_output=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            return out.stdout
+
+        return config_of(read, target)
+
+    def pull_and_check(self, name, want_id):
+        out = self.ctr_pull(name)
+        assert out.returncode == 0, (name, out.stderr[-2000:], self.mirror.log()[-2000:])
+        assert self.ctr_image_id(name) == want_id, name
 
 
-@needs(("containerd", "containerd"), ("ctr", "containerd"))
+NEEDS_CONTAINERD = needs(("containerd", "containerd"), ("ctr", "containerd"))
+
+
+@NEEDS_CONTAINERD
 @pytest.mark.parametrize("kind", KINDS)
 def test_containerd_pulls_through_hosts_toml_with_ctr_and_cri(mirror_for, kind, workdir, canary):
     mirror = mirror_for(kind)
-    certs = hosts_dir(workdir, mirror.host)
-    ctd = daemons.Containerd(os.path.join(workdir, "containerd"), hosts_dir=certs, isolated=True, proxy_env=canary.env)
-    try:
-        ctd.start()
-        channel = grpc.insecure_channel(f"unix:{ctd.socket}")
-        pb, pbg = cri_stubs.load()
-        cri = pbg.ImageServiceStub(channel)
-        daemons.wait_for(lambda: cri_ready(cri, pb), 30, "containerd CRI", ctd.log_path)
-
+    with ContainerdPulling(mirror, workdir, canary) as c:
         # The canary catches a fallback: a name no store has goes past the mirror to docker.io.
-        out = ctd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", certs, ABSENT,
-                      namespace="ctr", env=canary.env, check=False)
+        out = c.ctr_pull(ABSENT)
         assert out.returncode != 0 and any("docker.io" in r for r in canary.take()), out.stderr
-
-        for image in mirror.addressable():
-            name = one_name(image)
-            out = ctd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", certs, name,
-                          namespace="ctr", env=canary.env, check=False)
-            assert out.returncode == 0, (name, out.stderr[-2000:], mirror.log()[-2000:])
-            assert ctr_image_id(ctd, name) == image["id"], name
-            pulled = cri.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=name)), timeout=60)
-            status = cri.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=name)), timeout=10)
-            assert pulled.image_ref == image["id"] and status.image.id == image["id"], (name, pulled.image_ref)
+        for image, names in mirror.pullable():
+            c.pull_and_check(names[0], image["id"])
+            # kubelet's way: CRI PullImage, hosts from the CRI plugin's config_path.
+            pb = c.pb
+            pulled = c.cri.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=names[-1])), timeout=120)
+            status = c.cri.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=names[-1])), timeout=10)
+            assert pulled.image_ref == image["id"] and status.image.id == image["id"], (names[-1], pulled.image_ref)
         assert canary.take() == []
-        channel.close()
-    finally:
-        ctd.stop()
 
 
-def cri_ready(cri, pb):
-    try:
-        cri.ListImages(pb.ListImagesRequest(), timeout=2)
-        return True
-    except grpc.RpcError:
-        return False
+GAP_WRITTEN_DIGESTS = (
+    "a store that keeps no servable manifest reports repo digests (from its own records) that name manifests "
+    "the mirror cannot serve, and an image with only a repo digest has no name to pull at all; the rule for "
+    "those digests is not written yet (docs/mirror.md, 'What each store kind serves')"
+)
 
 
-def ctr_image_id(ctd, name):
-    """The config digest of the image ctr pulled, read from containerd's content store with ctr."""
-    listing = ctd.ctr("images", "ls", namespace="ctr")
-    target = next(line.split()[2] for line in listing.splitlines()[1:] if line.split()[0] == name)
-
-    def read(digest):
-        out = subprocess.run(["ctr", "--address", ctd.socket, "--namespace", "ctr", "content", "get", digest],
-                             capture_output=True, timeout=30)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
-    return config_of(read, target)
+@NEEDS_CONTAINERD
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=GAP_WRITTEN_DIGESTS)) if k in WRITES_MANIFEST else k
+     for k in KINDS if k != "docker-archive"],  # docker-archive tarballs carry no repo digest
+)
+def test_repo_digests_cri_reports_are_pullable(mirror_for, kind, workdir, canary):
+    """A pod pinned by digest pulls by the repo digest CRI shows: every one must come from the mirror."""
+    if TARGET != "imagelet":
+        pytest.skip("the stand-in serves the names it was fed by tag")
+    mirror = mirror_for(kind)
+    digests = [(d, i["id"]) for i in mirror.images for d in i["digests"]]
+    assert digests, f"{kind}: no repo digest on CRI"
+    with ContainerdPulling(mirror, workdir, canary) as c:
+        for name, want in digests:
+            c.pull_and_check(name, want)
+        assert canary.take() == []
 
 
 # ---------------------------------------------------------------- podman
@@ -457,9 +512,11 @@ def registries_conf(path, mirror_host, names):
 @pytest.mark.parametrize("kind", KINDS)
 def test_podman_pulls_through_a_registries_conf_mirror(mirror_for, kind, workdir, canary):
     mirror = mirror_for(kind)
-    images = mirror.addressable()
+    # One name each: registries.conf cannot name a registry with a port (see prefixable()).
+    images = [(i, n[0]) for i, names in mirror.pullable() if (n := [x for x in names if prefixable(x)])]
+    assert images, f"no image of {kind} podman can name"
     conf = os.path.join(workdir, "registries.conf")
-    registries_conf(conf, mirror.host, [one_name(i) for i in images] + [ABSENT])
+    registries_conf(conf, mirror.host, [n for _, n in images] + [ABSENT])
     storage = os.path.join(workdir, "storage.conf")
     with open(storage, "w") as f:
         f.write(f'[storage]\ndriver = "vfs"\ngraphroot = "{workdir}/root"\nrunroot = "{workdir}/run"\n')
@@ -473,8 +530,7 @@ def test_podman_pulls_through_a_registries_conf_mirror(mirror_for, kind, workdir
     try:
         out = run([*podman, "pull", "-q", ABSENT], env=env)
         assert out.returncode != 0 and any("docker.io" in r for r in canary.take()), out.stderr
-        for image in images:
-            name = one_name(image)
+        for image, name in images:
             out = run([*podman, "pull", "-q", name], env=env)
             assert out.returncode == 0, (name, out.stderr[-2000:], mirror.log()[-2000:])
             got = run([*podman, "image", "inspect", "--format", "{{.Id}}", name], env=env)
