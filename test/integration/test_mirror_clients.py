@@ -34,6 +34,7 @@ import pytest
 import cri_stubs
 import daemons
 from conftest import FIXTURES, Server, store_backends
+from mirror_client import mirror_address
 
 TARGET = os.environ.get("MIRROR_TARGET", "imagelet")
 # Kinds of store: conftest's, plus the archives backend over the docker-archive tarballs alone
@@ -118,10 +119,10 @@ def backends(kind, work):
 
 
 def start_imagelet_mirror(kind, work):
-    port = daemons.free_port()
-    server = Server(work, backends(kind, work) + f'\n[mirror]\nlisten = "127.0.0.1:{port}"\n')
-    host = f"127.0.0.1:{port}"
-    daemons.wait_for(lambda: daemons.http_status(f"http://{host}/v2/") == 200, 20, "imagelet mirror GET /v2/", server.log_path)
+    server = Server(work, backends(kind, work) + '\n[mirror]\nlisten = "127.0.0.1:0"\n')
+    daemons.wait_for(lambda: "serving the registry mirror" in server.log(), 20, "imagelet mirror", server.log_path)
+    host = "%s:%d" % mirror_address(server)
+    assert daemons.http_status(f"http://{host}/v2/") == 200, server.log()
     return Mirror(kind, host, server, server.log), [server]
 
 
