@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, run_cli, store_backends
 
 
 def load(name):
@@ -74,17 +74,7 @@ def tool_view():
 
 
 def all_stores_config():
-    f = FIXTURES
-    return "".join(
-        [
-            *(f'[[backend]]\ntype = "oci-layout"\nname = "{n}"\npath = "{f}/{n}"\n' for n in ("oci-umoci", "oci-multi", "oci-skopeo-noref")),
-            f'[[backend]]\ntype = "archives"\npath = "{f}/archives/store"\n',
-            f'[[backend]]\ntype = "containers-storage"\npath = "{f}/containers-storage"\n',
-            f'[[backend]]\ntype = "docker"\npath = "{f}/docker/root"\n',
-            f'[[backend]]\ntype = "isulad"\npath = "{f}/isulad/graph"\nembedded_manifests = "{f}/isulad/embedded"\n',
-            f'[[backend]]\ntype = "containerd"\npath = "{f}/containerd/root"\n',
-        ]
-    )
+    return "".join(store_backends().values())
 
 
 @pytest.fixture(scope="module")
