@@ -371,7 +371,8 @@ def meta(args):
             "containerd": "not run" if args.no_containerd else containerd_version()}
 
 
-def main(argv=None):
+def main(argv=None, doc=None):
+    """`doc`: the report to write the section into (scripts/bench.py's, even with --quick)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a 32 MiB layer, 1 round, no write to docs/")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per server, alternating (default 3; --quick: 1)")
@@ -392,9 +393,11 @@ def main(argv=None):
     text = markdown(figures, meta(args))
     print(json.dumps(figures, indent=1))
     print(text)
-    if not (args.no_write or args.quick or args.stand_in):
-        write_section(text)
-        print(f"wrote {os.path.relpath(DOC, ROOT)}")
+    if doc is None and not (args.no_write or args.quick):
+        doc = DOC
+    if doc is not None and not args.stand_in:
+        write_section(text, doc)
+        print(f"wrote the mirror's figures into {os.path.relpath(doc, ROOT)}")
     return figures
 
 
