@@ -79,11 +79,12 @@ class Fetched:
         self.status, self.headers, self.size, self.digest, self.seconds, self.error = status, headers, size, digest, seconds, error
 
 
-def fetch(port, path, method="GET", headers=None, timeout=60, read_delay=0.0, chunk=CHUNK, stop_after=None):
+def fetch(port, path, method="GET", headers=None, timeout=60, read_delay=0.0, chunk=CHUNK, stop_after=None, progress=None):
     """One request on a new connection; the body is read in `chunk`s into sha256
     (sleeping `read_delay` between reads: a slow reader), or abandoned after
-    `stop_after` bytes (the connection is closed: a client that vanishes). An
-    aborted body is an `error`, never a short answer taken for whole."""
+    `stop_after` bytes (the connection is closed: a client that vanishes);
+    `progress(bytes so far)` is called after each read. An aborted body is an
+    `error`, never a short answer taken for whole."""
     t = time.perf_counter()
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     status, got, size, h = None, {}, 0, hashlib.sha256()
@@ -97,6 +98,8 @@ def fetch(port, path, method="GET", headers=None, timeout=60, read_delay=0.0, ch
                 break
             h.update(block)
             size += len(block)
+            if progress:
+                progress(size)
             if stop_after is not None and size >= stop_after:
                 break
             if read_delay:
