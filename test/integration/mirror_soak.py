@@ -356,7 +356,7 @@ def run_parts(t, report, work, sizes):
 SHORT = {"blob_mib": 16, "slow_readers": 8, "stalled": 8, "slow_seconds": 2.0, "vanishing": 40, "vanish_mib": 8,
          "connections": 1000, "hold_seconds": 1.0, "endless_mib": 16, "change_repeats": 1, "cri_limit_s": 2.0,
          "rss_limit_mib": 64}
-FULL = {"blob_mib": 256, "slow_readers": 50, "stalled": 50, "slow_seconds": 30.0, "vanishing": 1000, "vanish_mib": 64,
+FULL = {"blob_mib": 256, "slow_readers": 50, "stalled": 50, "slow_seconds": 30.0, "vanishing": 1000, "vanish_mib": 16,
         "connections": 1000, "hold_seconds": 15.0, "endless_mib": 64, "change_repeats": 3, "cri_limit_s": 1.0,
         "rss_limit_mib": 64}
 
