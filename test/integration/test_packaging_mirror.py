@@ -4,7 +4,6 @@ opens loopback TCP, and nothing more. Run in an emulation of the unit's
 sandbox built from the unit file and the drop-in (unit_sandbox.py); systemd's
 IPAddressAllow=/IPAddressDeny= are checked as written (they need systemd's
 cgroup BPF), everything else is run."""
-import http.client
 import os
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 import conftest
 import unit_sandbox
 from conftest import BIN, EXAMPLES, oci_backend
+from mirror_http import fetch, free_port
 from test_packaging import units_for_this_host
 
 SYSTEMD = os.path.join(conftest.ROOT, "packaging", "systemd")
@@ -58,12 +58,6 @@ def sandbox(workdir):
         return unit_sandbox.wrapper(SERVICE, program, workdir, runtime_dir, drop_ins=drop_ins)
 
     return wrap
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listen_in_sandbox(wrapped_python):
@@ -142,32 +136,41 @@ def test_each_line_of_the_drop_in_is_needed(sandbox, workdir):
     assert listen_in_sandbox(sandbox(python, [DROP_IN])) == b"from the sandbox"
 
 
-def get(port, path, timeout=5):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def start_alone(wrapped_bin, config_text, workdir):
+    """imagelet in the sandbox without the drop-in: it cannot listen on TCP. Returns (exit code
+    or None when it kept serving the CRI socket, log)."""
+    config = os.path.join(workdir, "alone.toml")
+    with open(config, "w") as f:
+        f.write(f'socket = "{os.path.join(workdir, "run", "imagelet.sock")}"\n' + config_text)
+    log_path = os.path.join(workdir, "alone.log")
+    with open(log_path, "w") as log:
+        p = subprocess.Popen([wrapped_bin, "serve", "--config", config], stdout=log, stderr=subprocess.STDOUT)
     try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, dict(r.getheaders()), r.read()
+        deadline = time.monotonic() + 20
+        while p.poll() is None and time.monotonic() < deadline:
+            with open(log_path) as f:
+                if "serving CRI ImageService" in f.read():
+                    break
+            time.sleep(0.05)
+        with open(log_path) as f:
+            return p.poll(), f.read()
     finally:
-        c.close()
+        if p.poll() is None:
+            p.terminate()
+            p.wait(timeout=15)
 
 
-def test_the_mirror_answers_on_loopback_only_with_the_drop_in(sandbox, serve, monkeypatch):
+def test_the_mirror_answers_on_loopback_only_with_the_drop_in(sandbox, serve, monkeypatch, workdir):
     port = free_port()
     config = f'[mirror]\nlisten = "127.0.0.1:{port}"\n' + oci_backend(os.path.join(EXAMPLES, "sample-oci"))
-    # Without the drop-in the CRI socket is served, the mirror cannot listen, and says so.
-    monkeypatch.setattr(conftest, "BIN", sandbox(BIN))
-    s = serve(config)
-    assert s.image_status("edge-tools:2.0").HasField("image")
-    with pytest.raises(OSError):
-        get(port, "/v2/")
-    time.sleep(0.5)
-    assert f"127.0.0.1:{port}" in s.log() and "mirror" in s.log()
-    s.stop()
+    # Without the drop-in: the mirror cannot listen, and the log says where and why.
+    code, log = start_alone(sandbox(BIN), config, workdir)
+    assert f"127.0.0.1:{port}" in log and "cannot listen" in log, log
+    assert fetch(port, "/v2/", timeout=5).error.startswith("ConnectionRefusedError")
     # With it: the mirror answers the host on loopback, beside the CRI socket.
     monkeypatch.setattr(conftest, "BIN", sandbox(BIN, [DROP_IN]))
     s = serve(config)
-    assert get(port, "/v2/")[0] == 200
-    status, headers, body = get(port, "/v2/library/edge-tools/manifests/2.0?ns=docker.io")
-    assert status == 200 and headers["Docker-Content-Digest"] == TOOLS_MANIFEST
+    assert fetch(port, "/v2/", timeout=5).status == 200
+    got = fetch(port, "/v2/library/edge-tools/manifests/2.0?ns=docker.io", timeout=5)
+    assert (got.status, got.headers["docker-content-digest"], got.digest) == (200, TOOLS_MANIFEST, TOOLS_MANIFEST)
     assert s.image_status("edge-tools:2.0").HasField("image")
