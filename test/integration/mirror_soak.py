@@ -20,6 +20,7 @@ import random
 import resource
 import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -30,6 +31,7 @@ from soak_scenarios import Report, channel, image_status, ms, pct, rss_kib
 
 REF = "docker.io/soak/big:1.0"
 REPO = "soak/big"
+REBUILT_REF = "docker.io/soak/rebuilt:1.0"  # copied by skopeo into containers-storage (vfs)
 
 
 def fd_count(pid):
@@ -73,11 +75,12 @@ class CriWatch:
 
 class Target:
     """What the scenario needs of the server under test: its mirror port, its process,
-    its CRI socket, the blob's URL path, and the blob's file in the store (which the
-    store-change part alters and restores)."""
+    its CRI socket, the blob's URL path, and the file in the store the blob's bytes
+    come from (which the store-change part alters and restores): for an OCI layout the
+    blob itself, for containers/storage the layer's one file."""
 
-    def __init__(self, port, pid, socket_path, blob_path, blob_file, index_file, digest, size):
-        self.port, self.pid, self.socket = port, pid, socket_path
+    def __init__(self, name, port, pid, socket_path, blob_path, blob_file, index_file, digest, size):
+        self.name, self.port, self.pid, self.socket = name, port, pid, socket_path
         self.blob_path, self.blob_file, self.index_file = blob_path, blob_file, index_file
         self.digest, self.size = digest, size
 
@@ -242,7 +245,7 @@ def _read_status(s):
 
 def _change(t, mode, saved_blob, saved_index):
     """Alters the store as `mode` says; returns the function that restores it."""
-    if mode == "removed with its image":
+    if mode == "removed":
         if t.index_file:
             with open(t.index_file + ".tmp", "w") as f:
                 f.write('{"schemaVersion":2,"manifests":[]}')
@@ -250,15 +253,16 @@ def _change(t, mode, saved_blob, saved_index):
         os.unlink(t.blob_file)
     elif mode == "replaced by rename":
         with open(t.blob_file + ".new", "wb") as f:
-            f.write(os.urandom(t.size))
+            f.write(os.urandom(os.path.getsize(t.blob_file)))
         os.rename(t.blob_file + ".new", t.blob_file)
     elif mode == "rewritten in place":
+        size = os.path.getsize(t.blob_file)
         with open(t.blob_file, "r+b") as f:
-            for _ in range(0, t.size, 1 << 20):
+            for _ in range(0, size, 1 << 20):
                 f.write(os.urandom(1 << 20))
-            f.truncate(t.size)
+            f.truncate(size)
     elif mode == "truncated to half":
-        os.truncate(t.blob_file, t.size // 2)
+        os.truncate(t.blob_file, os.path.getsize(t.blob_file) // 2)
 
     def restore():
         shutil.copyfile(saved_blob, t.blob_file + ".restore")
@@ -269,16 +273,18 @@ def _change(t, mode, saved_blob, saved_index):
     return restore
 
 
-CHANGE_MODES = ("removed with its image", "replaced by rename", "rewritten in place", "truncated to half")
+# "removed": for an OCI layout, the image leaves index.json and its blob is unlinked (RemoveImage, a
+# garbage collection); for containers/storage, the layer's file is unlinked.
+CHANGE_MODES = ("removed", "replaced by rename", "rewritten in place", "truncated to half")
 
 
 def store_changes(t, report, work, repeats):
     """A download under way (read 256 KiB at a time, 10 ms apart) when the store changes under it."""
-    saved_blob = os.path.join(work, "saved-blob")
+    saved_blob = os.path.join(work, f"saved-{t.name}")
     shutil.copyfile(t.blob_file, saved_blob)
     saved_index = None
     if t.index_file:
-        saved_index = os.path.join(work, "saved-index.json")
+        saved_index = os.path.join(work, f"saved-{t.name}-index.json")
         shutil.copyfile(t.index_file, saved_index)
     for mode in CHANGE_MODES:
         outcomes = {"old bytes": 0, "cut short": 0}
@@ -294,7 +300,7 @@ def store_changes(t, report, work, repeats):
 
             got = fetch(t.port, t.blob_path, chunk=256 << 10, read_delay=0.01, timeout=120, progress=on_progress)
             if restore is None:
-                report.problem(f"{mode}: the download ended before the change ({got.status}, {got.size} bytes, {got.error})")
+                report.problem(f"{t.name}, {mode}: the download ended before the change ({got.status}, {got.size} bytes, {got.error})")
                 continue
             restore()
             if got.error or got.size < t.size:
@@ -303,12 +309,12 @@ def store_changes(t, report, work, repeats):
                 outcomes["old bytes"] += 1
             else:
                 outcomes["MIXED"] = outcomes.get("MIXED", 0) + 1
-                report.problem(f"{mode}: a whole {got.size}-byte body whose sha256 is {got.digest}, not {t.digest}")
+                report.problem(f"{t.name}, {mode}: a whole {got.size}-byte body whose sha256 is {got.digest}, not {t.digest}")
             # The store is whole again: wait until the mirror serves the blob again.
             if not _wait(lambda: fetch(t.port, t.blob_path, method="HEAD", timeout=10).status == 200, 30):
-                report.problem(f"{mode}: the blob was not served again within 30 s of the store's repair")
-        report.figures[f"store {mode}: outcomes"] = ", ".join(f"{k} {v}" for k, v in outcomes.items())
-    _right_download(t, report, "the store changes")
+                report.problem(f"{t.name}, {mode}: the blob was not served again within 30 s of the store's repair")
+        report.figures[f"{t.name}, {mode}: outcomes"] = ", ".join(f"{k} {v}" for k, v in outcomes.items())
+    _right_download(t, report, f"the {t.name} changes")
 
 
 def _wait(predicate, seconds):
@@ -320,7 +326,8 @@ def _wait(predicate, seconds):
     return False
 
 
-def run_parts(t, report, work, sizes):
+def run_parts(t, report, work, sizes, rebuilt=None):
+    """Every part against `t`; the store changes also against `rebuilt` (a layer re-created from containers/storage)."""
     watch = CriWatch(t.socket, t.pid)
     fds_before = fd_count(t.pid)
     rss_before = rss_kib(t.pid)
@@ -330,7 +337,9 @@ def run_parts(t, report, work, sizes):
         vanishing(t, report, sizes["vanishing"], sizes["vanish_mib"])
         many_connections(t, report, sizes["connections"], sizes["hold_seconds"])
         oversized(t, report, sizes["endless_mib"])
-        store_changes(t, report, work, sizes["change_repeats"])
+        for target in (t, rebuilt):
+            if target is not None:
+                store_changes(target, report, work, sizes["change_repeats"])
     finally:
         watch.stop()
     # File descriptors come back once every client has gone.
@@ -353,29 +362,53 @@ def run_parts(t, report, work, sizes):
         report.problem(f"RSS grew {(watch.rss_peak - rss_before) / 1024:.0f} MiB (limit {sizes['rss_limit_mib']} MiB)")
 
 
-SHORT = {"blob_mib": 16, "slow_readers": 8, "stalled": 8, "slow_seconds": 2.0, "vanishing": 40, "vanish_mib": 8,
+SHORT = {"blob_mib": 16, "rebuilt_mib": 8, "slow_readers": 8, "stalled": 8, "slow_seconds": 2.0, "vanishing": 40, "vanish_mib": 8,
          "connections": 1000, "hold_seconds": 1.0, "endless_mib": 16, "change_repeats": 1, "cri_limit_s": 2.0,
          "rss_limit_mib": 64}
-FULL = {"blob_mib": 256, "slow_readers": 50, "stalled": 50, "slow_seconds": 30.0, "vanishing": 1000, "vanish_mib": 16,
+FULL = {"blob_mib": 256, "rebuilt_mib": 64, "slow_readers": 50, "stalled": 50, "slow_seconds": 30.0, "vanishing": 1000, "vanish_mib": 16,
         "connections": 1000, "hold_seconds": 15.0, "endless_mib": 64, "change_repeats": 3, "cri_limit_s": 1.0,
         "rss_limit_mib": 64}
 
 
+def containers_storage_copy(workdir, mib):
+    """A second image, its layer of `mib` MiB, copied by skopeo into a containers-storage root
+    (vfs driver). Returns (graph root, layer digest, layer size, the layer's one file on disk)."""
+    layout = os.path.join(workdir, "layout-rebuilt")
+    image = write_big_layout(layout, REBUILT_REF, mib << 20)
+    root, run_root = os.path.join(workdir, "cs"), os.path.join(workdir, "cs-run")
+    r = subprocess.run(["skopeo", "copy", "-q", f"oci:{layout}:{REBUILT_REF}", f"containers-storage:[vfs@{root}+{run_root}]{REBUILT_REF}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    shutil.rmtree(layout)
+    # The bottom layer's ID is its diff_id's hex; vfs keeps the layer as a directory tree.
+    data = os.path.join(root, "vfs", "dir", image["layer"][7:], "data", "payload.bin")
+    assert os.path.isfile(data), data
+    return root, image["layer"], image["layer_size"], data
+
+
 def scenario_mirror(workdir, sizes=SHORT):
-    """imagelet serving an OCI layout (one image, one layer of sizes["blob_mib"]) with its mirror on loopback."""
+    """imagelet serving an OCI layout (one image, one layer of sizes["blob_mib"]) and a
+    containers-storage root (one image, one smaller layer re-created on request) with
+    its mirror on loopback."""
     report = Report("mirror")
     layout = os.path.join(workdir, "layout")
     image = write_big_layout(layout, REF, sizes["blob_mib"] << 20)
+    cs_root, cs_layer, cs_size, cs_file = containers_storage_copy(workdir, sizes["rebuilt_mib"])
     port = free_port()
     _raise_fd_limit(sizes["connections"] + 512)  # inherited by imagelet too
-    server = Server(workdir, f'[mirror]\nlisten = "127.0.0.1:{port}"\n[[backend]]\ntype = "oci-layout"\npath = "{layout}"\n')
+    server = Server(workdir, f'[mirror]\nlisten = "127.0.0.1:{port}"\n'
+                             f'[[backend]]\ntype = "oci-layout"\npath = "{layout}"\n'
+                             f'[[backend]]\ntype = "containers-storage"\npath = "{cs_root}"\ndriver = "vfs"\n')
     try:
         wait_for_v2(port, server.proc, server.log_path)
         blob_file = os.path.join(layout, "blobs", "sha256", image["layer"][7:])
-        t = Target(port, server.proc.pid, server.socket, f"/v2/{REPO}/blobs/{image['layer']}", blob_file,
+        t = Target("OCI layout", port, server.proc.pid, server.socket, f"/v2/{REPO}/blobs/{image['layer']}", blob_file,
                    os.path.join(layout, "index.json"), image["layer"], image["layer_size"])
+        rebuilt = Target("containers-storage", port, server.proc.pid, server.socket,
+                         f"/v2/soak/rebuilt/blobs/{cs_layer}", cs_file, None, cs_layer, cs_size)
         _right_download(t, report, "start")
-        run_parts(t, report, workdir, sizes)
+        _right_download(rebuilt, report, "start")
+        run_parts(t, report, workdir, sizes, rebuilt)
         if server.proc.poll() is not None:
             report.problem(f"imagelet exited {server.proc.returncode}")
     finally:

@@ -1,6 +1,7 @@
 """Reliability suite, the mirror port (issue 22): slow and never-reading
 clients, clients that vanish mid-blob, 1,000 connections, oversized requests,
-and the store changing under a download, while a CRI client asks ImageStatus
+and the store changing under a download (an OCI layout's blob, a
+containers-storage layer's file), while a CRI client asks ImageStatus
 every 20 ms. Small sizes (seconds); scripts/soak --only mirror runs the same
 scenario at full size (mirror_soak.FULL)."""
 import mirror_soak
@@ -14,5 +15,6 @@ def test_no_mirror_client_crashes_imagelet_or_starves_the_cri_socket(workdir):
     assert f["CRI ImageStatus calls"] > 50 and f["CRI failures"] == 0
     assert f["connections opened"] == 1000 and f["clients that vanished mid-blob"] == 40
     assert f["slow readers: MiB read"] > 0
-    for mode in mirror_soak.CHANGE_MODES:
-        assert "MIXED" not in f[f"store {mode}: outcomes"]
+    for store in ("OCI layout", "containers-storage"):
+        for mode in mirror_soak.CHANGE_MODES:
+            assert "MIXED" not in f[f"{store}, {mode}: outcomes"]
