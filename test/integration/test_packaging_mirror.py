@@ -46,11 +46,7 @@ except socket.timeout:
 
 @pytest.fixture
 def sandbox(workdir):
-    if os.geteuid() != 0:
-        pytest.skip("emulating the unit's sandbox needs root (imagelet.service runs as root)")
-    ok, why = unit_sandbox.unshare_works()
-    if not ok:
-        pytest.skip(f"emulating the unit's sandbox needs mount and network namespaces: unshare failed: {why}")
+    unit_sandbox.skip_unless_possible()
     runtime_dir = os.path.join(workdir, "run")
     os.makedirs(runtime_dir, exist_ok=True)
 

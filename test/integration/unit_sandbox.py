@@ -107,6 +107,17 @@ def unshare_works():
     return r.returncode == 0, r.stderr.strip()
 
 
+def skip_unless_possible():
+    """Skips the calling test where the sandbox cannot be emulated: without root, or without namespaces."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("emulating the unit's sandbox needs root (imagelet.service runs as root)")
+    ok, why = unshare_works()
+    if not ok:
+        pytest.skip(f"emulating the unit's sandbox needs mount and network namespaces: unshare failed: {why}")
+
+
 def wrapper(unit_path, program, workdir, runtime_dir, read_only=(), drop_caps=(), read_write=(), drop_ins=()):
     """Writes an executable script that runs `program "$@"` inside the unit's
     sandbox, and returns its path. drop_caps removes capabilities from the
