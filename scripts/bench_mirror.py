@@ -13,7 +13,7 @@ imagelet / distribution:
   - 8 concurrent GETs of the layer (wall time until the last ends);
   - containerd 1.6 pulling the image (`ctr images pull --hosts-dir`, the server as
     docker.io's host, a fresh containerd root per round);
-  - imagelet's RSS growth while serving all of that (sampled every 10 ms);
+  - imagelet's RSS growth while serving all of that (VmHWM, reset before the first blob);
   - ImageStatus p50 on imagelet's CRI socket while 8 downloads stream, against idle.
 The client is curl (its own process: the time is the server's and the transport's);
 every server's bytes are checked once against the digest with Python's sha256.
@@ -42,7 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "test", "integration"))
 sys.path.insert(0, HERE)
 import cri_stubs  # noqa: E402
-from bench_common import channel as grpc_channel, pct, rss_kib  # noqa: E402
+from bench_common import channel as grpc_channel, pct, proc_status_kib  # noqa: E402
 from bench_containerd import Containerd, version as containerd_version  # noqa: E402
 from mirror_http import fetch, free_port, wait_for_v2, write_big_layout  # noqa: E402
 
@@ -189,28 +189,11 @@ def containerd_pull(server, work, round_no):
         shutil.rmtree(d, ignore_errors=True)
 
 
-class RssSampler:
-    """VmRSS of some processes every 10 ms, from now until stop()."""
-
-    def __init__(self, pids):
-        self.baseline = {pid: rss_kib(pid) for pid in pids}
-        self.peak = dict(self.baseline)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.wait(0.01):
-            for pid in self.peak:
-                try:
-                    self.peak[pid] = max(self.peak[pid], rss_kib(pid))
-                except OSError:
-                    pass
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join()
-        return {pid: (self.baseline[pid] / 1024, self.peak[pid] / 1024) for pid in self.peak}
+def reset_peak_rss(pid):
+    """Sets VmHWM back to the current VmRSS (proc(5), clear_refs "5"), so that the peak read later is this window's."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+    return proc_status_kib(pid, "VmRSS") / 1024
 
 
 def status_latency(sock, port, path, pb, pbg, busy):
@@ -280,7 +263,7 @@ def run(args, work):
         for server in {id(s): s for s in (dist, oci, cs)}.values():
             check_blob(server, blob, layer, layer_size)
         imagelet_pids = [s.pid for s in {id(s): s for s in (oci, cs)}.values()]
-        rss = RssSampler(imagelet_pids)
+        rss_before = {pid: reset_peak_rss(pid) for pid in imagelet_pids}
         pairs = {"oci": (oci, dist), "cs": (cs, dist)}
         times = {k: ([], []) for k in ("oci", "cs", "concurrent", "containerd")}
         for r in range(args.rounds):
@@ -293,7 +276,7 @@ def run(args, work):
                 for side, server in enumerate(pairs["oci"]):
                     times["containerd"][side].append(containerd_pull(server, work, r))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[0][-1]:.3f}/{v[1][-1]:.3f} s" for k, v in times.items() if v[0]), flush=True)
-        grown = rss.stop()
+        rss_peak = {pid: proc_status_kib(pid, "VmHWM") / 1024 for pid in imagelet_pids}
         idle = status_latency(cri.socket, oci.port, blob, pb, pbg, busy=False)
         busy = status_latency(cri.socket, oci.port, blob, pb, pbg, busy=True)
     finally:
@@ -302,7 +285,7 @@ def run(args, work):
     figures = {
         "size_mib": size >> 20, "rounds": args.rounds, "stand_in": args.stand_in,
         "times": {k: {"imagelet": med(v[0]), "distribution": med(v[1])} for k, v in times.items() if v[0]},
-        "rss_mib": [{"baseline": b, "peak": p} for b, p in grown.values()],
+        "rss_mib": [{"baseline": rss_before[pid], "peak": rss_peak[pid]} for pid in imagelet_pids],
         "status_ms": {"idle_p50": idle[0], "idle_p99": idle[1], "busy_p50": busy[0], "busy_p99": busy[1]},
     }
     return figures

@@ -26,8 +26,9 @@ import time
 
 import cri_stubs
 from conftest import Server
+from h2_abuse import Sampler
 from mirror_http import fetch, free_port, wait_for_v2, write_big_layout
-from soak_scenarios import Report, channel, image_status, ms, pct, rss_kib
+from soak_scenarios import Report, channel, image_status, ms, pct
 
 REF = "docker.io/soak/big:1.0"
 REPO = "soak/big"
@@ -39,15 +40,13 @@ def fd_count(pid):
 
 
 class CriWatch:
-    """ImageStatus every 20 ms on the CRI socket, and the server's RSS, until stop()."""
+    """ImageStatus every 20 ms on the CRI socket until stop()."""
 
-    def __init__(self, sock, pid):
+    def __init__(self, sock):
         self.pb, pbg = cri_stubs.load()
         self.channel = channel(sock)
         self.stub = pbg.ImageServiceStub(self.channel)
-        self.pid = pid
         self.latencies, self.failures = [], []
-        self.rss_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -62,10 +61,6 @@ class CriWatch:
                     self.failures.append(f"{REF} not found")
             except Exception as e:  # grpc.RpcError, or the channel closed under us at the end
                 self.failures.append(str(e)[:200])
-            try:
-                self.rss_peak = max(self.rss_peak, rss_kib(self.pid))
-            except OSError:
-                pass
 
     def stop(self):
         self._stop.set()
@@ -113,21 +108,19 @@ def slow_and_stalled(t, report, readers, stalled, seconds):
         s.sendall(f"GET {t.blob_path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         stalled_socks.append(s)
     threads = [threading.Thread(target=slow, daemon=True) for _ in range(readers)]
-    rss_before = rss_kib(t.pid)
-    peak = rss_before
+    rss = Sampler(t.pid)
     for th in threads:
         th.start()
-    end = time.monotonic() + seconds + 30
-    while any(th.is_alive() for th in threads) and time.monotonic() < end:
-        peak = max(peak, rss_kib(t.pid))
-        time.sleep(0.05)
+    for th in threads:
+        th.join(timeout=seconds + 30)
+    rss.stop()
     for s in stalled_socks:
         s.close()
     errors = [g.error for g in done if g.error]
     report.figures.update({
         "slow readers": readers, "slow readers: MiB read": round(sum(g.size for g in done) / 2**20, 1),
         "slow readers: errors": len(errors), "never-reading clients": stalled,
-        "slow/never-reading: RSS growth MiB": round((peak - rss_before) / 1024, 1),
+        "slow/never-reading: RSS growth MiB": round((rss.peak - rss.before) / 1024, 1),
     })
     for e in errors[:3]:
         report.problem(f"slow reader: {e}")
@@ -328,9 +321,9 @@ def _wait(predicate, seconds):
 
 def run_parts(t, report, work, sizes, rebuilt=None):
     """Every part against `t`; the store changes also against `rebuilt` (a layer re-created from containers/storage)."""
-    watch = CriWatch(t.socket, t.pid)
+    watch = CriWatch(t.socket)
+    rss = Sampler(t.pid)
     fds_before = fd_count(t.pid)
-    rss_before = rss_kib(t.pid)
     started = time.monotonic()
     try:
         slow_and_stalled(t, report, sizes["slow_readers"], sizes["stalled"], sizes["slow_seconds"])
@@ -342,6 +335,7 @@ def run_parts(t, report, work, sizes, rebuilt=None):
                 store_changes(target, report, work, sizes["change_repeats"])
     finally:
         watch.stop()
+        rss.stop()
     # File descriptors come back once every client has gone.
     back = _wait(lambda: fd_count(t.pid) <= fds_before + 2, 30)
     report.figures.update({
@@ -349,7 +343,7 @@ def run_parts(t, report, work, sizes, rebuilt=None):
         "CRI ImageStatus calls": len(watch.latencies), "CRI failures": len(watch.failures),
         "CRI p50 ms": ms(pct(watch.latencies, 50)), "CRI p99 ms": ms(pct(watch.latencies, 99)),
         "CRI max ms": ms(max(watch.latencies, default=None)),
-        "RSS before MiB": round(rss_before / 1024, 1), "RSS peak MiB": round(watch.rss_peak / 1024, 1),
+        "RSS before MiB": round(rss.before / 1024, 1), "RSS peak MiB": round(rss.peak / 1024, 1),
         "open fds before / after": f"{fds_before} / {fd_count(t.pid)}",
     })
     for f in watch.failures[:5]:
@@ -358,8 +352,8 @@ def run_parts(t, report, work, sizes, rebuilt=None):
         report.problem(f"a CRI ImageStatus waited {max(watch.latencies):.2f} s (limit {sizes['cri_limit_s']} s)")
     if not back:
         report.problem(f"file descriptors: {fds_before} before, {fd_count(t.pid)} 30 s after the last client")
-    if (watch.rss_peak - rss_before) / 1024 > sizes["rss_limit_mib"]:
-        report.problem(f"RSS grew {(watch.rss_peak - rss_before) / 1024:.0f} MiB (limit {sizes['rss_limit_mib']} MiB)")
+    if (rss.peak - rss.before) / 1024 > sizes["rss_limit_mib"]:
+        report.problem(f"RSS grew {(rss.peak - rss.before) / 1024:.0f} MiB (limit {sizes['rss_limit_mib']} MiB)")
 
 
 SHORT = {"blob_mib": 16, "rebuilt_mib": 8, "slow_readers": 8, "stalled": 8, "slow_seconds": 2.0, "vanishing": 40, "vanish_mib": 8,
