@@ -133,8 +133,8 @@ def test_each_line_of_the_drop_in_is_needed(sandbox, workdir):
 
 
 def start_alone(wrapped_bin, config_text, workdir):
-    """imagelet in the sandbox without the drop-in: it cannot listen on TCP. Returns (exit code
-    or None when it kept serving the CRI socket, log)."""
+    """imagelet in the sandbox without the drop-in. Returns (its exit code, or None when it
+    was still serving the CRI socket, and its log)."""
     config = os.path.join(workdir, "alone.toml")
     with open(config, "w") as f:
         f.write(f'socket = "{os.path.join(workdir, "run", "imagelet.sock")}"\n' + config_text)
@@ -159,9 +159,9 @@ def start_alone(wrapped_bin, config_text, workdir):
 def test_the_mirror_answers_on_loopback_only_with_the_drop_in(sandbox, serve, monkeypatch, workdir):
     port = free_port()
     config = f'[mirror]\nlisten = "127.0.0.1:{port}"\n' + oci_backend(os.path.join(EXAMPLES, "sample-oci"))
-    # Without the drop-in: the mirror cannot listen, and the log says where and why.
+    # Without the drop-in: the mirror cannot listen, imagelet stops, and says where and why.
     code, log = start_alone(sandbox(BIN), config, workdir)
-    assert f"127.0.0.1:{port}" in log and "cannot listen" in log, log
+    assert code == 1 and f'listen = "127.0.0.1:{port}": cannot listen: EAFNOSUPPORT' in log, log
     assert fetch(port, "/v2/", timeout=5).error.startswith("ConnectionRefusedError")
     # With it: the mirror answers the host on loopback, beside the CRI socket.
     monkeypatch.setattr(conftest, "BIN", sandbox(BIN, [DROP_IN]))
