@@ -40,9 +40,10 @@ def fd_count(pid):
 
 
 class CriWatch:
-    """ImageStatus every 20 ms on the CRI socket until stop()."""
+    """ImageStatus of `ref` every 20 ms on the CRI socket until stop()."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, ref):
+        self.ref = ref
         self.pb, pbg = cri_stubs.load()
         self.channel = channel(sock)
         self.stub = pbg.ImageServiceStub(self.channel)
@@ -55,10 +56,10 @@ class CriWatch:
         while not self._stop.wait(0.02):
             t = time.monotonic()
             try:
-                found = image_status(self.stub, self.pb, 30, REF) is not None
+                found = image_status(self.stub, self.pb, 30, self.ref) is not None
                 self.latencies.append(time.monotonic() - t)
                 if not found:
-                    self.failures.append(f"{REF} not found")
+                    self.failures.append(f"{self.ref} not found")
             except Exception as e:  # grpc.RpcError, or the channel closed under us at the end
                 self.failures.append(str(e)[:200])
 
@@ -271,7 +272,7 @@ def _change(t, mode, saved_blob, saved_index):
 CHANGE_MODES = ("removed", "replaced by rename", "rewritten in place", "truncated to half")
 
 
-def store_changes(t, report, work, repeats):
+def store_changes(t, report, work, repeats, modes=CHANGE_MODES):
     """A download under way (read 256 KiB at a time, 10 ms apart) when the store changes under it."""
     saved_blob = os.path.join(work, f"saved-{t.name}")
     shutil.copyfile(t.blob_file, saved_blob)
@@ -279,7 +280,7 @@ def store_changes(t, report, work, repeats):
     if t.index_file:
         saved_index = os.path.join(work, f"saved-{t.name}-index.json")
         shutil.copyfile(t.index_file, saved_index)
-    for mode in CHANGE_MODES:
+    for mode in modes:
         outcomes = {"old bytes": 0, "cut short": 0}
         for _ in range(repeats):
             restore = None
@@ -319,9 +320,10 @@ def _wait(predicate, seconds):
     return False
 
 
-def run_parts(t, report, work, sizes, rebuilt=None):
-    """Every part against `t`; the store changes also against `rebuilt` (a layer re-created from containers/storage)."""
-    watch = CriWatch(t.socket)
+def run_parts(t, report, work, sizes, rebuilt=None, cri_ref=REF):
+    """Every part against `t`; the store changes also against `rebuilt` (a layer re-created from
+    containers/storage). The CRI client asks about `cri_ref`, an image no part removes."""
+    watch = CriWatch(t.socket, cri_ref)
     rss = Sampler(t.pid)
     fds_before = fd_count(t.pid)
     started = time.monotonic()
@@ -402,9 +404,27 @@ def scenario_mirror(workdir, sizes=SHORT):
                          f"/v2/soak/rebuilt/blobs/{cs_layer}", cs_file, None, cs_layer, cs_size)
         _right_download(t, report, "start")
         _right_download(rebuilt, report, "start")
-        run_parts(t, report, workdir, sizes, rebuilt)
+        run_parts(t, report, workdir, sizes, rebuilt, cri_ref=REBUILT_REF)
         if server.proc.poll() is not None:
             report.problem(f"imagelet exited {server.proc.returncode}")
+    finally:
+        server.stop()
+    return report
+
+
+def scenario_store_change(workdir, mode, blob_mib=16, repeats=1):
+    """Only the store change `mode` under a download, on an OCI layout's blob."""
+    report = Report("store change")
+    layout = os.path.join(workdir, "layout")
+    image = write_big_layout(layout, REF, blob_mib << 20)
+    port = free_port()
+    server = Server(workdir, f'[mirror]\nlisten = "127.0.0.1:{port}"\n[[backend]]\ntype = "oci-layout"\npath = "{layout}"\n')
+    try:
+        wait_for_v2(port, server.proc, server.log_path)
+        t = Target("OCI layout", port, server.proc.pid, server.socket, f"/v2/{REPO}/blobs/{image['layer']}",
+                   os.path.join(layout, "blobs", "sha256", image["layer"][7:]), os.path.join(layout, "index.json"),
+                   image["layer"], image["layer_size"])
+        store_changes(t, report, workdir, repeats, modes=(mode,))
     finally:
         server.stop()
     return report
