@@ -6,8 +6,8 @@ of random bytes (256 MiB; --quick: 32 MiB), so its digest is its diff_id and
 names the same blob in every store. It is written as an OCI layout, pushed into
 distribution by skopeo (--preserve-digests) and copied by skopeo into a
 containers-storage root (vfs driver). Then, one run, rounds alternating
-(imagelet, distribution, imagelet, ...), medians reported, each figure a ratio
-imagelet / distribution:
+(imagelet then distribution, then distribution then imagelet, ...), medians
+reported, each figure a ratio imagelet / distribution:
   - GET of the layer blob from the OCI layout (imagelet: a file region);
   - GET of the same layer re-created from containers/storage (its tar-split and file);
   - 8 concurrent GETs of the layer (wall time until the last ends);
@@ -269,19 +269,22 @@ def run(args, work):
         times = {k: ([], []) for k in ("oci", "cs", "concurrent", "containerd")}
         status = {k: [] for k in ("idle", "mirror", "distribution")}
         for r in range(args.rounds):
+            # A B, then B A: whoever goes first after the other's work (page cache, a containerd root
+            # being deleted) goes first as often as second.
+            order = (0, 1) if r % 2 == 0 else (1, 0)
             for key in ("oci", "cs"):
-                for side, server in enumerate(pairs[key]):
-                    times[key][side].append(curl(server.port, blob)[1])
-            for side, server in enumerate(pairs["oci"]):
-                times["concurrent"][side].append(concurrent(server.port, blob))
+                for side in order:
+                    times[key][side].append(curl(pairs[key][side].port, blob)[1])
+            for side in order:
+                times["concurrent"][side].append(concurrent(pairs["oci"][side].port, blob))
             if not args.no_containerd:
-                for side, server in enumerate(pairs["oci"]):
-                    times["containerd"][side].append(containerd_pull(server, work, r))
+                for side in order:
+                    times["containerd"][side].append(containerd_pull(pairs["oci"][side], work, r))
             # The CRI socket idle, while imagelet's mirror streams, and while distribution streams the
             # same downloads (the control: what the machine's load alone does to imagelet's answers).
             status["idle"].append(status_latency(cri.socket, pb, pbg))
-            status["mirror"].append(status_latency(cri.socket, pb, pbg, oci.port, blob))
-            status["distribution"].append(status_latency(cri.socket, pb, pbg, dist.port, blob))
+            for side in order:
+                status[("mirror", "distribution")[side]].append(status_latency(cri.socket, pb, pbg, pairs["oci"][side].port, blob))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[0][-1]:.3f}/{v[1][-1]:.3f} s" for k, v in times.items() if v[0]), flush=True)
         rss_peak = {pid: proc_status_kib(pid, "VmHWM") / 1024 for pid in imagelet_pids}
         rss_names = {oci.pid: "OCI layout", cs.pid: "containers-storage"}
