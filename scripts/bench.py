@@ -27,7 +27,8 @@ are checked against the answer's size.
 The run's figures go below the marker in docs/performance.md, with the plot
 docs/performance.svg. `--quick` is a smoke run with small N into run/bench/.
 Then scripts/bench_mirror.py measures the mirror beside distribution (its own
-section of the same report; `--no-mirror` skips it).
+section of the same report; `--no-mirror` skips it), and scripts/bench_front.py
+front mode's PullImage to a started container (`--no-front` skips it).
 """
 import argparse
 import json
@@ -424,6 +425,7 @@ def main():
     ap.add_argument("--compare", metavar="BIN", help="also measure this (earlier) imagelet binary, as the server \"before\"")
     ap.add_argument("--no-scans", action="store_true", help="skip the containers-storage and archives scans")
     ap.add_argument("--no-mirror", action="store_true", help="skip the mirror beside distribution (scripts/bench_mirror.py)")
+    ap.add_argument("--no-front", action="store_true", help="skip front mode's PullImage → started container (scripts/bench_front.py)")
     ap.add_argument("--out", default=None, help="report directory (default docs/, or run/bench/ with --quick)")
     args = ap.parse_args()
     sizes = [int(s) for s in (args.sizes or ("100,1000" if args.quick else "10,100,1000,10000,50000")).split(",")]
@@ -457,6 +459,11 @@ def main():
 
         print("\n== the mirror beside distribution (scripts/bench_mirror.py)", flush=True)
         bench_mirror.main((["--quick"] if args.quick else []) + (["--no-containerd"] if args.no_containerd else []), doc=doc)
+    if not (args.no_front or args.no_containerd):
+        import bench_front
+
+        print("\n== front mode: PullImage to a started container (scripts/bench_front.py)", flush=True)
+        bench_front.main(["--rounds", "1", "--size-mib", "32"] if args.quick else [], doc=doc)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ front path's mirror is the same docker-registry: the figure is then what front
 mode adds (imagelet's PullImage, the runtime's ImageStatus, the relist) to the
 same pull. Needs root, containerd, runc, docker-registry, skopeo, busybox-static.
 
-  sudo scripts/bench_front.py [--rounds 3] [--size-mib 256]
+  sudo scripts/bench_front.py [--rounds 5] [--size-mib 256] [--no-write]   (scripts/bench runs it last)
 """
 import argparse
 import os
@@ -111,12 +111,48 @@ def one_round(work, path, layout, registry, image_id, own_mirror):
         subprocess.run(["rm", "-rf", os.path.join(work, f"imagelet-{path}")])
 
 
-def main():
+BEGIN = "<!-- front mode figures: begin (written by scripts/bench_front.py) -->"
+END = "<!-- front mode figures: end -->"
+DOC = os.path.join(ROOT, "docs", "performance.md")
+
+
+def markdown(r):
+    """The figures as docs/performance.md shows them, between BEGIN and END."""
+    med = statistics.median
+    f, d = med(r["total"]["front"]), med(r["total"]["distribution"])
+    spread = [*r["total"]["front"], *r["total"]["distribution"]]
+    content, snaps, snaps_run = r["disk"]
+    return "\n".join([
+        BEGIN,
+        "",
+        f"One run of `scripts/bench_front.py --rounds {r['rounds']}` on {r['date']}, commit `{r['git']}`, {os.cpu_count()} CPUs, "
+        f"containerd {r['containerd']}; front mode's mirror: {r['mirror']}. Medians; single rounds ranged from "
+        f"{min(spread):.2f} s to {max(spread):.2f} s.",
+        "",
+        "| path | PullImage | PullImage → started container |",
+        "| --- | --- | --- |",
+        f"| front mode: imagelet → containerd → {'imagelet' if r['own_mirror'] else 'the stand-in'}'s mirror | {med(r['pull']['front']):.2f} s | {f:.2f} s |",
+        f"| distribution: containerd → docker-registry | {med(r['pull']['distribution']):.2f} s | {d:.2f} s |",
+        f"| ratio front / distribution | | **{f / d:.2f}** |",
+        "",
+        f"After either pull containerd held {content:.0f} MiB in its content store and {snaps:.0f} MiB of snapshots "
+        f"({snaps_run:.0f} MiB with the running container's).",
+        "",
+        END,
+    ])
+
+
+def main(argv=None, doc=None):
+    """`doc`: the report to write the figures into (default docs/performance.md; --no-write: none)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--no-write", action="store_true", help="print the figures only")
     ap.add_argument("--work", default=None, help="work directory (default: a temp dir under /var/tmp)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("containerd needs root: run scripts/bench_front.py as root")
+    r = {"rounds": args.rounds, "total": {"front": [], "distribution": []}, "pull": {"front": [], "distribution": []}}
     with tempfile.TemporaryDirectory(prefix="imagelet-bench-front-", dir=args.work or "/var/tmp") as work:
         layout_dir = os.path.join(work, "store")
         layout = Layout(layout_dir)
@@ -132,29 +168,33 @@ def main():
         try:
             registry.push(layout_dir, REF, "library/big:256")
             registry.push(layout_dir, SANDBOX, "library/pause:front")
-            own_mirror = imagelet_serves_mirror(work)
-            print(f"front mode's mirror: {'imagelet [mirror]' if own_mirror else 'docker-registry standing in (this imagelet has no [mirror])'}", flush=True)
-            times = {"front": [], "distribution": []}
-            pulls = {"front": [], "distribution": []}
-            for r in range(args.rounds):
-                for path in ("front", "distribution") if r % 2 == 0 else ("distribution", "front"):
-                    total, pull, disk = one_round(work, path, layout_dir, registry, image_id, own_mirror)
-                    times[path].append(total)
-                    pulls[path].append(pull)
-                    (content, snaps), (_, snaps_run) = disk
-                    print(f"round {r + 1} {path}: PullImage {pull:.2f} s, PullImage → started {total:.2f} s; "
+            r["own_mirror"] = imagelet_serves_mirror(work)
+            r["mirror"] = "imagelet's [mirror]" if r["own_mirror"] else "docker-registry standing in (this imagelet has no [mirror])"
+            print(f"front mode's mirror: {r['mirror']}", flush=True)
+            for n in range(args.rounds):
+                for path in ("front", "distribution") if n % 2 == 0 else ("distribution", "front"):
+                    total, pull, ((content, snaps), (_, snaps_run)) = one_round(work, path, layout_dir, registry, image_id, r["own_mirror"])
+                    r["total"][path].append(total)
+                    r["pull"][path].append(pull)
+                    r["disk"] = (content, snaps, snaps_run)
+                    print(f"round {n + 1} {path}: PullImage {pull:.2f} s, PullImage → started {total:.2f} s; "
                           f"after the pull: content store {content:.0f} MiB, snapshots {snaps:.0f} MiB (with the container: {snaps_run:.0f} MiB)", flush=True)
         finally:
             registry.stop()
-    f, d = statistics.median(times["front"]), statistics.median(times["distribution"])
-    print()
-    print(f"containerd {subprocess.run(['containerd', '--version'], capture_output=True, text=True).stdout.split()[2]}, "
-          f"{args.rounds} rounds alternating, medians:")
-    print("| path | PullImage | PullImage → started container |")
-    print("|---|---|---|")
-    print(f"| front mode (imagelet → containerd → mirror) | {statistics.median(pulls['front']):.2f} s | {f:.2f} s |")
-    print(f"| distribution (containerd → docker-registry) | {statistics.median(pulls['distribution']):.2f} s | {d:.2f} s |")
-    print(f"front / distribution: {f / d:.2f}")
+    r["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    r["git"] = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip() or "?"
+    r["containerd"] = subprocess.run(["containerd", "--version"], capture_output=True, text=True).stdout.split()[2]
+    text = markdown(r)
+    print(text)
+    if doc is None and not args.no_write:
+        doc = DOC
+    if doc is not None:
+        from bench_report import write_section
+
+        heading = "## Front mode: PullImage to a started container\n\nWritten by `scripts/bench_front.py` (also run by `scripts/bench`).\n\n"
+        write_section(doc, text, BEGIN, END, heading)
+        print(f"wrote front mode's figures into {os.path.relpath(doc, ROOT)}")
+    return r
 
 
 if __name__ == "__main__":

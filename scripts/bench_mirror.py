@@ -347,18 +347,10 @@ def markdown(f, meta):
 
 def write_section(text, doc=DOC):
     """Replaces the text between the mirror markers, or puts it before scripts/bench.py's generated part."""
-    with open(doc) as f:
-        current = f.read()
-    if BEGIN in current and END in current:
-        new = current[: current.index(BEGIN)] + text + current[current.index(END) + len(END):]
-    else:
-        from bench_report import MARKER
+    from bench_report import write_section as write_between
 
-        heading = "## The mirror beside distribution (issue 22)\n\nWritten by `scripts/bench_mirror.py` (also run by `scripts/bench`).\n\n"
-        at = current.index(MARKER) if MARKER in current else len(current)
-        new = current[:at] + heading + text + "\n\n" + current[at:]
-    with open(doc, "w") as f:
-        f.write(new)
+    heading = "## The mirror beside distribution (issue 22)\n\nWritten by `scripts/bench_mirror.py` (also run by `scripts/bench`).\n\n"
+    write_between(doc, text, BEGIN, END, heading)
 
 
 def meta(args):

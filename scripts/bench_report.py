@@ -125,6 +125,20 @@ def targets(results):
 MARKER = "<!-- Everything below is written by scripts/bench; edit above this line. -->"
 
 
+def write_section(doc, text, begin, end, heading):
+    """Replaces the text between `begin` and `end` in `doc` (a section a bench script writes by itself), or,
+    the first time, puts `heading` and `text` before the part scripts/bench.py generates (MARKER)."""
+    with open(doc) as f:
+        current = f.read()
+    if begin in current and end in current:
+        new = current[: current.index(begin)] + text + current[current.index(end) + len(end):]
+    else:
+        at = current.index(MARKER) if MARKER in current else len(current)
+        new = current[:at] + heading + text + "\n\n" + current[at:]
+    with open(doc, "w") as f:
+        f.write(new)
+
+
 def markdown(results, plot_name):
     """The generated part of docs/performance.md (below MARKER)."""
     meta = results["meta"]
