@@ -1,0 +1,520 @@
+"""A node made of real parts, for end-to-end pod tests: Debian's containerd 1.6
+with its CRI plugin and runc, on a temporary root, driven through the CRI
+RuntimeService by python3-grpcio as kubelet 1.26 drives it.
+
+Usage (pytest):
+
+    from node_runtime import ContainerdNode, ensure_image, runnable_stores
+
+    def test_pod(tmp_path, runnable_stores):          # runnable_stores: session fixture, see below
+        with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE,
+                            hosts_toml=mirror_config_text) as node:
+            # kubelet's image sequence against an image service socket: containerd's own
+            # (mirror mode: node.socket) or imagelet's (front mode: server.socket).
+            image_id = ensure_image(node.socket, "example.com/imagelet/marker:oci-layout", "IfNotPresent")
+            pod = node.run_pod("p1")                  # RunPodSandbox, host network
+            node.start_container(pod, "c1", image_id) # CreateContainer + StartContainer
+            node.wait_log(pod, "c1", "imagelet-marker-oci-layout")
+
+`ContainerdNode.__exit__` (or `.close()`) stops every pod, containerd, every
+containerd-shim-runc-v2 it started and every runc container under its runc
+root, unmounts what is left under its directory, and then raises
+`Leftovers` if any process still refers to the node's directory: a process
+left holding CI's output open would hang CI.
+
+`runnable_stores` (a session fixture; import it into a test module or a
+conftest) runs scripts/make-fixtures-runnable once per session into a temp
+directory and returns a `RunnableStores`: `.path(kind)`, `.backend(kind)` (the
+imagelet [[backend]] table serving that store), `.image_id(ref)`, and the
+names PAUSE and `marker(kind)`.
+
+Facts these machines impose (see docs/runtimes.md): containers run as root with
+runc (crun fails on hybrid cgroups); the CRI needs restrict_oom_score_adj =
+true, the native snapshotter and host-network pods (there is no CNI).
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import grpc
+import pytest
+
+import cri_stubs
+
+ROOT = cri_stubs.ROOT
+MAKE_RUNNABLE = os.path.join(ROOT, "scripts", "make-fixtures-runnable")
+STORE_KINDS = ("oci-layout", "docker-archive", "oci-archive", "containers-storage", "containerd", "docker")
+PAUSE = "example.com/imagelet/pause:1.0"
+HUB_MARKER = "docker.io/library/imagelet-marker:1.0"
+NODE = 2  # runtime.v1.NamespaceMode.NODE: the host's namespace
+
+needs_node = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("containerd", "containerd-shim-runc-v2", "runc", "umoci", "skopeo")),
+    reason="needs root and Debian's containerd, runc, umoci, skopeo, busybox-static",
+)
+
+
+def marker(kind):
+    return f"example.com/imagelet/marker:{kind}"
+
+
+def free_port():
+    """A loopback port nothing listens on now (the caller binds it right after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- kubelet's image sequence -------------------------------------------------------------
+
+class ImageNeverPull(Exception):
+    """kubelet's ErrImageNeverPull: policy Never and the image is not present."""
+
+
+def default_tag(image):
+    """kubelet's applyDefaultImageTag: only a missing tag is added; the name is never qualified."""
+    last = image.rsplit("/", 1)[-1]
+    if "@" not in image and ":" not in last:
+        return image + ":latest"
+    return image
+
+
+def ensure_image(image_socket, image, policy, sandbox_config=None, timeout=60, calls=None):
+    """kubelet 1.26 pkg/kubelet/images/image_manager.go EnsureImageExists, against the image
+    service on `image_socket` (a path or unix:// address): ImageStatus; PullImage when the policy
+    says so (Always; IfNotPresent and absent); returns the image ID that kubelet hands to
+    CreateContainer (GetImageRef: the status's id; after a pull: PullImage's image_ref).
+    `calls`, a list, records the calls made. Raises ImageNeverPull or grpc.RpcError."""
+    pb, pbg = cri_stubs.load()
+    address = image_socket if image_socket.startswith("unix:") else f"unix:{image_socket}"
+    with grpc.insecure_channel(address) as channel:
+        stub = pbg.ImageServiceStub(channel)
+        spec = pb.ImageSpec(image=default_tag(image))
+
+        def call(name, request):
+            if calls is not None:
+                calls.append(name)
+            return getattr(stub, name)(request, timeout=timeout)
+
+        status = call("ImageStatus", pb.ImageStatusRequest(image=spec))
+        present = status.HasField("image") and status.image.id != ""
+        pull = policy == "Always" or (policy == "IfNotPresent" and not present)
+        if policy not in ("Always", "IfNotPresent", "Never"):
+            raise ValueError(f"pull policy {policy!r}")
+        if not pull:
+            if not present:
+                raise ImageNeverPull(image)
+            return status.image.id
+        request = pb.PullImageRequest(image=spec)
+        if sandbox_config is not None:
+            request.sandbox_config.CopyFrom(sandbox_config)
+        return call("PullImage", request).image_ref
+
+
+# --- containerd with its CRI plugin on a temporary root ----------------------------------
+
+CONTAINERD_CONFIG = """\
+version = 2
+root = "{root}"
+state = "{state}"
+# Snapshotters needing kernel features or tools, and the /opt installer: nothing outside {dir}.
+disabled_plugins = [
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.overlayfs", "io.containerd.internal.v1.opt",
+]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = ""
+  level = "info"
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox_image}"
+  # Lowering oom_score_adj is not permitted here; the CRI would fail every container.
+  restrict_oom_score_adj = true
+  disable_tcp_service = true
+  # An ephemeral port: several nodes may run at once.
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        # runc's state under {dir}, so teardown finds (and removes) exactly this node's containers.
+        Root = "{runc_root}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{dir}/cni/bin"
+    conf_dir = "{dir}/cni/conf"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{certs}"
+"""
+
+
+class Leftovers(AssertionError):
+    """A process or mount the node started was still there after teardown."""
+
+
+class Pod:
+    def __init__(self, pod_id, config, log_directory):
+        self.id = pod_id
+        self.config = config
+        self.log_directory = log_directory
+        self.containers = {}
+
+
+class ContainerdNode:
+    """containerd 1.6 + CRI + runc on `directory` (created; a fresh root every time).
+
+    `hosts_toml`: text written to <directory>/certs.d/_default/hosts.toml (what
+    `imagelet mirror-config containerd` prints), or None for no mirror."""
+
+    def __init__(self, directory, sandbox_image=PAUSE, hosts_toml=None, start=True):
+        self.dir = os.path.realpath(str(directory))
+        os.makedirs(self.dir, exist_ok=True)
+        self.root = os.path.join(self.dir, "root")
+        self.state = os.path.join(self.dir, "state")
+        self.runc_root = os.path.join(self.dir, "runc")
+        self.certs = os.path.join(self.dir, "certs.d")
+        self.socket = os.path.join(self.dir, "containerd.sock")
+        self.config_path = os.path.join(self.dir, "config.toml")
+        self.log_path = os.path.join(self.dir, "containerd.log")
+        self.sandbox_image = sandbox_image
+        os.makedirs(self.certs, exist_ok=True)
+        if hosts_toml is not None:
+            self.write_hosts_toml(hosts_toml)
+        with open(self.config_path, "w") as f:
+            f.write(
+                CONTAINERD_CONFIG.format(
+                    dir=self.dir, root=self.root, state=self.state, sock=self.socket, sandbox_image=sandbox_image,
+                    runc_root=self.runc_root, certs=self.certs,
+                )
+            )
+        self.proc = None
+        self.pods = []
+        self.pb, pbg = cri_stubs.load()
+        self._pbg = pbg
+        self.channel = None
+        if start:
+            self.start()
+
+    def write_hosts_toml(self, text, host="_default"):
+        d = os.path.join(self.certs, host)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "hosts.toml"), "w") as f:
+            f.write(text)
+
+    # -- lifecycle
+    def start(self, limit_s=30):
+        with open(self.log_path, "a") as log:
+            # Its own process group: teardown signals the group, never a name.
+            self.proc = subprocess.Popen(
+                ["containerd", "--config", self.config_path], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        self.channel = grpc.insecure_channel(f"unix:{self.socket}")
+        self.runtime = self._pbg.RuntimeServiceStub(self.channel)
+        self.images = self._pbg.ImageServiceStub(self.channel)
+        deadline = time.time() + limit_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"containerd exited {self.proc.returncode}: {self.log()[-3000:]}")
+            if os.path.exists(self.socket):
+                try:
+                    self.runtime.Version(self.pb.VersionRequest(), timeout=2)
+                    return self
+                except grpc.RpcError:
+                    pass
+            if time.time() > deadline:
+                raise RuntimeError(f"containerd's CRI did not answer within {limit_s}s: {self.log()[-3000:]}")
+            time.sleep(0.05)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close(raise_leftovers=exc[0] is None)
+
+    def log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    # -- pods
+    def run_pod(self, name, namespace="default"):
+        """RunPodSandbox of a host-network pod (the sandbox image is the config's sandbox_image)."""
+        pb = self.pb
+        log_directory = os.path.join(self.dir, "pods", name)
+        os.makedirs(log_directory, exist_ok=True)
+        config = pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace=namespace, attempt=0),
+            log_directory=log_directory,
+            linux=pb.LinuxPodSandboxConfig(
+                security_context=pb.LinuxSandboxSecurityContext(namespace_options=pb.NamespaceOption(network=NODE))
+            ),
+        )
+        pod_id = self.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id
+        pod = Pod(pod_id, config, log_directory)
+        self.pods.append(pod)
+        return pod
+
+    def start_container(self, pod, name, image_id, timeout=60):
+        """CreateContainer with the image ID kubelet's sequence returned, then StartContainer."""
+        pb = self.pb
+        config = pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name=name, attempt=0),
+            image=pb.ImageSpec(image=image_id),
+            log_path=f"{name}.log",
+            linux=pb.LinuxContainerConfig(
+                security_context=pb.LinuxContainerSecurityContext(namespace_options=pb.NamespaceOption(network=NODE))
+            ),
+        )
+        cid = self.runtime.CreateContainer(
+            pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=config, sandbox_config=pod.config), timeout=timeout
+        ).container_id
+        pod.containers[name] = cid
+        self.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=timeout)
+        return cid
+
+    def container_log(self, pod, name):
+        try:
+            with open(os.path.join(pod.log_directory, f"{name}.log")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pod, name, marker_text, limit_s=30):
+        """Waits for `marker_text` as a CRI log line's message (`<time> stdout F <text>`)."""
+        deadline = time.time() + limit_s
+        while time.time() < deadline:
+            for line in self.container_log(pod, name).splitlines():
+                parts = line.split(" ", 3)
+                if len(parts) == 4 and parts[1] == "stdout" and parts[3] == marker_text:
+                    return line
+            time.sleep(0.05)
+        status = self.runtime.ContainerStatus(self.pb.ContainerStatusRequest(container_id=pod.containers[name]), timeout=10)
+        raise AssertionError(
+            f"no {marker_text!r} in {name}'s log within {limit_s}s; log: {self.container_log(pod, name)!r}; "
+            f"state: {status.status.state} reason {status.status.reason!r} {status.status.message!r}"
+        )
+
+    def image_id(self, ref):
+        """containerd's own ImageStatus id of `ref` ('' when absent)."""
+        status = self.images.ImageStatus(self.pb.ImageStatusRequest(image=self.pb.ImageSpec(image=ref)), timeout=10)
+        return status.image.id if status.HasField("image") else ""
+
+    def disk_usage(self):
+        """Bytes under containerd's root (du -sb): the pulled copies."""
+        out = subprocess.run(["du", "-sb", self.root], capture_output=True, text=True, check=True).stdout
+        return int(out.split()[0])
+
+    # -- teardown
+    def _node_processes(self):
+        """PIDs whose command line, root or cwd lies in this node's directory or names its socket:
+        containerd, its shims, and containers (their root is a rootfs under the state dir)."""
+        found = []
+        me = os.getpid()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            pid = int(entry)
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+                links = []
+                for link in ("root", "cwd"):
+                    try:
+                        links.append(os.readlink(f"/proc/{pid}/{link}"))
+                    except OSError:
+                        pass
+            except OSError:
+                continue
+            if self.dir in cmdline or self.socket in cmdline or any(l.startswith(self.dir + "/") for l in links):
+                found.append((pid, cmdline.strip()))
+        return found
+
+    def _mounts(self):
+        with open("/proc/self/mounts") as f:
+            return [line.split()[1] for line in f if line.split()[1].startswith(self.dir + "/")]
+
+    def close(self, raise_leftovers=True):
+        """Stops everything this node started; raises Leftovers if anything survived the orderly steps."""
+        problems = []
+        if self.proc is not None and self.proc.poll() is None and self.channel is not None:
+            for pod in self.pods:  # the orderly way first: kubelet's StopPodSandbox + RemovePodSandbox
+                for call, req in (
+                    ("StopPodSandbox", self.pb.StopPodSandboxRequest(pod_sandbox_id=pod.id)),
+                    ("RemovePodSandbox", self.pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id)),
+                ):
+                    try:
+                        getattr(self.runtime, call)(req, timeout=20)
+                    except grpc.RpcError as e:
+                        problems.append(f"{call} {pod.id[:12]}: {e.code()} {e.details()}")
+                        break
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    problems.append("containerd ignored SIGTERM for 20 s; killed")
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait()
+            else:
+                try:  # its process group may still hold children
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        # runc containers under this node's runc root (pods the orderly path did not end).
+        for ns_root in sorted(os.listdir(self.runc_root)) if os.path.isdir(self.runc_root) else []:
+            r = os.path.join(self.runc_root, ns_root)
+            ids = subprocess.run(["runc", "--root", r, "list", "-q"], capture_output=True, text=True).stdout.split()
+            for cid in ids:
+                problems.append(f"runc container {cid[:12]} still there; deleted")
+                subprocess.run(["runc", "--root", r, "delete", "-f", cid], capture_output=True)
+        # Shims and anything else still pointing into the node: killed by PID.
+        survivors = self._node_processes()
+        for pid, cmd in survivors:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        while self._node_processes() and time.time() < deadline:
+            time.sleep(0.05)
+        for m in sorted(self._mounts(), reverse=True):
+            if subprocess.run(["umount", m], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", m], capture_output=True)
+        left = self._node_processes()
+        mounts = self._mounts()
+        # Shims exit on their own once their tasks are deleted; a shim still alive here was leaked.
+        leaked = [f"pid {pid}: {cmd[:160]}" for pid, cmd in survivors]
+        if raise_leftovers and (leaked or left or mounts):
+            raise Leftovers(
+                "the node left processes or mounts behind (now killed/unmounted): "
+                + "; ".join(leaked + [f"still alive: {p}" for p in left] + [f"mount {m}" for m in mounts] + problems)
+            )
+
+
+# --- a stand-in mirror: Debian's distribution 2.8 -------------------------------------------
+
+class Distribution:
+    """docker-registry (distribution 2.8) on a loopback port, serving `refs` copied by skopeo from
+    `layout`, under the paths each client asks: containerd's `<repo>?ns=<registry>` (the repository
+    without its registry) and the host-prefixed `<registry>/<repo>` CRI-O and podman send."""
+
+    def __init__(self, directory, layout, refs):
+        self.dir = os.path.realpath(str(directory))
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.listen = f"127.0.0.1:{self.port}"
+        config = os.path.join(self.dir, "registry.yml")
+        with open(config, "w") as f:
+            f.write(
+                f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {self.dir}/data\n"
+                f"http:\n  addr: {self.listen}\nlog:\n  level: warn\n"
+            )
+        self.log_path = os.path.join(self.dir, "registry.log")
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                ["docker-registry", "serve", config], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            deadline = time.time() + 15
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                        break
+                except OSError:
+                    if time.time() > deadline or self.proc.poll() is not None:
+                        raise RuntimeError(f"docker-registry did not start: {open(self.log_path).read()}")
+                    time.sleep(0.05)
+            for ref in refs:
+                registry, _, repo = ref.partition("/")
+                for dest in (repo, ref):
+                    subprocess.run(
+                        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{ref}", f"docker://{self.listen}/{dest}"],
+                        check=True, capture_output=True,
+                    )
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- the runnable stores ---------------------------------------------------------------------
+
+class RunnableStores:
+    def __init__(self, directory):
+        self.dir = directory
+        with open(os.path.join(directory, "images.json")) as f:
+            self.images = json.load(f)
+
+    def path(self, kind):
+        return os.path.join(self.dir, kind)
+
+    def image_id(self, ref):
+        return self.images[ref]["id"]
+
+    def backend(self, kind, name=None):
+        """The imagelet [[backend]] table that serves the `kind` store."""
+        name = name or kind
+        p = self.path(kind)
+        table = {
+            "oci-layout": ("oci-layout", p),
+            "docker-archive": ("archives", p),
+            "oci-archive": ("archives", p),
+            "containers-storage": ("containers-storage", p),
+            "containerd": ("containerd", os.path.join(p, "root")),
+            "docker": ("docker", os.path.join(p, "root")),
+        }
+        kind_type, path = table[kind]
+        return f'[[backend]]\ntype = "{kind_type}"\nname = "{name}"\npath = "{path}"\n'
+
+
+def make_runnable_stores(directory, kinds=STORE_KINDS):
+    t = time.perf_counter()
+    subprocess.run([MAKE_RUNNABLE, directory, *kinds], check=True, capture_output=True, timeout=300)
+    return RunnableStores(directory), time.perf_counter() - t
+
+
+@pytest.fixture(scope="session")
+def runnable_stores():
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("umoci", "skopeo", "containerd", "dockerd")):
+        pytest.skip("the runnable stores need root, umoci, skopeo, containerd and docker.io")
+    d = tempfile.mkdtemp(prefix="imagelet-runnable-")
+    try:
+        stores, seconds = make_runnable_stores(d)
+        stores.seconds = seconds
+        yield stores
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
