@@ -116,6 +116,82 @@ def ensure_image(image_socket, image, policy, sandbox_config=None, timeout=60, c
         return call("PullImage", request).image_ref
 
 
+# --- what a test left behind ---------------------------------------------------------------
+
+def processes_in(directory, *names):
+    """(pid, cmdline) of every process whose command line names `directory` (or one of `names`),
+    or whose root or cwd lies under it: daemons, shims, and containers (their root is a rootfs
+    under the daemon's state)."""
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        links = []
+        for link in ("root", "cwd"):
+            try:
+                links.append(os.readlink(f"/proc/{pid}/{link}"))
+            except OSError:
+                pass
+        if directory in cmdline or any(n in cmdline for n in names) or any(l.startswith(directory + "/") for l in links):
+            found.append((pid, cmdline.strip()))
+    return found
+
+
+def mounts_under(directory):
+    with open("/proc/self/mounts") as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(directory + "/")]
+
+
+def stop_group(proc, timeout=20):
+    """SIGTERM to the process group a daemon leads (start_new_session), SIGKILL after `timeout`.
+    Returns False when it had to kill."""
+    if proc.poll() is not None:
+        try:  # its group may still hold children
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return True
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return False
+
+
+def sweep(directory, *names):
+    """Kills by PID whatever still refers to `directory`, unmounts what is mounted under it;
+    returns descriptions of what it found (empty: nothing was left)."""
+    survivors = processes_in(directory, *names)
+    for pid, _ in survivors:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 10
+    while processes_in(directory, *names) and time.time() < deadline:
+        time.sleep(0.05)
+    mounts = mounts_under(directory)
+    for m in sorted(mounts, reverse=True):
+        if subprocess.run(["umount", m], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", m], capture_output=True)
+    left = processes_in(directory, *names)
+    return (
+        [f"pid {pid}: {cmd[:160]}" for pid, cmd in survivors]
+        + [f"still alive: pid {pid}: {cmd[:160]}" for pid, cmd in left]
+        + [f"mount {m}" for m in mounts]
+    )
+
+
 # --- containerd with its CRI plugin on a temporary root ----------------------------------
 
 CONTAINERD_CONFIG = """\
@@ -322,32 +398,10 @@ class ContainerdNode:
 
     # -- teardown
     def _node_processes(self):
-        """PIDs whose command line, root or cwd lies in this node's directory or names its socket:
-        containerd, its shims, and containers (their root is a rootfs under the state dir)."""
-        found = []
-        me = os.getpid()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == me:
-                continue
-            pid = int(entry)
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-                links = []
-                for link in ("root", "cwd"):
-                    try:
-                        links.append(os.readlink(f"/proc/{pid}/{link}"))
-                    except OSError:
-                        pass
-            except OSError:
-                continue
-            if self.dir in cmdline or self.socket in cmdline or any(l.startswith(self.dir + "/") for l in links):
-                found.append((pid, cmdline.strip()))
-        return found
+        return processes_in(self.dir, self.socket)
 
     def _mounts(self):
-        with open("/proc/self/mounts") as f:
-            return [line.split()[1] for line in f if line.split()[1].startswith(self.dir + "/")]
+        return mounts_under(self.dir)
 
     def close(self, raise_leftovers=True):
         """Stops everything this node started; raises Leftovers if anything survived the orderly steps."""
@@ -366,49 +420,20 @@ class ContainerdNode:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    problems.append("containerd ignored SIGTERM for 20 s; killed")
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait()
-            else:
-                try:  # its process group may still hold children
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        if self.proc is not None and not stop_group(self.proc):
+            problems.append("containerd ignored SIGTERM for 20 s; killed")
         # runc containers under this node's runc root (pods the orderly path did not end).
+        leftover_containers = []
         for ns_root in sorted(os.listdir(self.runc_root)) if os.path.isdir(self.runc_root) else []:
             r = os.path.join(self.runc_root, ns_root)
             ids = subprocess.run(["runc", "--root", r, "list", "-q"], capture_output=True, text=True).stdout.split()
             for cid in ids:
-                problems.append(f"runc container {cid[:12]} still there; deleted")
+                leftover_containers.append(f"runc container {cid[:12]} still there; deleted")
                 subprocess.run(["runc", "--root", r, "delete", "-f", cid], capture_output=True)
-        # Shims and anything else still pointing into the node: killed by PID.
-        survivors = self._node_processes()
-        for pid, cmd in survivors:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + 10
-        while self._node_processes() and time.time() < deadline:
-            time.sleep(0.05)
-        for m in sorted(self._mounts(), reverse=True):
-            if subprocess.run(["umount", m], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", m], capture_output=True)
-        left = self._node_processes()
-        mounts = self._mounts()
         # Shims exit on their own once their tasks are deleted; a shim still alive here was leaked.
-        leaked = [f"pid {pid}: {cmd[:160]}" for pid, cmd in survivors]
-        if raise_leftovers and (leaked or left or mounts):
-            raise Leftovers(
-                "the node left processes or mounts behind (now killed/unmounted): "
-                + "; ".join(leaked + [f"still alive: {p}" for p in left] + [f"mount {m}" for m in mounts] + problems)
-            )
+        leaked = leftover_containers + sweep(self.dir, self.socket)
+        if raise_leftovers and leaked:
+            raise Leftovers("the node left processes or mounts behind (now killed/unmounted): " + "; ".join(leaked + problems))
 
 
 # --- a stand-in mirror: Debian's distribution 2.8 -------------------------------------------
@@ -456,13 +481,7 @@ class Distribution:
             raise
 
     def close(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, timeout=10)
 
     def __enter__(self):
         return self
@@ -518,3 +537,90 @@ def runnable_stores():
         yield stores
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# --- registry clients: Docker and podman on temporary roots ----------------------------------
+
+class Dockerd:
+    """Debian's dockerd on a temporary data root (vfs, no iptables, no bridge), configured by
+    `daemon_json` (what `imagelet mirror-config docker` prints). Teardown as ContainerdNode's:
+    the daemon's process group, then anything still naming its directory, fails loudly."""
+
+    def __init__(self, directory, daemon_json):
+        self.dir = os.path.realpath(str(directory))
+        os.makedirs(self.dir, exist_ok=True)
+        self.socket = os.path.join(self.dir, "docker.sock")
+        config = os.path.join(self.dir, "daemon.json")
+        with open(config, "w") as f:
+            f.write(daemon_json)
+        self.log_path = os.path.join(self.dir, "dockerd.log")
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                ["dockerd", "--config-file", config, "--data-root", f"{self.dir}/data", "--exec-root", f"{self.dir}/exec",
+                 "--pidfile", f"{self.dir}/docker.pid", "-H", f"unix://{self.socket}", "--storage-driver=vfs",
+                 "--iptables=false", "--ip6tables=false", "--bridge=none"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        deadline = time.time() + 30
+        while self.docker("version", check=False).returncode != 0:
+            if self.proc.poll() is not None or time.time() > deadline:
+                log_text = open(self.log_path).read()[-3000:]
+                self.close(raise_leftovers=False)
+                raise RuntimeError(f"dockerd did not start: {log_text}")
+            time.sleep(0.1)
+
+    def docker(self, *args, check=True, timeout=120):
+        out = subprocess.run(["/usr/bin/docker", "-H", f"unix://{self.socket}", *args], capture_output=True, text=True, timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {out.stderr.strip()}")
+        return out
+
+    def close(self, raise_leftovers=True):
+        stop_group(self.proc, timeout=20)
+        leaked = sweep(self.dir, self.socket)
+        if raise_leftovers and leaked:
+            raise Leftovers("dockerd left processes or mounts behind (now killed/unmounted): " + "; ".join(leaked))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close(raise_leftovers=exc[0] is None)
+
+
+class Podman:
+    """podman as root on a temporary vfs store, with `registries_conf` (what `imagelet mirror-config
+    crio` prints) as its only registries configuration. podman runs no daemon; its run root must
+    be a short path (c/storage refuses one over 50 characters), so it gets its own temp dir."""
+
+    def __init__(self, directory, registries_conf):
+        self.dir = os.path.realpath(str(directory))
+        os.makedirs(self.dir, exist_ok=True)
+        self.run = tempfile.mkdtemp(prefix="pm-")
+        conf = os.path.join(self.dir, "registries.conf")
+        with open(conf, "w") as f:
+            f.write(registries_conf)
+        self.env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": conf, "CONTAINERS_CONF": os.path.join(self.dir, "containers.conf")}
+        open(self.env["CONTAINERS_CONF"], "a").close()
+
+    def __call__(self, *args, check=True, timeout=120):
+        out = subprocess.run(
+            ["podman", "--root", f"{self.dir}/root", "--runroot", self.run, "--storage-driver", "vfs",
+             "--events-backend", "none", "--cgroup-manager", "cgroupfs", "--tmpdir", f"{self.dir}/tmp", *args],
+            capture_output=True, text=True, env=self.env, timeout=timeout,
+        )
+        if check and out.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)}: {out.stderr.strip()}")
+        return out
+
+    def close(self):
+        leaked = sweep(self.dir) + sweep(self.run)
+        shutil.rmtree(self.run, ignore_errors=True)
+        if leaked:
+            raise Leftovers("podman left processes or mounts behind (now killed/unmounted): " + "; ".join(leaked))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

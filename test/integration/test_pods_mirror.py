@@ -1,0 +1,126 @@
+"""Mirror mode, end to end: imagelet serves one store of each kind, containerd
+1.6's CRI (its own image service, configured with what `imagelet mirror-config
+containerd` prints) pulls the images through imagelet's mirror, kubelet 1.26's
+image sequence hands CreateContainer the image ID, and the container really
+runs: it prints its marker. The sandbox (pause) image comes from the same store
+through the mirror. Each test runs on a fresh containerd root. podman and
+Docker pull through the files `mirror-config crio` and `mirror-config docker`
+print and get imagelet's image ID.
+
+Runs as root with Debian's containerd, runc, busybox-static, umoci, skopeo,
+podman and docker.io (see node_runtime.py)."""
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from conftest import run_cli
+from node_runtime import (  # noqa: F401 (runnable_stores is a fixture)
+    HUB_MARKER, PAUSE, STORE_KINDS, ContainerdNode, Dockerd, ImageNeverPull, Podman, ensure_image, free_port, marker,
+    needs_node, runnable_stores,
+)
+
+pytestmark = needs_node
+RESULTS = os.environ.get("IMAGELET_POD_RESULTS")  # a JSON-lines file the docs' table is filled from
+
+
+def record(**row):
+    if RESULTS:
+        with open(RESULTS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def serve_mirror(serve, stores, *kinds):
+    """imagelet serving the stores of `kinds`, its mirror on a free loopback port; waits for the port."""
+    port = free_port()
+    config = "".join(stores.backend(k) for k in kinds) + f'[mirror]\nlisten = "127.0.0.1:{port}"\n'
+    server = serve(config, subdir=f"imagelet-{'-'.join(kinds)}")
+    deadline = time.time() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if time.time() > deadline:
+                raise AssertionError(f"imagelet's mirror is not listening on {port}: {server.log()[-2000:]}")
+            time.sleep(0.05)
+    return server
+
+
+def printed(server, runtime):
+    out = run_cli("mirror-config", runtime, "--config", server.config)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_pod_starts_from_a_preloaded_image_of_each_store_kind(kind, tmp_path, serve, runnable_stores):
+    t0 = time.perf_counter()
+    server = serve_mirror(serve, runnable_stores, kind)
+    want = runnable_stores.image_id(marker(kind))
+    assert server.image_status(marker(kind)).image.id == want
+    with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE, hosts_toml=printed(server, "containerd")) as node:
+        before = node.disk_usage()
+        calls = []
+        t_pull = time.perf_counter()
+        image_id = ensure_image(node.socket, marker(kind), "IfNotPresent", calls=calls)
+        pull_s = time.perf_counter() - t_pull
+        assert calls == ["ImageStatus", "PullImage"]  # absent from the fresh root, so pulled
+        assert image_id == want
+        pulled = node.disk_usage() - before
+        pod = node.run_pod(f"pod-{kind}")  # containerd pulls the sandbox image through the mirror too
+        assert node.image_id(PAUSE) == server.image_status(PAUSE).image.id == runnable_stores.image_id(PAUSE)
+        node.start_container(pod, "marker", image_id)
+        node.wait_log(pod, "marker", f"imagelet-marker-{kind}")
+        size = server.image_status(marker(kind)).image.size
+    record(runtime="containerd 1.6", mode="mirror", policy="IfNotPresent", kind=kind, started=True,
+           pull_s=round(pull_s, 3), pulled_bytes=pulled, image_size=size, seconds=round(time.perf_counter() - t0, 2))
+
+
+def test_pull_policies_in_mirror_mode(tmp_path, serve, runnable_stores):
+    """The runtime's own image service decides: Never fails on a fresh root (the runtime has never
+    seen a preloaded image); IfNotPresent pulls once; Always asks the mirror again, same ID."""
+    kind = "oci-layout"
+    server = serve_mirror(serve, runnable_stores, kind)
+    want = runnable_stores.image_id(marker(kind))
+    with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE, hosts_toml=printed(server, "containerd")) as node:
+        with pytest.raises(ImageNeverPull):
+            ensure_image(node.socket, marker(kind), "Never")
+        calls = []
+        assert ensure_image(node.socket, marker(kind), "IfNotPresent", calls=calls) == want
+        assert calls == ["ImageStatus", "PullImage"]
+        calls.clear()
+        assert ensure_image(node.socket, marker(kind), "Always", calls=calls) == want
+        assert calls == ["ImageStatus", "PullImage"]
+        calls.clear()
+        assert ensure_image(node.socket, marker(kind), "Never", calls=calls) == want
+        assert calls == ["ImageStatus"]
+        pod = node.run_pod("policies")
+        node.start_container(pod, "marker", want)
+        node.wait_log(pod, "marker", f"imagelet-marker-{kind}")
+    for policy, started in (("Never (fresh root)", False), ("IfNotPresent", True), ("Always", True), ("Never (after a pull)", True)):
+        record(runtime="containerd 1.6", mode="mirror", policy=policy, kind=kind, started=started)
+
+
+def test_podman_pulls_through_the_crio_config_and_gets_imagelets_id(tmp_path, serve, runnable_stores):
+    kind = "containers-storage"  # a store without the original manifest: imagelet writes one
+    server = serve_mirror(serve, runnable_stores, kind)
+    want = server.image_status(marker(kind)).image.id
+    assert want == runnable_stores.image_id(marker(kind))
+    with Podman(tmp_path / "podman", printed(server, "crio")) as podman:
+        podman("pull", "-q", marker(kind))
+        assert podman("image", "inspect", "--format", "{{.Id}}", marker(kind)).stdout.strip() == want.removeprefix("sha256:")
+    record(runtime="podman 4.3", mode="mirror", policy="pull", kind=kind, started=None)
+
+
+def test_docker_pulls_hub_names_through_the_docker_config_and_gets_imagelets_id(tmp_path, serve, runnable_stores):
+    kind = "docker"  # a Docker root: imagelet writes the manifest; registry-mirrors carry Hub names only
+    server = serve_mirror(serve, runnable_stores, kind)
+    want = server.image_status(HUB_MARKER).image.id
+    assert want == runnable_stores.image_id(HUB_MARKER)
+    with Dockerd(tmp_path / "docker", printed(server, "docker")) as dockerd:
+        dockerd.docker("pull", "-q", "imagelet-marker:1.0")
+        assert dockerd.docker("image", "inspect", "--format", "{{.Id}}", "imagelet-marker:1.0").stdout.strip() == want
+    record(runtime="docker 20.10", mode="mirror", policy="pull", kind=kind, started=None)
