@@ -22,7 +22,19 @@ from node_runtime import (  # noqa: F401 (runnable_stores is a fixture)
     needs_node, runnable_stores,
 )
 
-pytestmark = needs_node
+
+
+def _binary_has_mirror():
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+        f.write('socket = "/tmp/unused.sock"\n[mirror]\nlisten = "127.0.0.1:5050"\n')
+        f.flush()
+        return run_cli("config", "--check", f.name).returncode == 0
+
+
+# Until the mirror is merged, this binary refuses [mirror]; node_runtime's own tests prove the
+# harness meanwhile with a stand-in registry (test_node_runtime.py).
+pytestmark = [needs_node, pytest.mark.skipif(not _binary_has_mirror(), reason="this imagelet has no [mirror] yet")]
 RESULTS = os.environ.get("IMAGELET_POD_RESULTS")  # a JSON-lines file the docs' table is filled from
 
 
