@@ -38,6 +38,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -45,6 +46,9 @@ import grpc
 import pytest
 
 import cri_stubs
+
+sys.path.insert(0, os.path.join(cri_stubs.ROOT, "scripts"))
+from bench_containerd import BASE_CONFIG  # noqa: E402  (containerd's own settings, one copy)
 
 ROOT = cri_stubs.ROOT
 MAKE_RUNNABLE = os.path.join(ROOT, "scripts", "make-fixtures-runnable")
@@ -194,25 +198,7 @@ def sweep(directory, *names):
 
 # --- containerd with its CRI plugin on a temporary root ----------------------------------
 
-CONTAINERD_CONFIG = """\
-version = 2
-root = "{root}"
-state = "{state}"
-# Snapshotters needing kernel features or tools, and the /opt installer: nothing outside {dir}.
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.overlayfs", "io.containerd.internal.v1.opt",
-]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = ""
-  level = "info"
-[metrics]
-  address = ""
+CONTAINERD_CONFIG = BASE_CONFIG + """\
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
   # Lowering oom_score_adj is not permitted here; the CRI would fail every container.
