@@ -535,14 +535,16 @@ class Dockerd:
     def __init__(self, directory, daemon_json):
         self.dir = os.path.realpath(str(directory))
         os.makedirs(self.dir, exist_ok=True)
-        self.socket = os.path.join(self.dir, "docker.sock")
+        # The exec root holds its containerd's sockets: a short path (sun_path is 108 bytes).
+        self.exec_root = tempfile.mkdtemp(prefix="dk-")
+        self.socket = os.path.join(self.exec_root, "docker.sock")
         config = os.path.join(self.dir, "daemon.json")
         with open(config, "w") as f:
             f.write(daemon_json)
         self.log_path = os.path.join(self.dir, "dockerd.log")
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
-                ["dockerd", "--config-file", config, "--data-root", f"{self.dir}/data", "--exec-root", f"{self.dir}/exec",
+                ["dockerd", "--config-file", config, "--data-root", f"{self.dir}/data", "--exec-root", self.exec_root,
                  "--pidfile", f"{self.dir}/docker.pid", "-H", f"unix://{self.socket}", "--storage-driver=vfs",
                  "--iptables=false", "--ip6tables=false", "--bridge=none"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -563,7 +565,8 @@ class Dockerd:
 
     def close(self, raise_leftovers=True):
         stop_group(self.proc, timeout=20)
-        leaked = sweep(self.dir, self.socket)
+        leaked = sweep(self.dir) + sweep(self.exec_root)
+        shutil.rmtree(self.exec_root, ignore_errors=True)
         if raise_leftovers and leaked:
             raise Leftovers("dockerd left processes or mounts behind (now killed/unmounted): " + "; ".join(leaked))
 

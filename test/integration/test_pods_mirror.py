@@ -109,15 +109,17 @@ def test_pull_policies_in_mirror_mode(tmp_path, serve, runnable_stores):
         calls.clear()
         assert ensure_image(node.socket, marker(kind), "Never", calls=calls) == want
         assert calls == ["ImageStatus"]
+        pod = node.run_pod("policies")
+        node.start_container(pod, "marker", want)
+        node.wait_log(pod, "marker", f"imagelet-marker-{kind}")
         # imagelet stopped: the copy containerd holds still starts under IfNotPresent. (Always is not
         # tried: containerd would turn to the image's own registry, and tests stay on loopback.)
         server.stop()
         calls.clear()
         assert ensure_image(node.socket, marker(kind), "IfNotPresent", calls=calls) == want
         assert calls == ["ImageStatus"]
-        pod = node.run_pod("policies")
-        node.start_container(pod, "marker", want)
-        node.wait_log(pod, "marker", f"imagelet-marker-{kind}")
+        node.start_container(pod, "again", want)
+        node.wait_log(pod, "again", f"imagelet-marker-{kind}")
     for policy, started in (("Never (fresh root)", False), ("IfNotPresent", True), ("Always", True), ("Never (after a pull)", True),
                             ("IfNotPresent (imagelet stopped, pulled before)", True)):
         record(runtime="containerd 1.6", mode="mirror", policy=policy, kind=kind, started=started)
