@@ -266,7 +266,7 @@ export function buildCli() {
         throw usage(`mirror-config: no mirror is configured (no [mirror] listen in ${config.file ?? "the config"}) and no --listen given`);
       }
       const address = mirrorAddress(String(listen));
-      if (address === undefined) throw usage(`mirror-config: --listen must be HOST:PORT, got ${JSON.stringify(listen)}`);
+      if ("error" in address) throw usage(`mirror-config: --listen: ${address.error}`);
       // The registries the stores hold: CRI-O needs one entry per registry, the others name them in notes.
       const endpoint = endpointOf(opts);
       const source = endpoint ? remoteSource(endpoint, timeoutMs(opts)) : await inProcessSource(config, definitions, log);

@@ -9,13 +9,14 @@
 // comments, for daemon.json (JSON has none) they go to stderr.
 
 import type { ImageletConfig } from "../config/config";
+import { formatListenAddress, isLoopback, parseListenAddress } from "../config/listen";
 import { registryOf } from "../model/reference";
 
 export const RUNTIMES = ["containerd", "crio", "k3s", "docker"] as const;
 export type Runtime = (typeof RUNTIMES)[number];
 
 export interface MirrorAddress {
-  /** As given: `127.0.0.1:5050`, `[::1]:5050`. */
+  /** HOST:PORT, IPv6 in brackets: `127.0.0.1:5050`, `[::1]:5050`. */
   listen: string;
   loopback: boolean;
 }
@@ -27,9 +28,9 @@ export interface RuntimeConfigText {
   notes: string[];
 }
 
-/** The config's `[mirror] listen`, when a mirror is configured. */
+/** The config's `[mirror] listen` as HOST:PORT, when a mirror is configured. */
 export function configuredListen(config: ImageletConfig): string | undefined {
-  return (config as ImageletConfig & { mirror?: { listen?: string } }).mirror?.listen;
+  return config.mirror ? formatListenAddress(config.mirror.listen) : undefined;
 }
 
 /** The registry hosts of every name the view holds (repo tags and repo digests), sorted and unique. */
@@ -45,13 +46,13 @@ export function registriesOf(names: Iterable<string>): string[] {
   return [...hosts].sort();
 }
 
-/** Parses HOST:PORT (IPv6 in brackets); undefined when it is not one. */
-export function mirrorAddress(listen: string): MirrorAddress | undefined {
-  const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):(\d{1,5})$/.exec(listen);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) return undefined;
-  const host = m[1]!.replace(/^\[|\]$/g, "").toLowerCase();
-  const loopback = host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-  return { listen, loopback };
+/** HOST:PORT as the config reads it (src/config/listen.ts); the error says what is wrong. */
+export function mirrorAddress(listen: string): MirrorAddress | { error: string } {
+  const address = parseListenAddress(listen);
+  if ("error" in address) return address;
+  // Port 0 lets the system choose at each start: no runtime can be pointed at it.
+  if (address.port === 0) return { error: `port 0 is chosen at start; give --listen with the port imagelet's log names` };
+  return { listen: formatListenAddress(address), loopback: isLoopback(address.host) };
 }
 
 /** The text for one runtime; `registries` are the registry hosts the stores hold (sorted, unique). */

@@ -377,9 +377,16 @@ class ContainerdNode:
         status = self.images.ImageStatus(self.pb.ImageStatusRequest(image=self.pb.ImageSpec(image=ref)), timeout=10)
         return status.image.id if status.HasField("image") else ""
 
-    def disk_usage(self):
-        """Bytes under containerd's root (du -sb): the pulled copies."""
-        out = subprocess.run(["du", "-sb", self.root], capture_output=True, text=True, check=True).stdout
+    CONTENT = "io.containerd.content.v1.content"
+    SNAPSHOTS = "io.containerd.snapshotter.v1.native"
+
+    def disk_usage(self, part=""):
+        """Bytes under containerd's root (du -sb), or under one `part` of it (CONTENT: the blobs as
+        pulled; SNAPSHOTS: the unpacked layers)."""
+        path = os.path.join(self.root, part)
+        if not os.path.exists(path):
+            return 0
+        out = subprocess.run(["du", "-sb", path], capture_output=True, text=True, check=True).stdout
         return int(out.split()[0])
 
     # -- teardown

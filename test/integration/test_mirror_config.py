@@ -102,6 +102,18 @@ def test_a_mirror_others_can_reach_is_said_to_be_plain_http(workdir):
         assert out.returncode == 0 and "not a loopback address" in out.stdout, runtime
 
 
+def test_the_configured_mirror_is_used_and_listen_overrides_it(workdir):
+    backends = oci_backend(os.path.join(FIXTURES, "oci-umoci")) + '[mirror]\nlisten = "[::1]:6060"\n'
+    out = mirror_config(workdir, "k3s", backends=backends)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout)["mirrors"]["*"]["endpoint"] == ["http://[::1]:6060"]
+    out = mirror_config(workdir, "k3s", "--listen", "127.0.0.2:7070", backends=backends)
+    assert yaml.safe_load(out.stdout)["mirrors"]["*"]["endpoint"] == ["http://127.0.0.2:7070"]
+    # Port 0 is chosen at each start: nothing a runtime can be pointed at.
+    out = mirror_config(workdir, "k3s", backends=oci_backend(os.path.join(FIXTURES, "oci-umoci")) + '[mirror]\nlisten = "127.0.0.1:0"\n')
+    assert out.returncode == 2 and "port 0" in out.stderr and out.stdout == ""
+
+
 def test_no_mirror_and_no_listen_is_a_usage_error_on_one_line(workdir):
     out = mirror_config(workdir, "containerd")
     assert out.returncode == 2
