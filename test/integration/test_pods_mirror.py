@@ -118,14 +118,16 @@ def test_pull_policies_in_mirror_mode(tmp_path, serve, runnable_stores):
 
 
 def test_podman_pulls_through_the_crio_config_and_gets_imagelets_id(tmp_path, serve, runnable_stores):
-    kind = "containers-storage"  # a store without the original manifest: imagelet writes one
-    server = serve_mirror(serve, runnable_stores, kind)
-    want = server.image_status(marker(kind)).image.id
-    assert want == runnable_stores.image_id(marker(kind))
+    # containers/storage: a store without the original manifest (imagelet writes one); the OCI layout
+    # adds a docker.io name, so the file has two [[registry]] tables and both are used.
+    server = serve_mirror(serve, runnable_stores, "containers-storage", "oci-layout")
     with Podman(tmp_path / "podman", printed(server, "crio")) as podman:
-        podman("pull", "-q", marker(kind))
-        assert podman("image", "inspect", "--format", "{{.Id}}", marker(kind)).stdout.strip() == want.removeprefix("sha256:")
-    record(runtime="podman 4.3", mode="mirror", policy="pull", kind=kind, started=None)
+        for ref in (marker("containers-storage"), HUB_MARKER):
+            want = server.image_status(ref).image.id
+            assert want == runnable_stores.image_id(ref)
+            podman("pull", "-q", ref)
+            assert podman("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip() == want.removeprefix("sha256:")
+    record(runtime="podman 4.3", mode="mirror", policy="pull", kind="containers-storage, OCI layout (docker.io name)", started=None)
 
 
 def test_docker_pulls_hub_names_through_the_docker_config_and_gets_imagelets_id(tmp_path, serve, runnable_stores):
