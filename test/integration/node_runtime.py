@@ -9,10 +9,11 @@ Usage (pytest):
     def test_pod(tmp_path, runnable_stores):          # runnable_stores: session fixture, see below
         with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE,
                             hosts_toml=mirror_config_text) as node:
+            pod = node.run_pod("p1")                  # RunPodSandbox, host network (pulls PAUSE)
             # kubelet's image sequence against an image service socket: containerd's own
             # (mirror mode: node.socket) or imagelet's (front mode: server.socket).
-            image_id = ensure_image(node.socket, "example.com/imagelet/marker:oci-layout", "IfNotPresent")
-            pod = node.run_pod("p1")                  # RunPodSandbox, host network
+            image_id = ensure_image(node.socket, "example.com/imagelet/marker:oci-layout", "IfNotPresent",
+                                    sandbox_config=pod.config)
             node.start_container(pod, "c1", image_id) # CreateContainer + StartContainer
             node.wait_log(pod, "c1", "imagelet-marker-oci-layout")
 
@@ -27,6 +28,16 @@ conftest) runs scripts/make-fixtures-runnable once per session into a temp
 directory and returns a `RunnableStores`: `.path(kind)`, `.backend(kind)` (the
 imagelet [[backend]] table serving that store), `.image_id(ref)`, and the
 names PAUSE and `marker(kind)`.
+
+Front mode: start the node first, then imagelet with
+`[runtime] endpoint = "unix://{node.socket}"` and its [mirror] (the node's
+hosts_toml from `imagelet mirror-config containerd`: write it with
+`node.write_hosts_toml(text)` once imagelet's port is known; containerd reads
+certs.d at every pull), and call `ensure_image(server.socket, ...)`.
+
+Also here: `Distribution` (distribution 2.8 as a stand-in mirror), `Dockerd`
+and `Podman` (registry clients on temporary roots, same teardown rules),
+`needs_node` (the skip mark), `processes_in`/`sweep` (what a test left behind).
 
 Facts these machines impose (see docs/runtimes.md): containers run as root with
 runc (crun fails on hybrid cgroups); the CRI needs restrict_oom_score_adj =
@@ -379,6 +390,13 @@ class ContainerdNode:
 
     CONTENT = "io.containerd.content.v1.content"
     SNAPSHOTS = "io.containerd.snapshotter.v1.native"
+
+    def snapshot_sizes(self):
+        """{snapshot number: bytes} of the native snapshotter's directories, in creation order: the
+        unpacked layers, then each container's writable copy (native copies the whole parent)."""
+        d = os.path.join(self.root, self.SNAPSHOTS, "snapshots")
+        names = sorted((n for n in os.listdir(d) if n.isdigit()), key=int) if os.path.isdir(d) else []
+        return {int(n): self.disk_usage(os.path.join(self.SNAPSHOTS, "snapshots", n)) for n in names}
 
     def disk_usage(self, part=""):
         """Bytes under containerd's root (du -sb), or under one `part` of it (CONTENT: the blobs as
