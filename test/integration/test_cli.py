@@ -120,7 +120,7 @@ def test_plugins_table():
     assert out.returncode == 0
     assert out.stdout.splitlines() == [
         "NAME     TYPE         STATE   IMAGES   MIRROR   LAST ERROR",
-        "sample   oci-layout   ok      2        no       ",
+        "sample   oci-layout   ok      2        yes      ",
     ]
 
 
