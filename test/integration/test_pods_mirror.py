@@ -11,14 +11,14 @@ Runs as root with Debian's containerd, runc, busybox-static, umoci, skopeo,
 podman and docker.io (see node_runtime.py)."""
 import json
 import os
-import socket
 import time
 
 import pytest
 
 from conftest import run_cli
+from mirror_client import mirror_address, wait_for
 from node_runtime import (  # noqa: F401 (runnable_stores is a fixture)
-    HUB_MARKER, PAUSE, STORE_KINDS, ContainerdNode, Dockerd, ImageNeverPull, Podman, ensure_image, free_port, marker,
+    HUB_MARKER, PAUSE, STORE_KINDS, ContainerdNode, Dockerd, ImageNeverPull, Podman, ensure_image, marker,
     needs_node, runnable_stores,
 )
 
@@ -34,24 +34,18 @@ def record(**row):
 
 
 def serve_mirror(serve, stores, *kinds):
-    """imagelet serving the stores of `kinds`, its mirror on a free loopback port; waits for the port."""
-    port = free_port()
-    config = "".join(stores.backend(k) for k in kinds) + f'[mirror]\nlisten = "127.0.0.1:{port}"\n'
+    """imagelet serving the stores of `kinds`, its mirror on a port the system chooses (read from its log)."""
+    config = "".join(stores.backend(k) for k in kinds) + '[mirror]\nlisten = "127.0.0.1:0"\n'
     server = serve(config, subdir=f"imagelet-{'-'.join(kinds)}")
-    deadline = time.time() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.time() > deadline:
-                raise AssertionError(f"imagelet's mirror is not listening on {port}: {server.log()[-2000:]}")
-            time.sleep(0.05)
+    assert wait_for(lambda: "serving the registry mirror" in server.log()), server.log()[-2000:]
+    host, port = mirror_address(server)
+    server.mirror_listen = f"{host}:{port}"
     return server
 
 
 def printed(server, runtime):
-    out = run_cli("mirror-config", runtime, "--config", server.config)
+    """What `imagelet mirror-config RUNTIME` prints for this server's stores and mirror."""
+    out = run_cli("mirror-config", runtime, "--config", server.config, "--listen", server.mirror_listen)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
