@@ -4,9 +4,9 @@ RuntimeService by python3-grpcio as kubelet 1.26 drives it.
 
 Usage (pytest):
 
-    from node_runtime import ContainerdNode, ensure_image, runnable_stores
+    from node_runtime import PAUSE, ContainerdNode, ensure_image
 
-    def test_pod(tmp_path, runnable_stores):          # runnable_stores: session fixture, see below
+    def test_pod(tmp_path, runnable_stores):          # a session fixture, see below
         with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE,
                             hosts_toml=mirror_config_text) as node:
             pod = node.run_pod("p1")                  # RunPodSandbox, host network (pulls PAUSE)
@@ -23,8 +23,8 @@ root, unmounts what is left under its directory, and then raises
 `Leftovers` if any process still refers to the node's directory: a process
 left holding CI's output open would hang CI.
 
-`runnable_stores` (a session fixture; import it into a test module or a
-conftest) runs scripts/make-fixtures-runnable once per session into a temp
+`runnable_stores` (a session fixture, imported by conftest.py so every module
+shares one) runs scripts/make-fixtures-runnable once per session into a temp
 directory and returns a `RunnableStores`: `.path(kind)`, `.backend(kind)` (the
 imagelet [[backend]] table serving that store), `.image_id(ref)`, and the
 names PAUSE and `marker(kind)`.

@@ -3,13 +3,14 @@ preloaded image pulled by containerd 1.6's CRI through a stand-in mirror
 (Debian's distribution 2.8, images pushed by skopeo), and teardown leaves no
 process behind even when containerd died under its pods."""
 import os
+import shutil
 import signal
 
 import pytest
 
-from node_runtime import PAUSE, ContainerdNode, Distribution, Leftovers, ensure_image, marker, needs_node, runnable_stores  # noqa: F401
+from node_runtime import PAUSE, ContainerdNode, Distribution, Leftovers, ensure_image, marker, needs_node
 
-pytestmark = needs_node
+pytestmark = [needs_node, pytest.mark.skipif(shutil.which("docker-registry") is None, reason="needs Debian's docker-registry")]
 
 
 def hosts_toml(listen):

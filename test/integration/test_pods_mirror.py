@@ -11,15 +11,16 @@ Runs as root with Debian's containerd, runc, busybox-static, umoci, skopeo,
 podman and docker.io (see node_runtime.py)."""
 import json
 import os
+import shutil
 import time
 
 import pytest
 
 from conftest import run_cli
 from mirror_client import mirror_address, wait_for
-from node_runtime import (  # noqa: F401 (runnable_stores is a fixture)
+from node_runtime import (
     HUB_MARKER, PAUSE, STORE_KINDS, ContainerdNode, Dockerd, ImageNeverPull, Podman, ensure_image, marker,
-    needs_node, runnable_stores,
+    needs_node,
 )
 
 
@@ -119,6 +120,7 @@ def test_pull_policies_in_mirror_mode(tmp_path, serve, runnable_stores):
         record(runtime="containerd 1.6", mode="mirror", policy=policy, kind=kind, started=started)
 
 
+@pytest.mark.skipif(shutil.which("podman") is None, reason="needs Debian's podman")
 def test_podman_pulls_through_the_crio_config_and_gets_imagelets_id(tmp_path, serve, runnable_stores):
     # containers/storage: a store without the original manifest (imagelet writes one); the OCI layout
     # adds a docker.io name, so the file has two [[registry]] tables and both are used.
@@ -132,6 +134,7 @@ def test_podman_pulls_through_the_crio_config_and_gets_imagelets_id(tmp_path, se
     record(runtime="podman 4.3", mode="mirror", policy="pull", kind="containers-storage, OCI layout (docker.io name)", started=None)
 
 
+@pytest.mark.skipif(shutil.which("dockerd") is None, reason="needs Debian's docker.io")
 def test_docker_pulls_hub_names_through_the_docker_config_and_gets_imagelets_id(tmp_path, serve, runnable_stores):
     kind = "docker"  # a Docker root: imagelet writes the manifest; registry-mirrors carry Hub names only
     server = serve_mirror(serve, runnable_stores, kind)
