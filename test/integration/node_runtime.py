@@ -43,6 +43,7 @@ Facts these machines impose (see docs/runtimes.md): containers run as root with
 runc (crun fails on hybrid cgroups); the CRI needs restrict_oom_score_adj =
 true, the native snapshotter and host-network pods (there is no CNI).
 """
+import ctypes
 import json
 import os
 import shutil
@@ -159,6 +160,39 @@ def processes_in(directory, *names):
     return found
 
 
+PR_SET_CHILD_SUBREAPER = 36
+ORPHAN_NAMES = ("containerd-shim", "containerd", "runc", "dockerd", "docker-proxy")
+
+
+def become_subreaper():
+    """Shims daemonize (their starter exits), so they are orphans; on a machine whose PID 1 does not
+    reap, each one that exits would stay a zombie. As a subreaper, this process inherits them and
+    reap_orphans() collects them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans():
+    """waitpid() on this process's zombie children that a daemon left (by command name only: the
+    subprocesses a test tracks are waited for by their Popen)."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == me and state == "Z" and comm.startswith(ORPHAN_NAMES):
+            try:
+                os.waitpid(int(entry), os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
 def mounts_under(directory):
     with open("/proc/self/mounts") as f:
         return [line.split()[1] for line in f if line.split()[1].startswith(directory + "/")]
@@ -200,6 +234,7 @@ def sweep(directory, *names):
         if subprocess.run(["umount", m], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", m], capture_output=True)
     left = processes_in(directory, *names)
+    reap_orphans()
     return (
         [f"pid {pid}: {cmd[:160]}" for pid, cmd in survivors]
         + [f"still alive: pid {pid}: {cmd[:160]}" for pid, cmd in left]
@@ -289,6 +324,7 @@ class ContainerdNode:
 
     # -- lifecycle
     def start(self, limit_s=30):
+        become_subreaper()
         with open(self.log_path, "a") as log:
             # Its own process group: teardown signals the group, never a name.
             self.proc = subprocess.Popen(
@@ -574,6 +610,7 @@ class Dockerd:
                  "--iptables=false", "--ip6tables=false", "--bridge=none"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
+        become_subreaper()  # (dockerd's containerd and its shims are its children; this is for their orphans)
         deadline = time.time() + 30
         while self.docker("version", check=False).returncode != 0:
             if self.proc.poll() is not None or time.time() > deadline:
