@@ -314,7 +314,11 @@ class ContainerdNode:
         self._pbg = pbg
         self.channel = None
         if start:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                self.close(raise_leftovers=False)  # a containerd that failed to answer is still stopped
+                raise
 
     def write_hosts_toml(self, text, host="_default"):
         d = os.path.join(self.certs, host)
