@@ -11,6 +11,7 @@ Runs as root with Debian's containerd, runc, busybox-static, umoci, skopeo,
 podman and docker.io (see node_runtime.py)."""
 import json
 import os
+import re
 import shutil
 import time
 
@@ -144,3 +145,23 @@ def test_docker_pulls_hub_names_through_the_docker_config_and_gets_imagelets_id(
         dockerd.docker("pull", "-q", "imagelet-marker:1.0")
         assert dockerd.docker("image", "inspect", "--format", "{{.Id}}", "imagelet-marker:1.0").stdout.strip() == want
     record(runtime="docker 20.10", mode="mirror", policy="pull", kind=kind, started=None)
+
+
+def test_the_per_registry_layout_for_containerd_before_1_6_17(tmp_path, serve, runnable_stores):
+    """Before 1.6.17 containerd has no _default: the same file under certs.d/<registry>/ for each
+    registry mirror-config's comment names. (1.6.20 reads both layouts; here only the per-registry one.)"""
+    kind = "oci-layout"
+    server = serve_mirror(serve, runnable_stores, kind)
+    text = printed(server, "containerd")
+    registries = re.search(r"^#\s+hold: (.+)\.$", text, re.M).group(1).split(", ")
+    assert registries == ["docker.io", "example.com"]
+    with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE) as node:
+        for registry in registries:
+            node.write_hosts_toml(text, host=registry)
+        assert not os.path.exists(os.path.join(node.certs, "_default"))
+        pod = node.run_pod("per-registry")
+        image_id = ensure_image(node.socket, marker(kind), "IfNotPresent", sandbox_config=pod.config)
+        assert image_id == runnable_stores.image_id(marker(kind))
+        node.start_container(pod, "marker", image_id)
+        node.wait_log(pod, "marker", f"imagelet-marker-{kind}")
+    record(runtime="containerd 1.6", mode="mirror (certs.d/<registry>/, as before 1.6.17)", policy="IfNotPresent", kind=kind, started=True)
