@@ -35,8 +35,9 @@ hosts_toml from `imagelet mirror-config containerd`: write it with
 `node.write_hosts_toml(text)` once imagelet's port is known; containerd reads
 certs.d at every pull), and call `ensure_image(server.socket, ...)`.
 
-Also here: `Distribution` (distribution 2.8 as a stand-in mirror), `Dockerd`
-and `Podman` (registry clients on temporary roots, same teardown rules),
+Also here: `stand_in_mirror` (distribution 2.8 standing in for the mirror),
+`Dockerd` and `Podman` (registry clients on temporary roots, same teardown
+rules; Dockerd and the registry are daemons.py's),
 `needs_node` (the skip mark), `processes_in`/`sweep` (what a test left behind).
 
 Facts these machines impose (see docs/runtimes.md): containers run as root with
@@ -48,7 +49,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +58,7 @@ import grpc
 import pytest
 
 import cri_stubs
+import daemons
 
 sys.path.insert(0, os.path.join(cri_stubs.ROOT, "scripts"))
 from bench_containerd import BASE_CONFIG  # noqa: E402  (containerd's own settings, one copy)
@@ -77,13 +78,6 @@ needs_node = pytest.mark.skipif(
 
 def marker(kind):
     return f"example.com/imagelet/marker:{kind}"
-
-
-def free_port():
-    """A loopback port nothing listens on now (the caller binds it right after)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- kubelet's image sequence -------------------------------------------------------------
@@ -285,9 +279,10 @@ class ContainerdNode:
     """containerd 1.6 + CRI + runc on `directory` (created; a fresh root every time).
 
     `hosts_toml`: text written to <directory>/certs.d/_default/hosts.toml (what
-    `imagelet mirror-config containerd` prints), or None for no mirror."""
+    `imagelet mirror-config containerd` prints), or None for no mirror. `env`: added to containerd's
+    environment (daemons.CanaryProxy's env, so a pull that goes past the mirror fails and is seen)."""
 
-    def __init__(self, directory, sandbox_image=PAUSE, hosts_toml=None, start=True):
+    def __init__(self, directory, sandbox_image=PAUSE, hosts_toml=None, start=True, env=None):
         self.dir = os.path.realpath(str(directory))
         os.makedirs(self.dir, exist_ok=True)
         self.root = os.path.join(self.dir, "root")
@@ -298,6 +293,7 @@ class ContainerdNode:
         self.config_path = os.path.join(self.dir, "config.toml")
         self.log_path = os.path.join(self.dir, "containerd.log")
         self.sandbox_image = sandbox_image
+        self.env = {**os.environ, **(env or {})}
         os.makedirs(self.certs, exist_ok=True)
         if hosts_toml is not None:
             self.write_hosts_toml(hosts_toml)
@@ -333,7 +329,7 @@ class ContainerdNode:
             # Its own process group: teardown signals the group, never a name.
             self.proc = subprocess.Popen(
                 ["containerd", "--config", self.config_path], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, env=self.env,
             )
         self.channel = grpc.insecure_channel(f"unix:{self.socket}")
         self.runtime = self._pbg.RuntimeServiceStub(self.channel)
@@ -489,56 +485,23 @@ class ContainerdNode:
 
 # --- a stand-in mirror: Debian's distribution 2.8 -------------------------------------------
 
-class Distribution:
-    """docker-registry (distribution 2.8) on a loopback port, serving `refs` copied by skopeo from
-    `layout`, under the paths each client asks: containerd's `<repo>?ns=<registry>` (the repository
-    without its registry) and the host-prefixed `<registry>/<repo>` CRI-O and podman send."""
-
-    def __init__(self, directory, layout, refs):
-        self.dir = os.path.realpath(str(directory))
-        os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
-        self.listen = f"127.0.0.1:{self.port}"
-        config = os.path.join(self.dir, "registry.yml")
-        with open(config, "w") as f:
-            f.write(
-                f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {self.dir}/data\n"
-                f"http:\n  addr: {self.listen}\nlog:\n  level: warn\n"
-            )
-        self.log_path = os.path.join(self.dir, "registry.log")
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                ["docker-registry", "serve", config], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            deadline = time.time() + 15
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        break
-                except OSError:
-                    if time.time() > deadline or self.proc.poll() is not None:
-                        raise RuntimeError(f"docker-registry did not start: {open(self.log_path).read()}")
-                    time.sleep(0.05)
-            for ref in refs:
-                registry, _, repo = ref.partition("/")
-                for dest in (repo, ref):
-                    subprocess.run(
-                        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{ref}", f"docker://{self.listen}/{dest}"],
-                        check=True, capture_output=True,
-                    )
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self):
-        stop_group(self.proc, timeout=10)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+def stand_in_mirror(scope, layout, refs):
+    """daemons.Distribution (docker-registry 2.8 on a loopback port), started, serving `refs` copied
+    by skopeo from `layout` under the paths each client asks: containerd's `<repo>?ns=<registry>` (the
+    repository without its registry) and the host-prefixed `<registry>/<repo>` CRI-O and podman send.
+    Use it as a context manager; `.host` is its HOST:PORT."""
+    registry = daemons.Distribution(str(scope)).start()
+    try:
+        for ref in refs:
+            for dest in (ref.partition("/")[2], ref):
+                subprocess.run(
+                    ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{ref}", f"docker://{registry.host}/{dest}"],
+                    check=True, capture_output=True,
+                )
+    except BaseException:
+        registry.stop()
+        raise
+    return registry
 
 
 # --- the runnable stores ---------------------------------------------------------------------
@@ -592,55 +555,34 @@ def runnable_stores():
 
 # --- registry clients: Docker and podman on temporary roots ----------------------------------
 
-class Dockerd:
-    """Debian's dockerd on a temporary data root (vfs, no iptables, no bridge), configured by
-    `daemon_json` (what `imagelet mirror-config docker` prints). Teardown as ContainerdNode's:
-    the daemon's process group, then anything still naming its directory, fails loudly."""
+class Dockerd(daemons.Dockerd):
+    """daemons.Dockerd (vfs, no iptables, no bridge, its own containerd) configured by `daemon_json`
+    (what `imagelet mirror-config docker` prints), in a short scope of its own: its containerd's
+    sockets live under the exec root, and a unix socket path has 108 bytes. stop() ends every process
+    naming the scope; leftovers still found after that fail loudly."""
 
-    def __init__(self, directory, daemon_json):
-        self.dir = os.path.realpath(str(directory))
-        os.makedirs(self.dir, exist_ok=True)
-        # The exec root holds its containerd's sockets: a short path (sun_path is 108 bytes).
-        self.exec_root = tempfile.mkdtemp(prefix="dk-")
-        self.socket = os.path.join(self.exec_root, "docker.sock")
-        config = os.path.join(self.dir, "daemon.json")
-        with open(config, "w") as f:
+    def __init__(self, daemon_json, proxy_env=None):
+        super().__init__(tempfile.mkdtemp(prefix="dk-"), proxy_env=proxy_env)
+        with open(self.daemon_json, "w") as f:
             f.write(daemon_json)
-        self.log_path = os.path.join(self.dir, "dockerd.log")
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                ["dockerd", "--config-file", config, "--data-root", f"{self.dir}/data", "--exec-root", self.exec_root,
-                 "--pidfile", f"{self.dir}/docker.pid", "-H", f"unix://{self.socket}", "--storage-driver=vfs",
-                 "--iptables=false", "--ip6tables=false", "--bridge=none"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        become_subreaper()  # (dockerd's containerd and its shims are its children; this is for their orphans)
-        deadline = time.time() + 30
-        while self.docker("version", check=False).returncode != 0:
-            if self.proc.poll() is not None or time.time() > deadline:
-                log_text = open(self.log_path).read()[-3000:]
-                self.close(raise_leftovers=False)
-                raise RuntimeError(f"dockerd did not start: {log_text}")
-            time.sleep(0.1)
 
-    def docker(self, *args, check=True, timeout=120):
-        out = subprocess.run(["/usr/bin/docker", "-H", f"unix://{self.socket}", *args], capture_output=True, text=True, timeout=timeout)
-        if check and out.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)}: {out.stderr.strip()}")
-        return out
+    def start(self):
+        become_subreaper()  # its containerd's shims daemonize: reaped by sweep()
+        try:
+            return super().start()
+        except BaseException:
+            self.stop(check=False)
+            raise
 
-    def close(self, raise_leftovers=True):
-        stop_group(self.proc, timeout=20)
-        leaked = sweep(self.dir) + sweep(self.exec_root)
-        shutil.rmtree(self.exec_root, ignore_errors=True)
-        if raise_leftovers and leaked:
+    def stop(self, check=True):
+        super().stop()
+        leaked = sweep(self.scope)
+        shutil.rmtree(self.scope, ignore_errors=True)
+        if check and leaked:
             raise Leftovers("dockerd left processes or mounts behind (now killed/unmounted): " + "; ".join(leaked))
 
-    def __enter__(self):
-        return self
-
     def __exit__(self, *exc):
-        self.close(raise_leftovers=exc[0] is None)
+        self.stop(check=exc[0] is None)
 
 
 class Podman:
@@ -648,14 +590,14 @@ class Podman:
     crio` prints) as its only registries configuration. podman runs no daemon; its run root must
     be a short path (c/storage refuses one over 50 characters), so it gets its own temp dir."""
 
-    def __init__(self, directory, registries_conf):
+    def __init__(self, directory, registries_conf, env=None):
         self.dir = os.path.realpath(str(directory))
         os.makedirs(self.dir, exist_ok=True)
         self.run = tempfile.mkdtemp(prefix="pm-")
         conf = os.path.join(self.dir, "registries.conf")
         with open(conf, "w") as f:
             f.write(registries_conf)
-        self.env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": conf, "CONTAINERS_CONF": os.path.join(self.dir, "containers.conf")}
+        self.env = {**os.environ, **(env or {}), "CONTAINERS_REGISTRIES_CONF": conf, "CONTAINERS_CONF": os.path.join(self.dir, "containers.conf")}
         open(self.env["CONTAINERS_CONF"], "a").close()
 
     def __call__(self, *args, check=True, timeout=120):

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from node_runtime import PAUSE, ContainerdNode, Distribution, Leftovers, ensure_image, marker, needs_node
+from node_runtime import PAUSE, ContainerdNode, Leftovers, ensure_image, marker, needs_node, stand_in_mirror
 
 pytestmark = [needs_node, pytest.mark.skipif(shutil.which("docker-registry") is None, reason="needs Debian's docker-registry")]
 
@@ -19,8 +19,8 @@ def hosts_toml(listen):
 
 def test_a_pod_runs_an_image_pulled_through_a_stand_in_mirror(tmp_path, runnable_stores):
     kind = "oci-layout"
-    with Distribution(tmp_path / "registry", runnable_stores.path(kind), [PAUSE, marker(kind)]) as registry:
-        with ContainerdNode(tmp_path / "node", hosts_toml=hosts_toml(registry.listen)) as node:
+    with stand_in_mirror(tmp_path / "registry", runnable_stores.path(kind), [PAUSE, marker(kind)]) as registry:
+        with ContainerdNode(tmp_path / "node", hosts_toml=hosts_toml(registry.host)) as node:
             calls = []
             image_id = ensure_image(node.socket, marker(kind), "IfNotPresent", calls=calls)
             assert calls == ["ImageStatus", "PullImage"]
@@ -37,8 +37,8 @@ def test_a_pod_runs_an_image_pulled_through_a_stand_in_mirror(tmp_path, runnable
 
 def test_teardown_removes_shims_and_containers_after_containerd_died(tmp_path, runnable_stores):
     kind = "oci-layout"
-    with Distribution(tmp_path / "registry", runnable_stores.path(kind), [PAUSE, marker(kind)]) as registry:
-        node = ContainerdNode(tmp_path / "node", hosts_toml=hosts_toml(registry.listen))
+    with stand_in_mirror(tmp_path / "registry", runnable_stores.path(kind), [PAUSE, marker(kind)]) as registry:
+        node = ContainerdNode(tmp_path / "node", hosts_toml=hosts_toml(registry.host))
         try:
             image_id = ensure_image(node.socket, marker(kind), "Always")
             pod = node.run_pod("orphaned")

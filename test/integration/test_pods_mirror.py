@@ -15,9 +15,11 @@ import re
 import shutil
 import time
 
+import grpc
 import pytest
 
 from conftest import run_cli
+from daemons import CanaryProxy
 from mirror_client import mirror_address, wait_for
 from node_runtime import (
     HUB_MARKER, PAUSE, STORE_KINDS, ContainerdNode, Dockerd, ImageNeverPull, Podman, ensure_image, marker,
@@ -27,6 +29,21 @@ from node_runtime import (
 
 pytestmark = needs_node
 RESULTS = os.environ.get("IMAGELET_POD_RESULTS")  # a JSON-lines file the docs' table is filled from
+
+
+@pytest.fixture(scope="module")
+def canary():
+    with CanaryProxy() as proxy:
+        yield proxy
+
+
+@pytest.fixture(autouse=True)
+def nothing_goes_past_the_mirror(canary):
+    """Every client gets the canary as its proxy: a request that leaves loopback (a fallback to the
+    image's own registry) is refused there and fails the test."""
+    canary.take()
+    yield
+    assert canary.take() == [], "a client went past imagelet's mirror to a registry"
 
 
 def record(**row):
@@ -53,12 +70,12 @@ def printed(server, runtime):
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)
-def test_a_pod_starts_from_a_preloaded_image_of_each_store_kind(kind, tmp_path, serve, runnable_stores):
+def test_a_pod_starts_from_a_preloaded_image_of_each_store_kind(kind, tmp_path, serve, runnable_stores, canary):
     t0 = time.perf_counter()
     server = serve_mirror(serve, runnable_stores, kind)
     want = runnable_stores.image_id(marker(kind))
     assert server.image_status(marker(kind)).image.id == want
-    with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE, hosts_toml=printed(server, "containerd")) as node:
+    with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE, hosts_toml=printed(server, "containerd"), env=canary.env) as node:
         # kubelet's order: the sandbox first (containerd pulls its image through the mirror too),
         # then EnsureImageExists for the container, with the sandbox's config.
         content_before = node.disk_usage(node.CONTENT)
@@ -87,13 +104,13 @@ def test_a_pod_starts_from_a_preloaded_image_of_each_store_kind(kind, tmp_path, 
            pull_s=round(pull_s, 3), content_bytes=content, layer_bytes=snapshots[1], container_copy_bytes=snapshots[3], image_size=size, seconds=round(time.perf_counter() - t0, 2))
 
 
-def test_pull_policies_in_mirror_mode(tmp_path, serve, runnable_stores):
+def test_pull_policies_in_mirror_mode(tmp_path, serve, runnable_stores, canary):
     """The runtime's own image service decides: Never fails on a fresh root (the runtime has never
     seen a preloaded image); IfNotPresent pulls once; Always asks the mirror again, same ID."""
     kind = "oci-layout"
     server = serve_mirror(serve, runnable_stores, kind)
     want = runnable_stores.image_id(marker(kind))
-    with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE, hosts_toml=printed(server, "containerd")) as node:
+    with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE, hosts_toml=printed(server, "containerd"), env=canary.env) as node:
         pod = node.run_pod("policies")
         with pytest.raises(ImageNeverPull):
             ensure_image(node.socket, marker(kind), "Never")
@@ -108,25 +125,29 @@ def test_pull_policies_in_mirror_mode(tmp_path, serve, runnable_stores):
         assert calls == ["ImageStatus"]
         node.start_container(pod, "marker", want)
         node.wait_log(pod, "marker", f"imagelet-marker-{kind}")
-        # imagelet stopped: the copy containerd holds still starts under IfNotPresent. (Always is not
-        # tried: containerd would turn to the image's own registry, and tests stay on loopback.)
+        # imagelet stopped: Always fails, containerd having gone on to the image's own registry (no
+        # `server` line in hosts.toml), which the canary proxy refused; the copy containerd holds
+        # still starts under IfNotPresent.
         server.stop()
+        with pytest.raises(grpc.RpcError):
+            ensure_image(node.socket, marker(kind), "Always")
+        assert [r for r in canary.take() if r.startswith("CONNECT example.com:443")], "containerd did not try the registry"
         calls.clear()
         assert ensure_image(node.socket, marker(kind), "IfNotPresent", calls=calls) == want
         assert calls == ["ImageStatus"]
         node.start_container(pod, "again", want)
         node.wait_log(pod, "again", f"imagelet-marker-{kind}")
     for policy, started in (("Never (fresh root)", False), ("IfNotPresent", True), ("Always", True), ("Never (after a pull)", True),
-                            ("IfNotPresent (imagelet stopped, pulled before)", True)):
+                            ("Always (imagelet stopped)", False), ("IfNotPresent (imagelet stopped, pulled before)", True)):
         record(runtime="containerd 1.6", mode="mirror", policy=policy, kind=kind, started=started)
 
 
 @pytest.mark.skipif(shutil.which("podman") is None, reason="needs Debian's podman")
-def test_podman_pulls_through_the_crio_config_and_gets_imagelets_id(tmp_path, serve, runnable_stores):
+def test_podman_pulls_through_the_crio_config_and_gets_imagelets_id(tmp_path, serve, runnable_stores, canary):
     # containers/storage: a store without the original manifest (imagelet writes one); the OCI layout
     # adds a docker.io name, so the file has two [[registry]] tables and both are used.
     server = serve_mirror(serve, runnable_stores, "containers-storage", "oci-layout")
-    with Podman(tmp_path / "podman", printed(server, "crio")) as podman:
+    with Podman(tmp_path / "podman", printed(server, "crio"), env=canary.env) as podman:
         for ref in (marker("containers-storage"), HUB_MARKER):
             want = server.image_status(ref).image.id
             assert want == runnable_stores.image_id(ref)
@@ -136,18 +157,19 @@ def test_podman_pulls_through_the_crio_config_and_gets_imagelets_id(tmp_path, se
 
 
 @pytest.mark.skipif(shutil.which("dockerd") is None, reason="needs Debian's docker.io")
-def test_docker_pulls_hub_names_through_the_docker_config_and_gets_imagelets_id(tmp_path, serve, runnable_stores):
+def test_docker_pulls_hub_names_through_the_docker_config_and_gets_imagelets_id(tmp_path, serve, runnable_stores, canary):
     kind = "docker"  # a Docker root: imagelet writes the manifest; registry-mirrors carry Hub names only
     server = serve_mirror(serve, runnable_stores, kind)
     want = server.image_status(HUB_MARKER).image.id
     assert want == runnable_stores.image_id(HUB_MARKER)
-    with Dockerd(tmp_path / "docker", printed(server, "docker")) as dockerd:
-        dockerd.docker("pull", "-q", "imagelet-marker:1.0")
+    with Dockerd(printed(server, "docker"), proxy_env=canary.env).start() as dockerd:
+        pulled = dockerd.docker("pull", "-q", "imagelet-marker:1.0")
+        assert pulled.returncode == 0, pulled.stderr
         assert dockerd.docker("image", "inspect", "--format", "{{.Id}}", "imagelet-marker:1.0").stdout.strip() == want
     record(runtime="docker 20.10", mode="mirror", policy="pull", kind=kind, started=None)
 
 
-def test_the_per_registry_layout_for_containerd_before_1_6_17(tmp_path, serve, runnable_stores):
+def test_the_per_registry_layout_for_containerd_before_1_6_17(tmp_path, serve, runnable_stores, canary):
     """Before 1.6.17 containerd has no _default: the same file under certs.d/<registry>/ for each
     registry mirror-config's comment names. (1.6.20 reads both layouts; here only the per-registry one.)"""
     kind = "oci-layout"
@@ -155,7 +177,7 @@ def test_the_per_registry_layout_for_containerd_before_1_6_17(tmp_path, serve, r
     text = printed(server, "containerd")
     registries = re.search(r"^#\s+hold: (.+)\.$", text, re.M).group(1).split(", ")
     assert registries == ["docker.io", "example.com"]
-    with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE) as node:
+    with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE, env=canary.env) as node:
         for registry in registries:
             node.write_hosts_toml(text, host=registry)
         assert not os.path.exists(os.path.join(node.certs, "_default"))
