@@ -105,8 +105,11 @@ ${exposure(m, "#")}#
 #    _default covers every registry without a directory of its own: a certs.d/<registry>/
 #    directory that exists (even one holding only certificates) hides it for that registry.
 #    With no \`server\` line containerd asks the mirror first, then the registry itself.
-#    Check: crictl pull <an image the stores hold>; imagelet's log shows the requests.
+#    An offline node: uncomment the \`server\` line to keep every pull on the mirror
+#    (its errors then name the mirror, not an unreachable registry).
+#    Check: crictl pull <an image the stores hold>; crictl images shows imagelet's image ID.
 
+# server = "${url(m)}"
 [host."${url(m)}"]
   capabilities = ["pull", "resolve"]
 `;

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+import tomllib
 
 import grpc
 import pytest
@@ -187,3 +188,23 @@ def test_the_per_registry_layout_for_containerd_before_1_6_17(tmp_path, serve, r
         node.start_container(pod, "marker", image_id)
         node.wait_log(pod, "marker", f"imagelet-marker-{kind}")
     record(runtime="containerd 1.6", mode="mirror (certs.d/<registry>/, as before 1.6.17)", policy="IfNotPresent", kind=kind, started=True)
+
+
+def test_the_offline_server_line_keeps_every_pull_on_the_mirror(tmp_path, serve, runnable_stores, canary):
+    """mirror-config's commented `server` line, uncommented: pods start as before, and with imagelet
+    stopped containerd's pull fails on the mirror instead of going on to the image's registry."""
+    kind = "oci-layout"
+    server = serve_mirror(serve, runnable_stores, kind)
+    text, n = re.subn(r"^# (server = .+)$", r"\1", printed(server, "containerd"), flags=re.M)
+    assert n == 1 and tomllib.loads(text)["server"] == f"http://{server.mirror_listen}"
+    with ContainerdNode(tmp_path / "node", sandbox_image=PAUSE, hosts_toml=text, env=canary.env) as node:
+        pod = node.run_pod("offline")
+        image_id = ensure_image(node.socket, marker(kind), "Always", sandbox_config=pod.config)
+        node.start_container(pod, "marker", image_id)
+        node.wait_log(pod, "marker", f"imagelet-marker-{kind}")
+        server.stop()
+        with pytest.raises(grpc.RpcError) as failed:
+            ensure_image(node.socket, marker(kind), "Always")
+        assert server.mirror_listen in failed.value.details()
+        # (nothing reached the canary: checked by nothing_goes_past_the_mirror)
+    record(runtime="containerd 1.6", mode="mirror, with the server line (offline)", policy="Always; Always with imagelet stopped", kind=kind, started=True)
