@@ -158,12 +158,13 @@ PR_SET_CHILD_SUBREAPER = 36
 ORPHAN_NAMES = ("containerd-shim", "containerd", "runc", "dockerd", "docker-proxy")
 
 
-def become_subreaper():
+def become_subreaper(on=True):
     """Shims daemonize (their starter exits), so they are orphans; on a machine whose PID 1 does not
-    reap, each one that exits would stay a zombie. As a subreaper, this process inherits them and
-    reap_orphans() collects them."""
+    reap, each one that exits would stay a zombie. While a node runs, this process is a subreaper: it
+    inherits them, and sweep() collects them and turns this off again (so other tests' orphans go to
+    PID 1 as usual)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0)
 
 
 def reap_orphans():
@@ -229,6 +230,7 @@ def sweep(directory, *names):
             subprocess.run(["umount", "-l", m], capture_output=True)
     left = processes_in(directory, *names)
     reap_orphans()
+    become_subreaper(False)
     return (
         [f"pid {pid}: {cmd[:160]}" for pid, cmd in survivors]
         + [f"still alive: pid {pid}: {cmd[:160]}" for pid, cmd in left]
