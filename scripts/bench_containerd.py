@@ -8,7 +8,8 @@ import os
 import subprocess
 import time
 
-CONFIG = """\
+# The daemon's own settings, shared with the end-to-end pod harness (test/integration/node_runtime.py).
+BASE_CONFIG = """\
 version = 2
 root = "{root}"
 state = "{state}"
@@ -28,6 +29,8 @@ disabled_plugins = [
   level = "warn"
 [metrics]
   address = ""
+"""
+CONFIG = BASE_CONFIG + """\
 [plugins."io.containerd.grpc.v1.cri"]
   disable_tcp_service = true
   [plugins."io.containerd.grpc.v1.cri".containerd]

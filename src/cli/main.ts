@@ -15,6 +15,7 @@ import { loadSetup, type SetupOptions } from "../registry/setup";
 import { ListenerStartError } from "../server/lifecycle";
 import { serve, SocketPathError } from "../server/serve";
 import { configCommand } from "./config-command";
+import { configuredListen, mirrorAddress, registriesOf, RUNTIMES, runtimeConfig, type Runtime } from "./mirror-config";
 import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, sortImages, type OutputFormat } from "./format";
 import { inProcessSource, remoteSource, serverBackends, type ImageSource, type ServerBackends } from "./source";
 
@@ -250,6 +251,35 @@ export function buildCli() {
         usage,
       }),
     );
+
+  cli
+    .command("mirror-config <runtime>", `Print what a runtime (${RUNTIMES.join(", ")}) needs to pull through imagelet's mirror`)
+    .option("--listen <host:port>", "The mirror's address (default: the config's [mirror] listen)")
+    .action(async (runtime: string, opts: GlobalOptions & { listen?: string }) => {
+      if (!(RUNTIMES as readonly string[]).includes(runtime)) {
+        throw usage(`mirror-config: RUNTIME must be one of ${RUNTIMES.join(", ")}, got ${JSON.stringify(runtime)}`);
+      }
+      const log = cliLogger(opts, "error");
+      const { config, definitions } = await loadSetup(opts, log);
+      const listen = opts.listen ?? configuredListen(config);
+      if (listen === undefined) {
+        throw usage(`mirror-config: no mirror is configured (no [mirror] listen in ${config.file ?? "the config"}) and no --listen given`);
+      }
+      const address = mirrorAddress(String(listen));
+      if ("error" in address) throw usage(`mirror-config: --listen: ${address.error}`);
+      // The registries the stores hold: CRI-O needs one entry per registry, the others name them in notes.
+      const endpoint = endpointOf(opts);
+      const source = endpoint ? remoteSource(endpoint, timeoutMs(opts)) : await inProcessSource(config, definitions, log);
+      let names: string[];
+      try {
+        names = (await source.listImages()).flatMap((i) => [...(i.repoTags ?? []), ...(i.repoDigests ?? [])]);
+      } finally {
+        source.close();
+      }
+      const { file, notes } = runtimeConfig(runtime as Runtime, address, registriesOf(names));
+      write(file);
+      for (const note of notes) writeSync(2, `imagelet: ${note}\n`);
+    });
 
   cli.command("sdk", "Print the backend plugin SDK (imagelet-plugin.ts) this binary implements").action(() => {
     write(sdkSource());

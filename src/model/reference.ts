@@ -192,6 +192,12 @@ export function normalizeReference(input: string): string {
   return formatReference(parseDockerRef(input));
 }
 
+/** The registry host of a name (`busybox` → `docker.io`, `quay.io:443/a/b:1` → `quay.io:443`). */
+export function registryOf(input: string): string {
+  const { repository } = parseNormalizedNamed(input);
+  return repository.slice(0, repository.indexOf("/"));
+}
+
 /** Whether a string is a valid tag (`[\w][\w.-]{0,127}`). */
 export function isTag(value: string): boolean {
   return TAG.test(value);

@@ -157,3 +157,7 @@ def run_cli(*args, env=None, timeout=30):
     if env:
         e.update(env)
     return subprocess.run([BIN, *args], capture_output=True, text=True, env=e, timeout=timeout)
+
+
+# The runnable stores for the end-to-end pod tests, made once per session (node_runtime.py).
+from node_runtime import runnable_stores  # noqa: E402,F401

@@ -1,7 +1,7 @@
 // Cases from github.com/distribution/reference normalize_test.go and
 // reference_test.go, plus containerd's ParseDockerRef defaults.
 import { describe, expect, test } from "bun:test";
-import { InvalidReferenceError, MAX_REFERENCE_LENGTH, normalizeReference, parseDockerRef, parseNormalizedNamed, isFullReference, quote, taggedReference, withDefaultTag } from "../../src/model/reference";
+import { InvalidReferenceError, MAX_REFERENCE_LENGTH, normalizeReference, parseDockerRef, parseNormalizedNamed, isFullReference, quote, registryOf, taggedReference, withDefaultTag } from "../../src/model/reference";
 
 const HEX64 = "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a";
 const F64 = "f".repeat(64);
@@ -93,6 +93,23 @@ describe("isFullReference (ref.name reading)", () => {
     for (const v of ["example.com/edge/hello:1.0", "edge-tools:2.0", `a@sha256:${F64}`]) expect(isFullReference(v)).toBe(true);
   });
   test("names that do not parse are not", () => expect(isFullReference("Bad/Name:x")).toBe(false));
+});
+
+describe("registryOf (the registry a mirror must name)", () => {
+  test.each([
+    ["busybox", "docker.io"],
+    ["library/busybox:1.36", "docker.io"],
+    ["index.docker.io/foo/bar", "docker.io"],
+    ["quay.io/org/app:1", "quay.io"],
+    ["localhost:5000/app@sha256:" + "a".repeat(64), "localhost:5000"],
+    ["[::1]:5000/app", "[::1]:5000"],
+    ["localhost/app:1", "localhost"],
+  ])("%s → %s", (name, registry) => {
+    expect(registryOf(name)).toBe(registry);
+  });
+  test("a name that does not parse throws", () => {
+    expect(() => registryOf("docker.io/Library/busybox")).toThrow(InvalidReferenceError);
+  });
 });
 
 describe("length", () => {
