@@ -9,17 +9,18 @@ from PullImage to a started container, for a 256 MiB preloaded image.
 
 The image is made here and not committed: one layer of 256 MiB of random bytes (gzip
 level 1, so it stays 256 MiB) and one of busybox-static, its command `echo`. Each
-round starts a fresh containerd (CRI, runc, native snapshotter) on a fresh root,
-the sandbox image already pulled; rounds alternate between the two paths, and the
-medians are reported. Until imagelet serves the mirror itself (`[mirror]`), the
-front path's mirror is the same docker-registry: the figure is then what front
-mode adds (imagelet's PullImage, the runtime's ImageStatus, the relist) to the
-same pull. Needs root, containerd, runc, docker-registry, skopeo, busybox-static.
+round starts a fresh containerd (CRI, runc, native snapshotter; the pod tests'
+harness, test/integration/node_runtime.py) whose hosts.toml is what `imagelet
+mirror-config containerd` prints for the path's registry, and runs the pod's
+sandbox first (its image is not what is measured); rounds alternate between the
+two paths, and the medians are reported. Needs root, containerd, runc,
+docker-registry, skopeo, busybox-static.
 
   sudo scripts/bench_front.py [--rounds 5] [--size-mib 256] [--no-write]   (scripts/bench runs it last)
 """
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -29,41 +30,49 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from front_node import SANDBOX, DistributionRegistry, Layout, Node, busybox_layer, free_port, pause_image, random_layer, wait_for  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "test", "integration"))
+from busybox_images import SANDBOX, Layout, marker_image, pause_image, random_layer  # noqa: E402
+from node_runtime import ContainerdNode, stand_in_mirror  # noqa: E402  (the pod tests' harness)
 
 BIN = os.environ.get("IMAGELET_BIN", os.path.join(ROOT, "dist", "imagelet"))
 REF = "docker.io/library/big:256"
 
 
-def imagelet_serves_mirror(work):
-    """Whether this imagelet has `[mirror]` (issue 22): `config --check` of a file with one."""
-    path = os.path.join(work, "probe.toml")
-    with open(path, "w") as f:
-        f.write('[mirror]\nlisten = "127.0.0.1:1"\n')
-    return subprocess.run([BIN, "config", "--check", path], capture_output=True).returncode == 0
+def imagelet_config(work, layout, endpoint):
+    """imagelet's config: the layout, its mirror on a port the system chooses, in front of `endpoint`."""
+    os.makedirs(work, exist_ok=True)
+    config = os.path.join(work, "imagelet.toml")
+    with open(config, "w") as f:
+        f.write(f'socket = "{work}/imagelet.sock"\n[mirror]\nlisten = "127.0.0.1:0"\n[runtime]\nendpoint = "unix://{endpoint}"\n'
+                f'[[backend]]\ntype = "oci-layout"\nname = "preloaded"\npath = "{layout}"\n')
+    return config
 
 
 class Imagelet:
-    def __init__(self, work, layout, endpoint, mirror=None):
+    def __init__(self, config):
         import grpc
 
         import cri_stubs
 
-        os.makedirs(work, exist_ok=True)
+        work = os.path.dirname(config)
+        self.config = config
         self.socket = os.path.join(work, "imagelet.sock")
         self.log_path = os.path.join(work, "imagelet.log")
-        config = os.path.join(work, "imagelet.toml")
-        with open(config, "w") as f:
-            mirror_table = f'[mirror]\nlisten = "{mirror}"\n' if mirror else ""
-            f.write(f'socket = "{self.socket}"\n{mirror_table}[runtime]\nendpoint = "{endpoint}"\n[[backend]]\ntype = "oci-layout"\nname = "preloaded"\npath = "{layout}"\n')
-        log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([BIN, "serve", "--config", config], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        if not wait_for(lambda: "serving CRI ImageService" in open(self.log_path).read(), 20):
-            raise SystemExit(f"imagelet did not start: {open(self.log_path).read()}")
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([BIN, "serve", "--config", self.config], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while not re.search(r'msg="serving the registry mirror \(read-only\)" listen=(\S+)', self.log()):
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"imagelet did not start: {self.log()}")
+            time.sleep(0.05)
+        self.mirror = re.search(r'msg="serving the registry mirror \(read-only\)" listen=(\S+)', self.log()).group(1)
         self.pb, pbg = cri_stubs.load()
         self.channel = grpc.insecure_channel(f"unix:{self.socket}")
         self.images = pbg.ImageServiceStub(self.channel)
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
 
     def stop(self):
         self.channel.close()
@@ -71,44 +80,40 @@ class Imagelet:
         self.proc.wait(timeout=20)
 
 
-def disk_use(node):
-    """MiB of containerd's content store and snapshots (what the runtime's copy costs beside the preloaded image)."""
-    def du(sub):
-        out = subprocess.run(["du", "-s", "--block-size=1", os.path.join(node.work, "root", sub)], capture_output=True, text=True).stdout.split()
-        return int(out[0]) / 2**20 if out else 0
-
-    return du("io.containerd.content.v1.content"), du("io.containerd.snapshotter.v1.native")
+def hosts_toml(config, mirror):
+    """What `imagelet mirror-config containerd` prints for `mirror` (imagelet's, or distribution's address)."""
+    out = subprocess.run([BIN, "mirror-config", "containerd", "--config", config, "--listen", mirror], capture_output=True, text=True, check=True)
+    return out.stdout
 
 
-def one_round(work, path, layout, registry, image_id, own_mirror):
-    """Seconds from PullImage to StartContainer's answer, on a fresh containerd root."""
-    mirror = f"127.0.0.1:{free_port()}" if path == "front" and own_mirror else None
-    node = Node(os.path.join(work, f"node-{path}"), mirror=mirror or registry.addr)
+def one_round(work, path, layout, registry, image_id):
+    """Seconds from PullImage to StartContainer's answer (and to PullImage's), and the runtime's disk, on a fresh containerd root."""
+    node = ContainerdNode(os.path.join(work, f"node-{path}"), sandbox_image=SANDBOX, start=False)
     server = None
     try:
-        node.start()
-        service = node.images
+        config = imagelet_config(os.path.join(work, f"imagelet-{path}"), layout, node.socket)
         if path == "front":
-            server = Imagelet(os.path.join(work, f"imagelet-{path}"), layout, node.endpoint, mirror)
-            service = server.images
+            server = Imagelet(config)
+        node.write_hosts_toml(hosts_toml(config, server.mirror if server else registry.host))
+        node.start()
+        service = server.images if server else node.images
         # The sandbox image is not what is measured.
-        node.images.PullImage(node.pb.PullImageRequest(image=node.pb.ImageSpec(image=SANDBOX)), timeout=120)
+        pod = node.run_pod(f"bench-{path}")
         pb = node.pb
         t0 = time.perf_counter()
         image_ref = service.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=REF)), timeout=600).image_ref
         t_pulled = time.perf_counter()
         assert image_ref == image_id, (image_ref, image_id)
-        pulled = disk_use(node)
-        _, container, _ = node.run_pod(image_ref, f"bench-{path}", timeout=600)
+        pulled = node.disk_usage(node.CONTENT) / 2**20, node.disk_usage(node.SNAPSHOTS) / 2**20
+        node.start_container(pod, "big", image_ref, timeout=600)
         t1 = time.perf_counter()
-        assert node.wait_exit(container, 60)
-        return t1 - t0, t_pulled - t0, (pulled, disk_use(node))
+        node.wait_log(pod, "big", "started")
+        return t1 - t0, t_pulled - t0, (pulled, (None, node.disk_usage(node.SNAPSHOTS) / 2**20))
     finally:
         if server is not None:
             server.stop()
-        node.stop()
-        subprocess.run(["rm", "-rf", os.path.join(work, f"node-{path}")])
-        subprocess.run(["rm", "-rf", os.path.join(work, f"imagelet-{path}")])
+        node.close()
+        subprocess.run(["rm", "-rf", os.path.join(work, f"node-{path}"), os.path.join(work, f"imagelet-{path}")])
 
 
 BEGIN = "<!-- front mode figures: begin (written by scripts/bench_front.py) -->"
@@ -125,13 +130,13 @@ def markdown(r):
     return "\n".join([
         BEGIN,
         "",
-        f"One run of `scripts/bench_front.py --rounds {r['rounds']}` on {r['date']}, commit `{r['git']}`, {os.cpu_count()} CPUs, "
-        f"containerd {r['containerd']}; front mode's mirror: {r['mirror']}. Medians; single rounds ranged from "
+        f"One run of `scripts/bench_front.py --rounds {r['rounds']}` ({r['size_mib']} MiB image) on {r['date']}, commit `{r['git']}`, {os.cpu_count()} CPUs, "
+        f"containerd {r['containerd']}. Medians; single rounds ranged from "
         f"{min(spread):.2f} s to {max(spread):.2f} s.",
         "",
         "| path | PullImage | PullImage → started container |",
         "| --- | --- | --- |",
-        f"| front mode: imagelet → containerd → {'imagelet' if r['own_mirror'] else 'the stand-in'}'s mirror | {med(r['pull']['front']):.2f} s | {f:.2f} s |",
+        f"| front mode: imagelet → containerd → imagelet's mirror | {med(r['pull']['front']):.2f} s | {f:.2f} s |",
         f"| distribution: containerd → docker-registry | {med(r['pull']['distribution']):.2f} s | {d:.2f} s |",
         f"| ratio front / distribution | | **{f / d:.2f}** |",
         "",
@@ -152,35 +157,26 @@ def main(argv=None, doc=None):
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("containerd needs root: run scripts/bench_front.py as root")
-    r = {"rounds": args.rounds, "total": {"front": [], "distribution": []}, "pull": {"front": [], "distribution": []}}
+    r = {"rounds": args.rounds, "size_mib": args.size_mib, "total": {"front": [], "distribution": []}, "pull": {"front": [], "distribution": []}}
     with tempfile.TemporaryDirectory(prefix="imagelet-bench-front-", dir=args.work or "/var/tmp") as work:
         layout_dir = os.path.join(work, "store")
         layout = Layout(layout_dir)
         t = time.perf_counter()
         big = random_layer(os.path.join(work, "random.bin"), args.size_mib << 20)
         os.unlink(os.path.join(work, "random.bin"))
-        image_id = layout.add(REF, [big, busybox_layer()], ["/bin/echo", "started"])
+        image_id = marker_image(layout, REF, "started", layers=[big])
         del big
         pause_image(layout, SANDBOX)
         print(f"image made in {time.perf_counter() - t:.1f} s ({args.size_mib} MiB random layer + busybox-static)", flush=True)
-        registry = DistributionRegistry(os.path.join(work, "registry"))
-        registry.start()
-        try:
-            registry.push(layout_dir, REF, "library/big:256")
-            registry.push(layout_dir, SANDBOX, "library/pause:front")
-            r["own_mirror"] = imagelet_serves_mirror(work)
-            r["mirror"] = "imagelet's [mirror]" if r["own_mirror"] else "docker-registry standing in (this imagelet has no [mirror])"
-            print(f"front mode's mirror: {r['mirror']}", flush=True)
+        with stand_in_mirror(os.path.join(work, "registry"), layout_dir, [REF, SANDBOX]) as registry:
             for n in range(args.rounds):
                 for path in ("front", "distribution") if n % 2 == 0 else ("distribution", "front"):
-                    total, pull, ((content, snaps), (_, snaps_run)) = one_round(work, path, layout_dir, registry, image_id, r["own_mirror"])
+                    total, pull, ((content, snaps), (_, snaps_run)) = one_round(work, path, layout_dir, registry, image_id)
                     r["total"][path].append(total)
                     r["pull"][path].append(pull)
                     r["disk"] = (content, snaps, snaps_run)
                     print(f"round {n + 1} {path}: PullImage {pull:.2f} s, PullImage → started {total:.2f} s; "
                           f"after the pull: content store {content:.0f} MiB, snapshots {snaps:.0f} MiB (with the container: {snaps_run:.0f} MiB)", flush=True)
-        finally:
-            registry.stop()
     r["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     r["git"] = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip() or "?"
     r["containerd"] = subprocess.run(["containerd", "--version"], capture_output=True, text=True).stdout.split()[2]
