@@ -485,6 +485,34 @@ class ContainerdNode:
             raise Leftovers("the node left processes or mounts behind (now killed/unmounted): " + "; ".join(leaked + problems))
 
 
+# --- what every pod test shares: the canary, the results the docs' table is filled from ------
+
+RESULTS = os.environ.get("IMAGELET_POD_RESULTS")  # a JSON-lines file docs/runtimes.md's table is filled from
+
+
+def record(**row):
+    """One row of docs/runtimes.md's "What was run" (when IMAGELET_POD_RESULTS names a file)."""
+    if RESULTS:
+        with open(RESULTS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture(scope="module")
+def canary():
+    with daemons.CanaryProxy() as proxy:
+        yield proxy
+
+
+@pytest.fixture(autouse=True)
+def nothing_goes_past_the_mirror(canary):
+    """Every client gets the canary as its proxy: a request that leaves loopback (a fallback to the
+    image's own registry) is refused there and fails the test. A module that imports this fixture
+    gets it for every test; a test about such a fallback takes the canary's record itself."""
+    canary.take()
+    yield
+    assert canary.take() == [], "a client went past imagelet's mirror to a registry"
+
+
 # --- a stand-in mirror: Debian's distribution 2.8 -------------------------------------------
 
 def stand_in_mirror(scope, layout, refs):

@@ -30,38 +30,18 @@ import pytest
 
 import cri_stubs
 from conftest import ROOT, oci_backend, run_cli
-from daemons import CanaryProxy, Distribution
+from daemons import Distribution
 from mirror_client import mirror_address, wait_for
-from node_runtime import PAUSE, STORE_KINDS, ContainerdNode, ImageNeverPull, ensure_image, marker, needs_node, stop_group
+from node_runtime import (  # noqa: F401  (canary, nothing_goes_past_the_mirror: fixtures)
+    PAUSE, STORE_KINDS, ContainerdNode, canary, ensure_image, marker, needs_node, nothing_goes_past_the_mirror, record, stop_group,
+)
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from busybox_images import Layout, marker_image  # noqa: E402
 
 pytestmark = needs_node
-RESULTS = os.environ.get("IMAGELET_POD_RESULTS")  # the JSON-lines file docs/runtimes.md's table is filled from
 PULLED = "the runtime pulled a preloaded image from the mirror"
 KIND = "oci-layout"
-
-
-@pytest.fixture(scope="module")
-def canary():
-    with CanaryProxy() as proxy:
-        yield proxy
-
-
-@pytest.fixture(autouse=True)
-def nothing_goes_past_the_mirror(canary):
-    """A request that leaves loopback (a fallback to the image's own registry) is refused and fails the test,
-    unless the test is about that (it takes them itself)."""
-    canary.take()
-    yield
-    assert canary.take() == [], "a client went past imagelet's mirror to a registry"
-
-
-def record(**row):
-    if RESULTS:
-        with open(RESULTS, "a") as f:
-            f.write(json.dumps(row) + "\n")
 
 
 class Front:

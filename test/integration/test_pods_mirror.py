@@ -9,7 +9,6 @@ print and get imagelet's image ID.
 
 Runs as root with Debian's containerd, runc, busybox-static, umoci, skopeo,
 podman and docker.io (see node_runtime.py)."""
-import json
 import os
 import re
 import shutil
@@ -20,37 +19,14 @@ import grpc
 import pytest
 
 from conftest import run_cli
-from daemons import CanaryProxy
 from mirror_client import mirror_address, wait_for
-from node_runtime import (
-    HUB_MARKER, PAUSE, STORE_KINDS, ContainerdNode, Dockerd, ImageNeverPull, Podman, ensure_image, marker,
-    needs_node,
+from node_runtime import (  # noqa: F401  (canary, nothing_goes_past_the_mirror: fixtures)
+    HUB_MARKER, PAUSE, STORE_KINDS, ContainerdNode, Dockerd, ImageNeverPull, Podman, canary, ensure_image, marker,
+    needs_node, nothing_goes_past_the_mirror, record,
 )
 
 
 pytestmark = needs_node
-RESULTS = os.environ.get("IMAGELET_POD_RESULTS")  # a JSON-lines file the docs' table is filled from
-
-
-@pytest.fixture(scope="module")
-def canary():
-    with CanaryProxy() as proxy:
-        yield proxy
-
-
-@pytest.fixture(autouse=True)
-def nothing_goes_past_the_mirror(canary):
-    """Every client gets the canary as its proxy: a request that leaves loopback (a fallback to the
-    image's own registry) is refused there and fails the test."""
-    canary.take()
-    yield
-    assert canary.take() == [], "a client went past imagelet's mirror to a registry"
-
-
-def record(**row):
-    if RESULTS:
-        with open(RESULTS, "a") as f:
-            f.write(json.dumps(row) + "\n")
 
 
 def serve_mirror(serve, stores, *kinds):
