@@ -1,6 +1,5 @@
 // Backend for iSulad's graph root (default /var/lib/isulad): its OCI image
-// store and its embedded images. See ../shared/docs/reference-image-stores.md
-// §5 and docs/backends/isulad.md.
+// store and its embedded images. See docs/backends.md#isulad.
 import { statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
