@@ -617,7 +617,7 @@ describe("Docker 29 (the docker backend, in containerd image store mode)", () =>
     const log = memoryLogger();
     const ctx: BackendContext = { name: "engine", log, baseDir: "/", platform: amd64, setNotice: (n) => void notices.push(n) };
     const docker = new DockerStore({ root }, ctx);
-    const records = docker.list();
+    const records = await docker.list();
     expect(records.flatMap((r) => r.repoTags)).toEqual(["example.com/edge/beta:2.0"]);
     expect(records).toHaveLength(2); // and the dangling one, untagged
     expect(records.flatMap((r) => r.repoDigests)).toEqual([]);

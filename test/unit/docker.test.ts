@@ -91,7 +91,7 @@ const tool = () => expected.inspect.find((i) => i.RepoDigests.length > 0)!;
 const empty = () => expected.inspect.find((i) => i.Size === 0)!;
 
 describe("agrees with docker", () => {
-  test("the fixture has the cases the tests rely on", () => {
+  test("the fixture has the cases the tests rely on", async () => {
     expect(hello()).toBeDefined();
     expect(tool()).toBeDefined();
     expect(empty()).toBeDefined();
@@ -100,8 +100,8 @@ describe("agrees with docker", () => {
     expect(new Set(expected.imagesAll.map((r) => r.ID)).size).toBeGreaterThan(shownIds().length);
   });
 
-  test("the same image IDs as `docker images`; intermediates that `docker images -a` adds stay hidden", () => {
-    const ids = store(join(FIXTURE, "root")).store.list().map((r) => r.id).sort();
+  test("the same image IDs as `docker images`; intermediates that `docker images -a` adds stay hidden", async () => {
+    const ids = (await store(join(FIXTURE, "root")).store.list()).map((r) => r.id).sort();
     expect(ids).toEqual(shownIds());
     const hidden = [...new Set(expected.imagesAll.map((r) => r.ID))].filter((id) => !ids.includes(id));
     expect(hidden.length).toBeGreaterThan(0);
@@ -112,8 +112,8 @@ describe("agrees with docker", () => {
     }
   });
 
-  test("tags, repo digests, size, user and labels match docker image inspect (names normalized)", () => {
-    const records = store(join(FIXTURE, "root")).store.list();
+  test("tags, repo digests, size, user and labels match docker image inspect (names normalized)", async () => {
+    const records = (await store(join(FIXTURE, "root")).store.list());
     for (const id of shownIds()) {
       const want = inspected(id);
       const r = byId(records, id)!;
@@ -127,28 +127,28 @@ describe("agrees with docker", () => {
     }
   });
 
-  test("a familiar short name becomes docker.io/library/…", () => {
-    const r = byId(store(join(FIXTURE, "root")).store.list(), hello().Id)!;
+  test("a familiar short name becomes docker.io/library/…", async () => {
+    const r = byId(await store(join(FIXTURE, "root")).store.list(), hello().Id)!;
     expect(r.repoTags).toContain("docker.io/library/busybox-alias:mytag");
     expect(r.repoTags).not.toContain("busybox-alias:mytag");
   });
 
-  test("the digested entry Docker recorded on push is the repo digest", () => {
-    const r = byId(store(join(FIXTURE, "root")).store.list(), tool().Id)!;
+  test("the digested entry Docker recorded on push is the repo digest", async () => {
+    const r = byId(await store(join(FIXTURE, "root")).store.list(), tool().Id)!;
     expect(r.repoDigests).toEqual(tool().RepoDigests);
     const row = expected.images.find((x) => x.ID === tool().Id && x.Digest !== "<none>")!;
     expect(r.repoDigests[0]).toBe(`${row.Repository}@${row.Digest}`);
   });
 
-  test("size is the layerdb sum Docker reports; never 0: the config's byte length when every layer is empty", () => {
-    const records = store(join(FIXTURE, "root")).store.list();
+  test("size is the layerdb sum Docker reports; never 0: the config's byte length when every layer is empty", async () => {
+    const records = (await store(join(FIXTURE, "root")).store.list());
     expect(empty().Size).toBe(0);
     expect(empty().Layers.length).toBeGreaterThan(0);
     expect(byId(records, empty().Id)!.size).toBe(empty().ConfigBytes);
     expect(records.every((r) => r.size > 0)).toBe(true);
   });
 
-  test("chain IDs name the layerdb directories docker wrote", () => {
+  test("chain IDs name the layerdb directories docker wrote", async () => {
     for (const i of expected.inspect) {
       for (const chainId of chainIds(i.Layers)) {
         expect(readFileSync(join(driverDir(join(FIXTURE, "root")), "layerdb/sha256", hexOf(chainId), "diff"), "utf8")).toStartWith("sha256:");
@@ -156,9 +156,9 @@ describe("agrees with docker", () => {
     }
   });
 
-  test("status() returns the listed image with its config", () => {
+  test("status() returns the listed image with its config", async () => {
     const { store: s } = store(join(FIXTURE, "root"));
-    s.list();
+    await s.list();
     expect((s.status(hello().Id)?.config as { config?: { User?: string } }).config?.User).toBe("app");
     expect(s.status(`sha256:${"0".repeat(64)}`)).toBeUndefined();
   });
@@ -171,39 +171,39 @@ describe("store modes and drivers", () => {
     return dir;
   }
 
-  test("containerd image store (containerd/ and no repositories.json): a notice, a log line and no images, not an error", () => {
+  test("containerd image store (containerd/ and no repositories.json): a notice, a log line and no images, not an error", async () => {
     const root = bareRoot();
     mkdirSync(join(root, "containerd", "daemon"), { recursive: true });
     mkdirSync(join(root, "image"));
     const { store: s, notices, log } = store(root);
-    expect(s.list()).toEqual([]);
+    expect(await s.list()).toEqual([]);
     expect(notices.at(-1)).toBe(
       `Docker at ${root} uses the containerd image store; no images there yet (no ${join(root, "containerd/daemon/io.containerd.metadata.v1.bolt/meta.db")})`,
     );
     expect(log.lines.some((l) => l.msg.includes("containerd image store") && l.fields?.path === root)).toBe(true);
   });
 
-  test("daemon.json with features.containerd-snapshotter true wins over leftover classic metadata", () => {
+  test("daemon.json with features.containerd-snapshotter true wins over leftover classic metadata", async () => {
     const root = copyRoot();
     const daemonConfig = join(root, "..", "daemon.json");
     writeFileSync(daemonConfig, JSON.stringify({ features: { "containerd-snapshotter": true } }));
     const { store: s, notices } = store(root, { daemonConfig });
-    expect(s.list()).toEqual([]);
+    expect(await s.list()).toEqual([]);
     expect(notices.at(-1)).toContain("uses the containerd image store");
     // Switched back: the classic store is served again and the notice is cleared.
     writeFileSync(daemonConfig, JSON.stringify({ features: { "containerd-snapshotter": false } }));
-    expect(s.list().length).toBe(shownIds().length);
+    expect((await s.list()).length).toBe(shownIds().length);
     expect(notices.at(-1)).toBeUndefined();
   });
 
-  test("a root with neither a classic store nor containerd state is a store problem naming the path", () => {
+  test("a root with neither a classic store nor containerd state is a store problem naming the path", async () => {
     const root = bareRoot();
     mkdirSync(join(root, "image"));
-    expect(() => store(root).store.list()).toThrow(StoreProblem);
-    expect(() => store(root).store.list()).toThrow(/repositories.json not found/);
+    await expect(store(root).store.list()).rejects.toThrow(StoreProblem);
+    await expect(store(root).store.list()).rejects.toThrow(/repositories.json not found/);
   });
 
-  test("the daemon.json default applies only to /var/lib/docker", () => {
+  test("the daemon.json default applies only to /var/lib/docker", async () => {
     const ctx: BackendContext = { name: "t", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} };
     const other = docker.create({ path: "/srv/docker" }, ctx) as DockerStore;
     expect((other as unknown as { opts: DockerStoreOptions }).opts.daemonConfig).toBeUndefined();
@@ -211,19 +211,19 @@ describe("store modes and drivers", () => {
     expect((system as unknown as { opts: DockerStoreOptions }).opts.daemonConfig).toBe("/etc/docker/daemon.json");
   });
 
-  test("several driver directories: the newest repositories.json is read and the choice logged; `driver` forces one", () => {
+  test("several driver directories: the newest repositories.json is read and the choice logged; `driver` forces one", async () => {
     const root = copyRoot();
     const old = join(root, "image", "overlay2");
     mkdirSync(join(old, "imagedb/content/sha256"), { recursive: true });
     writeFileSync(join(old, "repositories.json"), '{"Repositories":{}}');
     utimesSync(join(old, "repositories.json"), new Date(1000), new Date(1000));
     const { store: s, log } = store(root);
-    expect(s.list().length).toBe(shownIds().length);
+    expect((await s.list()).length).toBe(shownIds().length);
     expect(warned(log, `reading ${DRIVER} (the newest), not overlay2`)).toHaveLength(1);
-    expect(store(root, { driver: "overlay2" }).store.list()).toEqual([]);
+    expect(await store(root, { driver: "overlay2" }).store.list()).toEqual([]);
   });
 
-  test("options: path is required; driver must be a plain name", () => {
+  test("options: path is required; driver must be a plain name", async () => {
     expect(docker.options.path.required).toBe(true);
     const ctx: BackendContext = { name: "t", log: memoryLogger(), baseDir: "/", platform: amd64, setNotice() {} };
     expect(() => docker.create({ path: "/x", driver: "../etc" }, ctx)).toThrow(/driver/);
@@ -231,15 +231,15 @@ describe("store modes and drivers", () => {
 });
 
 describe("change detection", () => {
-  test("an unchanged store returns the same array; a retag or removal is seen", () => {
+  test("an unchanged store returns the same array; a retag or removal is seen", async () => {
     const root = copyRoot();
     const { store: s } = store(root);
-    const a = s.list();
-    expect(s.list()).toBe(a);
+    const a = await s.list();
+    expect(await s.list()).toBe(a);
     editRepositories(root, (repos) => {
       repos["example.com/edge/renamed"] = { "example.com/edge/renamed:9": hello().Id };
     });
-    const b = s.list();
+    const b = await s.list();
     expect(b).not.toBe(a);
     expect(byId(b, hello().Id)!.repoTags).toContain("example.com/edge/renamed:9");
     // `docker rmi`: names go first, then the config.
@@ -247,13 +247,13 @@ describe("change detection", () => {
       delete repos["example.com/edge/empty"];
     });
     unlinkSync(configPath(root, empty().Id));
-    expect(byId(s.list(), empty().Id)).toBeUndefined();
+    expect(byId(await s.list(), empty().Id)).toBeUndefined();
   });
 
   test("watch() reports a replaced repositories.json", async () => {
     const root = copyRoot();
     const { store: s } = store(root);
-    s.list();
+    await s.list();
     let stop = () => {};
     const changed = new Promise<boolean>((done) => {
       stop = s.watch(() => done(true));
@@ -268,16 +268,16 @@ describe("change detection", () => {
 });
 
 describe("damaged and hostile stores", () => {
-  test("a corrupt or truncated repositories.json throws with its path (the registry keeps the last view); fixed, it is read again", () => {
+  test("a corrupt or truncated repositories.json throws with its path (the registry keeps the last view); fixed, it is read again", async () => {
     const root = copyRoot();
     const path = join(driverDir(root), "repositories.json");
     const good = readFileSync(path, "utf8");
     const { store: s } = store(root);
-    expect(s.list().length).toBe(shownIds().length);
+    expect((await s.list()).length).toBe(shownIds().length);
     writeFileSync(path, good.slice(0, 50));
     let problem: unknown;
     try {
-      s.list();
+      await await s.list();
     } catch (e) {
       problem = e;
     }
@@ -285,10 +285,10 @@ describe("damaged and hostile stores", () => {
     expect((problem as StoreProblem).path).toBe(path);
     expect((problem as StoreProblem).message).toMatch(/not valid JSON/);
     writeFileSync(path, good);
-    expect(s.list().length).toBe(shownIds().length);
+    expect((await s.list()).length).toBe(shownIds().length);
   });
 
-  test("bad repositories.json entries are skipped and logged once; the rest is served", () => {
+  test("bad repositories.json entries are skipped and logged once; the rest is served", async () => {
     const root = copyRoot();
     editRepositories(root, (repos) => {
       repos["Bad Name"] = { "Bad Name:1": hello().Id };
@@ -297,61 +297,61 @@ describe("damaged and hostile stores", () => {
     });
     const { store: s, log } = store(root);
     const path = join(driverDir(root), "repositories.json");
-    expect(s.list().length).toBe(shownIds().length);
+    expect((await s.list()).length).toBe(shownIds().length);
     expect(warned(log, '"Bad Name:1" is not a reference', path)).toHaveLength(1);
     expect(warned(log, `names sha256:${"e".repeat(64)}, which is not in imagedb`, path)).toHaveLength(1);
     expect(warned(log, "not an image ID", path)).toHaveLength(1);
     // A rescan (new mtime) does not repeat the lines.
     editRepositories(root, () => {});
-    s.list();
+    await s.list();
     expect(warned(log, '"Bad Name:1" is not a reference')).toHaveLength(1);
   });
 
-  test("a digested entry added to repositories.json becomes a normalized repo digest", () => {
+  test("a digested entry added to repositories.json becomes a normalized repo digest", async () => {
     const root = copyRoot();
     const digest = `sha256:${"d".repeat(64)}`;
     editRepositories(root, (repos) => {
       repos["busybox-alias"]![`busybox-alias@${digest}`] = hello().Id;
     });
-    expect(byId(store(root).store.list(), hello().Id)!.repoDigests).toEqual([`docker.io/library/busybox-alias@${digest}`]);
+    expect(byId(await store(root).store.list(), hello().Id)!.repoDigests).toEqual([`docker.io/library/busybox-alias@${digest}`]);
   });
 
-  test("a config whose content does not match its name is skipped and logged with the path", () => {
+  test("a config whose content does not match its name is skipped and logged with the path", async () => {
     const root = copyRoot();
     const path = configPath(root, hello().Id);
     writeFileSync(path, readFileSync(path, "utf8").replace('"app"', '"root"'));
     const { store: s, log } = store(root);
-    const ids = s.list().map((r) => r.id);
+    const ids = (await s.list()).map((r) => r.id);
     expect(ids).not.toContain(hello().Id);
     expect(ids.length).toBe(shownIds().length - 1);
     expect(warned(log, "does not match its name", path)).toHaveLength(1);
     expect(warned(log, "which is not in imagedb")).toHaveLength(0);
   });
 
-  test("a truncated config is skipped the same way", () => {
+  test("a truncated config is skipped the same way", async () => {
     const root = copyRoot();
     const path = configPath(root, tool().Id);
     writeFileSync(path, readFileSync(path, "utf8").slice(0, 30));
     const { store: s, log } = store(root);
-    expect(s.list().map((r) => r.id)).not.toContain(tool().Id);
+    expect((await s.list()).map((r) => r.id)).not.toContain(tool().Id);
     expect(warned(log, `image ${tool().Id} skipped`, path)).toHaveLength(1);
   });
 
-  test("a missing layerdb size file skips that image (as Docker does), logged with the path; restored, it comes back", () => {
+  test("a missing layerdb size file skips that image (as Docker does), logged with the path; restored, it comes back", async () => {
     const root = copyRoot();
     const chain = chainIds(hello().Layers).at(-1)!;
     const path = join(driverDir(root), "layerdb/sha256", hexOf(chain), "size");
     const saved = readFileSync(path);
     unlinkSync(path);
     const { store: s, log } = store(root);
-    expect(s.list().map((r) => r.id)).not.toContain(hello().Id);
-    expect(s.list().length).toBe(shownIds().length - 1);
+    expect((await s.list()).map((r) => r.id)).not.toContain(hello().Id);
+    expect((await s.list()).length).toBe(shownIds().length - 1);
     expect(warned(log, `image ${hello().Id} skipped: cannot read: ENOENT`, path)).toHaveLength(1);
     writeFileSync(path, saved);
-    expect(s.list().map((r) => r.id)).toContain(hello().Id);
+    expect((await s.list()).map((r) => r.id)).toContain(hello().Id);
   });
 
-  test("a config symlinked outside the store is refused with the path, even with the right content", () => {
+  test("a config symlinked outside the store is refused with the path, even with the right content", async () => {
     const root = copyRoot();
     const path = configPath(root, hello().Id);
     const outside = join(root, "..", "outside-config");
@@ -359,39 +359,39 @@ describe("damaged and hostile stores", () => {
     unlinkSync(path);
     symlinkSync(outside, path);
     const { store: s, log } = store(root);
-    expect(s.list().map((r) => r.id)).not.toContain(hello().Id);
+    expect((await s.list()).map((r) => r.id)).not.toContain(hello().Id);
     expect(warned(log, "resolves outside the store", path)).toHaveLength(1);
   });
 
-  test("a symlink loop in imagedb is skipped and logged", () => {
+  test("a symlink loop in imagedb is skipped and logged", async () => {
     const root = copyRoot();
     const path = configPath(root, hello().Id);
     unlinkSync(path);
     symlinkSync(path, path);
     const { store: s, log } = store(root);
-    expect(s.list().length).toBe(shownIds().length - 1);
+    expect((await s.list()).length).toBe(shownIds().length - 1);
     expect(warned(log, "ELOOP", path)).toHaveLength(1);
   });
 
-  test("a layerdb size that is not a number skips the image", () => {
+  test("a layerdb size that is not a number skips the image", async () => {
     const root = copyRoot();
     const path = join(driverDir(root), "layerdb/sha256", hexOf(chainIds(tool().Layers).at(-1)!), "size");
     writeFileSync(path, "lots");
     const { store: s, log } = store(root);
-    expect(s.list().map((r) => r.id)).not.toContain(tool().Id);
+    expect((await s.list()).map((r) => r.id)).not.toContain(tool().Id);
     expect(warned(log, "is not a byte count", path)).toHaveLength(1);
   });
 
-  test("a removed root or content directory throws a store problem naming it", () => {
+  test("a removed root or content directory throws a store problem naming it", async () => {
     const root = copyRoot();
     const { store: s } = store(root);
-    s.list();
+    await s.list();
     rmSync(join(driverDir(root), "imagedb/content/sha256"), { recursive: true });
-    expect(() => s.list()).toThrow(StoreProblem);
+    await expect(s.list()).rejects.toThrow(StoreProblem);
     rmSync(root, { recursive: true });
     let problem: unknown;
     try {
-      s.list();
+      await await s.list();
     } catch (e) {
       problem = e;
     }

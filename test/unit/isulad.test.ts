@@ -483,3 +483,28 @@ describe("change detection", () => {
     expect(calls).toBe(stopped);
   });
 });
+
+describe("the registry mirror", () => {
+  test("iSulad's images are not served: no content hook, the reason once in the log and as the notice `imagelet plugins` shows", async () => {
+    const { ctx, log, notices } = context();
+    const backend = await isulad.create({ path: join(FIXTURE, "graph"), embedded_manifests: join(FIXTURE, "embedded") }, ctx);
+    expect("content" in backend).toBe(false);
+    const records = await backend.list({ signal: new AbortController().signal });
+    await backend.list({ signal: new AbortController().signal });
+    expect(records.some((r) => r.kind === "oci")).toBe(true);
+    expect(records.every((r) => r.target === undefined)).toBe(true);
+    const lines = log.lines.filter((l) => l.msg.includes("not served on the registry mirror"));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.fields).toMatchObject({ backend: "isl", path: join(FIXTURE, "graph") });
+    expect(notices.at(-1)).toContain("cannot be re-created byte for byte");
+  });
+
+  test("the notice keeps the several-stores notice beside it", () => {
+    const { graph } = copy();
+    cpSync(join(graph, "storage", "vfs-images"), join(graph, "storage", "overlay-images"), { recursive: true });
+    const { store: s, notices } = store(graph);
+    s.list();
+    expect(notices.at(-1)).toContain("several image stores");
+    expect(notices.at(-1)).toContain("not served on the registry mirror");
+  });
+});

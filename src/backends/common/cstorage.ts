@@ -1,6 +1,6 @@
 // Pure helpers for containers/storage image and layer records (images.json,
 // layers.json), and the rules CRI-O applies to them. iSulad's per-image
-// images.json object has the same shape, so its backend may use these too.
+// images.json object has the same shape: its backend parses it here too.
 // Nothing here touches the filesystem: callers read through common/files.ts.
 // See docs/backends.md#containers-storage.
 import { isDigest } from "../../model/digest";
@@ -27,6 +27,8 @@ export interface StorageImage {
   bigDataSizes: Record<string, number>;
   bigDataDigests: Record<string, string>;
   created?: string;
+  /** iSulad's own total (storage.c; c/storage records none). */
+  size?: number;
 }
 
 /** One layers.json entry (containers/storage layers.go, struct Layer), the fields read here. */
@@ -35,7 +37,7 @@ export interface StorageLayer {
   parent?: string;
   /** `diff-digest`: without it c/image cannot size the layer. */
   diffDigest?: string;
-  /** `diff-size`, the uncompressed size; omitted by c/storage when 0. */
+  /** `diff-size`, the uncompressed tar's exact length; omitted by c/storage when 0, -1 when unknown (a partial pull). */
   diffSize: number;
   /** `flags.incomplete`: the layer is still being created. */
   incomplete: boolean;
@@ -97,6 +99,7 @@ export function parseStorageImage(raw: unknown): StorageImage {
     bigDataSizes: numberMap(raw["big-data-sizes"], "big-data-sizes"),
     bigDataDigests: digestMap(raw["big-data-digests"], "big-data-digests"),
     created: optionalString(raw.created, "created"),
+    size: typeof raw.size === "number" && Number.isSafeInteger(raw.size) && raw.size > 0 ? raw.size : undefined,
   };
 }
 
@@ -226,16 +229,18 @@ export function bigDataSize(image: StorageImage): number {
 }
 
 export type LayerChain =
-  | { ok: true; size: number }
+  | { ok: true; size: number; layers: StorageLayer[] }
   | { ok: false; reason: "missing" | "incomplete" | "cycle"; layer: string };
 
 /**
  * Walks `parent` from the top layer and sums `diff-size` (c/image
- * storage_src.go getSize). Stops at a missing or incomplete layer, or a
- * parent cycle, none of which a healthy store has.
+ * storage_src.go getSize); `layers` lists the chain from the base up, the
+ * order of the config's diff_ids. Stops at a missing or incomplete layer, or
+ * a parent cycle, none of which a healthy store has.
  */
 export function layerChainSize(top: string, layers: ReadonlyMap<string, StorageLayer>): LayerChain {
   let size = 0;
+  const chain: StorageLayer[] = [];
   const seen = new Set<string>();
   for (let id: string | undefined = top; id !== undefined; ) {
     if (seen.has(id)) return { ok: false, reason: "cycle", layer: id };
@@ -244,7 +249,8 @@ export function layerChainSize(top: string, layers: ReadonlyMap<string, StorageL
     if (!layer) return { ok: false, reason: "missing", layer: id };
     if (layer.incomplete) return { ok: false, reason: "incomplete", layer: id };
     size += Math.max(0, layer.diffSize);
+    chain.push(layer);
     id = layer.parent;
   }
-  return { ok: true, size };
+  return { ok: true, size, layers: chain.reverse() };
 }

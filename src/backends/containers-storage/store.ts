@@ -4,10 +4,14 @@
 // image that was removed after images.json was read. A scan therefore
 // re-checks images.json and layers.json when it ends and starts again if they
 // changed, and its problems are logged only once the store held still.
+//
+// On the registry mirror (content()), an image is its stored config, its
+// layers re-created from <driver>-layers/<id>.tar-split.gz over the layer's
+// files, and the manifest imagelet writes over them (common/recreated-image.ts).
 import { createHash } from "node:crypto";
-import { statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { BackendContext, ImageRecord, Platform, CallContext, FsUsage } from "../../backend/contract";
+import type { BackendContext, ContentBody, ImageRecord, Platform, CallContext, FsUsage } from "../../backend/contract";
 import { isDigest } from "../../model/digest";
 import { quote } from "../../model/reference";
 import {
@@ -25,6 +29,8 @@ import {
 } from "../common/cstorage";
 import { configFacts } from "../common/oci-config";
 import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
+import { configDiffIds, recreatedContent, recreatedImage, type LayerLocation, type RecreatedImage, type RecreatedLayer } from "../common/recreated-image";
+import { TarSplitSizes, hasFile } from "../common/tar-split";
 
 /**
  * Probed in this order when no driver is configured; the first whose
@@ -38,6 +44,9 @@ export const DRIVER_PRIORITY = ["overlay", "btrfs", "zfs", "aufs", "devicemapper
  * file is far bigger than any manifest; c/storage sets no limit of its own.
  */
 export const MAX_STORE_JSON_BYTES = 512 * 1024 * 1024;
+
+/** c/image layer IDs: the diff ID, or a chain hash (storage_dest.go layerID); each names a file here. */
+const STORAGE_LAYER_ID = /^[a-f0-9]{64}$/;
 
 /** The config key of an image listed without config: status() has none to serve either. */
 const NO_CONFIG = "";
@@ -62,6 +71,8 @@ interface ImageDetail {
   created?: string;
   platform?: Platform;
   annotations?: Record<string, string>;
+  /** What the mirror serves the image from: the config file and its diff_ids, or why it cannot. */
+  mirror?: { configDigest: string; configSize: number; diffIds: string[] } | { reason: string };
 }
 
 interface Problem {
@@ -132,6 +143,9 @@ export class ContainersStore {
   private configKeys = new Map<string, string>();
   /** Each images.json entry's record (null: not listed), by a hash of the entry's text and the layer files' key. */
   private outcomes = new Map<string, ImageRecord | null>();
+  /** What the mirror serves for a listed record (records are memoized, so this follows them). */
+  private readonly served = new WeakMap<ImageRecord, RecreatedImage>();
+  private readonly tarSplitSizes = new TarSplitSizes();
 
   constructor(
     readonly root: string,
@@ -176,6 +190,40 @@ export class ContainersStore {
       this.problems.report(`config of ${id} unavailable: ${e.message}`, e.path);
       return record;
     }
+  }
+
+  /** The registry mirror's content: the written manifest, the config, a re-created layer. */
+  async content(id: string, digest: string, ctx: CallContext): Promise<ContentBody | undefined> {
+    const snapshot = this.snapshot;
+    const record = snapshot?.byId.get(id);
+    const image = record && this.served.get(record);
+    if (!snapshot || !image) return undefined;
+    return recreatedContent(image, digest, {
+      storeRoot: this.root,
+      locate: (layer) => this.locateLayer(snapshot.driver, layer),
+      sizes: this.tarSplitSizes,
+      problems: this.problems,
+      signal: ctx.signal,
+    });
+  }
+
+  /**
+   * A layer's tar-split and files: overlay/<id>/diff (the layer's own files;
+   * its lowers are not needed, as the tar names only its own) or vfs/dir/<id>
+   * (a full copy, of which the tar names the layer's part).
+   */
+  private locateLayer(driver: string, layer: RecreatedLayer): LayerLocation {
+    const tarSplit = join(this.layersDir(driver), `${layer.key}.tar-split.gz`);
+    if (!STORAGE_LAYER_ID.test(layer.key)) return { reason: `layer ID ${quote(layer.key)} is not 64 hex`, path: this.layersDir(driver) };
+    if (!hasFile(tarSplit)) return { reason: "it has no tar-split (a partial pull, or a layer from an additional store)", path: tarSplit };
+    if (driver === "vfs") return { storeRoot: this.root, tarSplit, diffDir: join(this.root, "vfs", "dir", layer.key) };
+    if (driver === "overlay") {
+      const layerDir = join(this.root, "overlay", layer.key);
+      // composefs keeps files flat by digest (diff/xx/…), named only in the TOC: not by their tar names.
+      if (existsSync(join(layerDir, "composefs-data"))) return { reason: "its files are stored flat for composefs", path: layerDir };
+      return { storeRoot: this.root, tarSplit, diffDir: join(layerDir, "diff") };
+    }
+    return { reason: `layers of the ${driver} driver are not read (overlay and vfs are)`, path: join(this.root, driver) };
   }
 
   /** ImageFsInfo: the whole store root is image data. */
@@ -362,7 +410,8 @@ export class ContainersStore {
     }
     const detail = this.detailOf(driver, image);
     if (detail.configKey !== undefined) this.configKeys.set(`sha256:${image.id}`, detail.configKey);
-    return {
+    const served = this.mirrored(driver, image, detail, chain.layers);
+    const record: ImageRecord = {
       id: `sha256:${image.id}`,
       repoTags: tags.map((t) => t.name).sort(),
       repoDigests,
@@ -374,7 +423,35 @@ export class ContainersStore {
       platform: detail.platform,
       kind: "oci",
       source,
+      target: served?.manifest.descriptor,
     };
+    if (served) this.served.set(record, served);
+    return record;
+  }
+
+  /**
+   * The image as the mirror serves it, when the store has what that takes:
+   * the config, and for each of its diff_ids, in order, the layer of the
+   * chain with that diff-digest and a known diff-size. Why not is logged once.
+   */
+  private mirrored(driver: string, image: StorageImage, detail: ImageDetail, chain: readonly StorageLayer[]): RecreatedImage | undefined {
+    const source = join(this.imagesDir(driver), image.id);
+    const mirror = detail.mirror;
+    if (mirror === undefined) return undefined;
+    const notServed = (why: string) => {
+      this.problems.report(`image ${image.id} is not served on the mirror: ${why}`, source);
+      return undefined;
+    };
+    if ("reason" in mirror) return notServed(mirror.reason);
+    if (chain.length !== mirror.diffIds.length || chain.some((l, i) => l.diffDigest !== mirror.diffIds[i])) {
+      return notServed("its layers' diff-digests are not the config's diff_ids");
+    }
+    const unsized = chain.find((l) => l.diffSize <= 0);
+    if (unsized) return notServed(`layer ${unsized.id} has no uncompressed size (diff-size ${unsized.diffSize}; a partial pull?)`);
+    return recreatedImage(
+      { digest: mirror.configDigest, size: mirror.configSize, path: this.bigDataPath(driver, image, mirror.configDigest) },
+      chain.map((l) => ({ diffId: l.diffDigest!, size: l.diffSize, key: l.id })),
+    );
   }
 
   /**
@@ -403,13 +480,17 @@ export class ContainersStore {
       const manifest = this.bigData(driver, image, manifestKey);
       if (!isRecord(manifest)) throw new StoreProblem("manifest is not a JSON object", this.bigDataPath(driver, image, manifestKey));
       const configDigest = isRecord(manifest.config) && isDigest(manifest.config.digest) ? manifest.config.digest : `sha256:${image.id}`;
-      const config = this.bigData(driver, image, configDigest);
-      if (!isRecord(config)) throw new StoreProblem("config is not a JSON object", this.bigDataPath(driver, image, configDigest));
+      const configPath = this.bigDataPath(driver, image, configDigest);
+      if (!image.bigDataNames.includes(configDigest)) throw new StoreProblem(`big-data item ${quote(configDigest)} is not recorded in images.json`, configPath);
+      const { value: config, bytes: configBytes } = readStoreJson(this.root, configPath);
+      if (!isRecord(config)) throw new StoreProblem("config is not a JSON object", configPath);
       const { config: _parsed, ...facts } = configFacts(config)!;
+      const diffIds = configDiffIds(config);
       const detail: ImageDetail = {
         ...facts,
         configKey: configDigest === `sha256:${image.id}` ? undefined : configDigest,
         annotations: isOciManifest(manifest) ? stringMap(manifest.annotations) : undefined,
+        mirror: typeof diffIds === "string" ? { reason: diffIds } : { configDigest, configSize: configBytes.length, diffIds },
       };
       this.touched.set(cacheKey, detail);
       return detail;

@@ -4,13 +4,32 @@
 // docs/backends.md#docker. With Docker's
 // containerd image store (Docker 29's default) it reads <root>/containerd/daemon,
 // namespace moby, through the containerd backend instead.
+//
+// On the registry mirror (content()), a classic-store image is its config
+// from imagedb, its layers re-created from layerdb/<chain ID>/tar-split.json.gz
+// over the driver's directory for the layer's cache-id, and the manifest
+// imagelet writes over them (common/recreated-image.ts). Layer lengths come
+// from the tar-splits, never from layerdb's `size` (the unpacked files' disk
+// usage), so listing reads each new layer's tar-split once.
 import { lstatSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
+import {
+  BACKEND_API_VERSION,
+  OptionError,
+  defineBackend,
+  type Backend,
+  type BackendContext,
+  type ContentBody,
+  type ImageRecord,
+  type CallContext,
+  type FsUsage,
+} from "../../backend/contract";
 import { isImageId } from "../../model/digest";
 import { quote } from "../../model/reference";
 import { ProblemLog, StoreProblem, parseJson, readStoreFile, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
 import { ContainerdStore } from "../containerd/index";
+import { recreatedContent, recreatedImage, type LayerLocation, type RecreatedImage, type RecreatedLayer } from "../common/recreated-image";
+import { TarSplitSizes, hasFile } from "../common/tar-split";
 import { chainIds, parseImageConfig, parseLayerSize, parseRepositories, sha256Hex, type ImageConfig, type ImageNames } from "./metadata";
 import { DEFAULT_DAEMON_CONFIG, DEFAULT_ROOT, locateStore, type StoreLocation } from "./mode";
 
@@ -81,6 +100,9 @@ export class DockerStore {
   private location?: StoreLocation;
   /** The containerd image store, read by the containerd backend, when Docker uses it. */
   private containerd?: ContainerdStore;
+  /** What the mirror serves for a listed record, by record. */
+  private served = new WeakMap<ImageRecord, RecreatedImage>();
+  private readonly tarSplitSizes = new TarSplitSizes();
 
   constructor(
     private readonly opts: DockerStoreOptions,
@@ -93,18 +115,18 @@ export class DockerStore {
     return this.opts.root;
   }
 
-  list(): readonly ImageRecord[] {
+  async list(): Promise<readonly ImageRecord[]> {
     const location = this.locate();
     if (location.mode === "containerd") {
       this.cached = undefined;
       const store = this.containerdStore();
-      this.records = store.hasMetadata() ? store.list() : NO_IMAGES;
+      this.records = store.hasMetadata() ? await store.list() : NO_IMAGES;
       return this.records;
     }
     const key = this.changeKey(location.dir);
     // repositories.json and the content directory change on every tag, pull, build and removal.
     if (this.cached?.key === key) return this.cached.records;
-    const { records, complete } = this.scan(location.dir);
+    const { records, complete } = await this.scan(location);
     this.records = records;
     // A scan that missed a layer file is retried next time, since nothing else would notice the repair.
     this.cached = complete ? { key, records } : undefined;
@@ -114,6 +136,67 @@ export class DockerStore {
   status(id: string): ImageRecord | undefined {
     if (this.location?.mode === "containerd" && this.containerd) return this.containerd.status(id);
     return this.records.find((r) => r.id === id);
+  }
+
+  /** The registry mirror's content: the written manifest, the config, a re-created layer. */
+  async content(id: string, digest: string, ctx: CallContext): Promise<ContentBody | undefined> {
+    const location = this.location;
+    if (location?.mode === "containerd") {
+      // The containerd store keeps the registry's manifests and blobs: served by the containerd backend's hook.
+      const containerd: Partial<Backend> | undefined = this.containerd;
+      return containerd?.content?.(id, digest, ctx);
+    }
+    const record = this.records.find((r) => r.id === id);
+    const image = record && this.served.get(record);
+    if (location === undefined || !image) return undefined;
+    return recreatedContent(image, digest, {
+      storeRoot: this.root,
+      locate: (layer) => this.locateLayer(location, layer),
+      sizes: this.tarSplitSizes,
+      problems: this.problems,
+      signal: ctx.signal,
+    });
+  }
+
+  /** layerdb/<chain ID>/cache-id names the layer's directory: overlay2/<id>/diff, or vfs/dir/<id>. */
+  private locateLayer(location: Extract<StoreLocation, { mode: "classic" }>, layer: RecreatedLayer): LayerLocation {
+    const layerDb = join(location.dir, "layerdb", "sha256", layer.key.slice("sha256:".length));
+    const tarSplit = join(layerDb, "tar-split.json.gz");
+    const cacheIdPath = join(layerDb, "cache-id");
+    const cacheId = readStoreFile(this.root, cacheIdPath, SMALL_FILE_BYTES).toString("utf8").trim();
+    if (!HEX_ID.test(cacheId)) return { reason: `cache-id ${quote(cacheId)} is not 64 hex`, path: cacheIdPath };
+    if (location.driver === "overlay2") return { storeRoot: this.root, tarSplit, diffDir: join(this.root, "overlay2", cacheId, "diff") };
+    if (location.driver === "vfs") return { storeRoot: this.root, tarSplit, diffDir: join(this.root, "vfs", "dir", cacheId) };
+    return { reason: `layers of the ${location.driver} driver are not read (overlay2 and vfs are)`, path: join(this.root, location.driver) };
+  }
+
+  /**
+   * The image as the mirror serves it: each layer's layerdb `diff` must be
+   * the config's diff_id, and its tar-split gives its length. Why an image
+   * is not served is logged once; it is listed all the same.
+   */
+  private async mirrored(dir: string, image: LoadedImage): Promise<RecreatedImage | undefined> {
+    const layers: RecreatedLayer[] = [];
+    try {
+      const diffIds = image.config.parsed.diffIds;
+      const chains = chainIds(diffIds);
+      for (const [i, chainId] of chains.entries()) {
+        const diffId = diffIds[i]!;
+        const layerDb = join(dir, "layerdb", "sha256", chainId.slice("sha256:".length));
+        const diffPath = join(layerDb, "diff");
+        const recorded = readStoreFile(this.root, diffPath, SMALL_FILE_BYTES).toString("utf8").trim();
+        if (recorded !== diffId) throw new StoreProblem(`layer ${chainId} records diff ${quote(recorded)}, the config's diff_id is ${diffId}`, diffPath);
+        const tarSplit = join(layerDb, "tar-split.json.gz");
+        if (!hasFile(tarSplit)) throw new StoreProblem(`layer ${chainId} has no tar-split`, tarSplit);
+        const { size } = await this.tarSplitSizes.get(this.root, tarSplit);
+        layers.push({ diffId, size, key: chainId });
+      }
+    } catch (e) {
+      if (!(e instanceof StoreProblem)) throw e;
+      this.problems.report(`image ${image.id} is not served on the mirror: ${e.message}`, e.path);
+      return undefined;
+    }
+    return recreatedImage({ digest: image.id, size: image.config.bytes, path: image.path }, layers);
   }
 
   /** ImageFsInfo: the whole store root is image data. */
@@ -198,7 +281,8 @@ export class DockerStore {
     ].join("|");
   }
 
-  private scan(dir: string): { records: ImageRecord[]; complete: boolean } {
+  private async scan(location: Extract<StoreLocation, { mode: "classic" }>): Promise<{ records: ImageRecord[]; complete: boolean }> {
+    const dir = location.dir;
     const repositoriesPath = join(dir, "repositories.json");
     const { byId: names, rejected } = parseRepositories(readStoreJson(this.root, repositoriesPath).value, repositoriesPath);
     for (const reason of rejected) this.problems.report(`repositories.json entry skipped: ${reason}`, repositoriesPath);
@@ -225,7 +309,13 @@ export class DockerStore {
         this.problems.skip(e, `image ${image.id}`);
         continue;
       }
-      records.push(this.toRecord(image, imageNames, layerBytes));
+      const record = this.toRecord(image, imageNames, layerBytes);
+      const served = await this.mirrored(dir, image);
+      if (served) {
+        record.target = served.manifest.descriptor;
+        this.served.set(record, served);
+      }
+      records.push(record);
     }
     this.layerSizes = touchedLayers;
     return { records, complete };

@@ -1,5 +1,8 @@
 // Backend for iSulad's graph root (default /var/lib/isulad): its OCI image
 // store and its embedded images. See docs/backends.md#isulad.
+//
+// No content hook: the registry mirror answers 404 for iSulad's images (see
+// NOT_MIRRORED).
 import { statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { BACKEND_API_VERSION, OptionError, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
@@ -12,6 +15,18 @@ import { listDir, statKey } from "./paths";
 /** db_common.h DBNAME, in the graph root (db_common_init). */
 const DB_FILE = "sqlite.db";
 const DRIVER_NAME = /^[a-z0-9][a-z0-9_.-]*$/;
+
+/**
+ * Why the registry mirror does not serve this store's images: iSulad writes
+ * its <id>.tar-split.gz after unpacking, one entry per member with only its
+ * name, size and CRC (util_archive.c), and no segments, so the header blocks,
+ * padding and end marker of the original tar are gone and no layer can be
+ * re-created with its diff_id (reference-layer-reconstruction.md §4).
+ * Re-tarring would give new diff_ids, so a new config and image ID: not the
+ * image kubelet was told about. Embedded images have no layers to serve.
+ */
+export const NOT_MIRRORED =
+  "not served on the registry mirror: iSulad's tar-split keeps no tar headers, so its layers cannot be re-created byte for byte (embedded images are never served)";
 
 export interface IsuladOptions {
   root: string;
@@ -65,6 +80,8 @@ export class IsuladStore {
   ) {
     this.problems = new ProblemLog(ctx.log, ctx.name);
     if (options.manifestsDir !== undefined) this.manifests = new EmbeddedManifestDir(options.manifestsDir, this.problems);
+    ctx.log.info(NOT_MIRRORED, { backend: ctx.name, path: options.root });
+    ctx.setNotice(NOT_MIRRORED);
   }
 
   private get root(): string {
@@ -151,7 +168,8 @@ export class IsuladStore {
     if (driver === undefined) {
       const found = detectDrivers(storage);
       driver = found[0];
-      this.ctx.setNotice(found.length > 1 ? `several image stores under ${storage}; reading ${driver}-images (set driver to choose)` : undefined);
+      const several = found.length > 1 ? `several image stores under ${storage}; reading ${driver}-images (set driver to choose)` : undefined;
+      this.ctx.setNotice(several === undefined ? NOT_MIRRORED : `${several}; ${NOT_MIRRORED}`);
     }
     return driver === undefined ? undefined : new IsuladImageStore(this.root, driver, this.problems);
   }

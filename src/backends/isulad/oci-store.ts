@@ -8,12 +8,11 @@ import { join } from "node:path";
 import type { ImageRecord } from "../../backend/contract";
 import { isDigest } from "../../model/digest";
 import { formatReference, parseNormalizedNamed, quote } from "../../model/reference";
+import { MANIFEST_KEY, parseStorageImage, type StorageImage } from "../common/cstorage";
 import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson } from "../common/files";
 import { configFacts, type ConfigFacts } from "../common/oci-config";
 import { SHA256_HEX, isDirectory, listDir, statKey } from "./paths";
 
-/** image_store.c IMAGE_DIGEST_BIG_DATA_KEY. */
-const MANIFEST_KEY = "manifest";
 /** A layer chain longer than iSulad's MAX_LAYER_NUM (125) with margin is a loop or damage. */
 const MAX_LAYER_DEPTH = 256;
 /** Preferred when several drivers left stores behind: iSulad's default driver (overlay2) stores under "overlay". */
@@ -23,13 +22,6 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-function stringArray(v: unknown): string[] {
-  return Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : [];
-}
-
-function numberMap(v: unknown): number[] {
-  return isRecord(v) ? Object.values(v).filter((x): x is number => typeof x === "number" && Number.isFinite(x)) : [];
-}
 
 /**
  * The drivers whose image stores exist under <graph>/storage, best first.
@@ -105,10 +97,15 @@ export class IsuladImageStore {
   private readImage(dirId: string): ImageRecord | undefined {
     const dir = join(this.imagesDir, dirId);
     const imagePath = join(dir, "images.json");
-    const image = readStoreJson(this.root, imagePath).value;
-    if (!isRecord(image)) throw new StoreProblem("images.json is not a JSON object", imagePath);
+    // The same record as a containers/storage images.json entry (image_store.c is derived from it).
+    let image: StorageImage;
+    try {
+      image = parseStorageImage(readStoreJson(this.root, imagePath).value);
+    } catch (e) {
+      if (e instanceof StoreProblem) throw e;
+      throw new StoreProblem(`images.json: ${(e as Error).message}`, imagePath);
+    }
     const id = image.id;
-    if (typeof id !== "string" || !SHA256_HEX.test(id)) throw new StoreProblem(`id ${quote(String(id))} is not 64 hex`, imagePath);
     // iSulad refuses an image whose manifest big data does not parse (image_store_validate_manifest_schema_version_1).
     const manifestPath = join(dir, bigDataFileName(MANIFEST_KEY));
     const { value: manifest, bytes: manifestBytes } = readStoreJson(this.root, manifestPath);
@@ -124,7 +121,7 @@ export class IsuladImageStore {
       repoDigests,
       size: this.size(image, layerSizes, imagePath),
       user: config.user,
-      created: typeof image.created === "string" ? image.created : config.created,
+      created: image.created ?? config.created,
       labels: config.labels,
       annotations: isRecord(manifest.annotations) ? stringMap(manifest.annotations) : undefined,
       platform: config.platform,
@@ -145,8 +142,8 @@ export class IsuladImageStore {
    * the uncompressed size, as iSulad's storage.c counts it). Every layer.json
    * must be there: a missing layer means a broken image.
    */
-  private layerChainSize(top: unknown, imagePath: string): number {
-    if (top === undefined || top === "") return 0;
+  private layerChainSize(top: string | undefined, imagePath: string): number {
+    if (top === undefined) return 0;
     let total = 0;
     const seen = new Set<string>();
     let next: unknown = top;
@@ -169,10 +166,9 @@ export class IsuladImageStore {
    * big data + layer sizes, minus one); when it is missing, the same sum
    * without the off-by-one.
    */
-  private size(image: Record<string, unknown>, layerSizes: number, imagePath: string): number {
-    const stored = image.size;
-    if (typeof stored === "number" && Number.isSafeInteger(stored) && stored > 0) return stored;
-    const size = Math.round(numberMap(image["big-data-sizes"]).reduce((a, b) => a + b, 0) + layerSizes);
+  private size(image: StorageImage, layerSizes: number, imagePath: string): number {
+    if (image.size !== undefined) return image.size;
+    const size = Math.round(Object.values(image.bigDataSizes).reduce((a, b) => a + b, 0) + layerSizes);
     if (size <= 0) throw new StoreProblem("size is unknown (no size, big data or layer sizes)", imagePath);
     return size;
   }
@@ -183,10 +179,10 @@ export class IsuladImageStore {
    * repository gets `repo@<image digest>`, the digest being images.json `digest`,
    * else the manifest's.
    */
-  private names(image: Record<string, unknown>, manifestBytes: Buffer, imagePath: string): { repoTags: string[]; repoDigests: string[] } {
+  private names(image: StorageImage, manifestBytes: Buffer, imagePath: string): { repoTags: string[]; repoDigests: string[] } {
     const repoTags: string[] = [];
     const repoDigests: string[] = [];
-    for (const name of stringArray(image.names)) {
+    for (const name of image.names) {
       try {
         const ref = parseNormalizedNamed(name);
         if (ref.digest !== undefined) repoDigests.push(formatReference({ repository: ref.repository, digest: ref.digest }));
@@ -203,9 +199,9 @@ export class IsuladImageStore {
     return { repoTags, repoDigests };
   }
 
-  private imageDigest(image: Record<string, unknown>, manifestBytes: Buffer): string {
-    if (isDigest(image.digest)) return image.digest;
-    const fromBigData = isRecord(image["big-data-digests"]) ? image["big-data-digests"][MANIFEST_KEY] : undefined;
+  private imageDigest(image: StorageImage, manifestBytes: Buffer): string {
+    if (image.digest !== undefined) return image.digest;
+    const fromBigData = image.bigDataDigests[MANIFEST_KEY];
     if (isDigest(fromBigData)) return fromBigData;
     return `sha256:${createHash("sha256").update(manifestBytes).digest("hex")}`;
   }
