@@ -70,8 +70,9 @@ function openStreams(parser: NativeParser): number {
  * refusal, then the GOAWAY, then the close. The session stops reading
  * meanwhile (nothing new is taken in). Calls that stopped moving (stalled:
  * what stream-watch.ts closes connections for) are not waited for past
- * CALLS_SETTLE_MS; a client that takes none of the output for `graceMs` is
- * cut off (it reads nothing either way). Looked at on a timer, not on
+ * CALLS_SETTLE_MS, nor is output the client gave no connection credit for;
+ * a client that takes none of the output for `graceMs` is cut off (it reads
+ * nothing either way). Looked at on a timer, not on
  * "drain": the last of the output can go out in writes that never met a full
  * socket, which emit none.
  */
@@ -101,7 +102,9 @@ function drainBeforeDestroy(session: ServerHttp2Session, socket: Duplex, parser:
       if (nowHeld < held || nowHeld === 0) taken = now;
       if (nowOpen < open) settled = now;
       [held, open] = [nowHeld, nowOpen];
-      if (held === 0 && (open === 0 || now - settled > CALLS_SETTLE_MS)) return finish();
+      // Output the client gives no credit for (a connection window of 0) cannot go out: not waited for.
+      const blocked = held > 0 && session.state.remoteWindowSize === 0;
+      if ((held === 0 || blocked) && (open === 0 || now - settled > CALLS_SETTLE_MS)) return finish();
       if (now - taken > graceMs) {
         finish();
         socket.destroy();
