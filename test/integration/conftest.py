@@ -142,3 +142,15 @@ def run_cli(*args, env=None, timeout=30):
     if env:
         e.update(env)
     return subprocess.run([BIN, *args], capture_output=True, text=True, env=e, timeout=timeout)
+
+
+def stop_process_group(proc, timeout=15):
+    """Ends a process started with start_new_session=True and everything it started: SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -5,11 +5,10 @@ own `npm ci` filled), so the test reaches no network."""
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 
-from conftest import ROOT, SAMPLE_IMAGES_TABLE
+from conftest import ROOT, SAMPLE_IMAGES_TABLE, stop_process_group
 
 
 def test_npm_start_from_a_fresh_clone_answers_images(tmp_path):
@@ -35,11 +34,5 @@ def test_npm_start_from_a_fresh_clone_answers_images(tmp_path):
         assert (out.returncode, out.stdout, out.stderr) == (0, SAMPLE_IMAGES_TABLE, "")
         assert os.path.exists(clone / "run" / "imagelet.sock")
     finally:
-        if start.poll() is None:
-            os.killpg(start.pid, signal.SIGTERM)
-            try:
-                start.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(start.pid, signal.SIGKILL)
-                start.wait()
+        stop_process_group(start)
     assert not os.path.exists(clone / "run" / "imagelet.sock")  # stopped cleanly: the socket is removed

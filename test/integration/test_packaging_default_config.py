@@ -3,16 +3,14 @@
 namespace (/etc overlaid with a temporary layer), so the host's /etc is not touched."""
 import os
 import shlex
-import signal
 import subprocess
 import time
 
 import grpc
-import pytest
 
 import cri_stubs
 import unit_sandbox
-from conftest import BIN, EXAMPLES, ROOT, oci_backend
+from conftest import BIN, EXAMPLES, ROOT, oci_backend, stop_process_group
 
 SERVICE = os.path.join(ROOT, "packaging", "systemd", "imagelet.service")
 INSTALLED_BIN = "/usr/local/bin/imagelet"
@@ -20,11 +18,7 @@ INSTALLED_BIN = "/usr/local/bin/imagelet"
 
 def with_etc_imagelet(workdir, config_text, command):
     """Starts `command` (argv) in a mount namespace where /etc/imagelet/config.toml holds config_text."""
-    if os.geteuid() != 0:
-        pytest.skip("an /etc/imagelet of the test's own needs root (mount namespaces)")
-    ok, why = unit_sandbox.unshare_works()
-    if not ok:
-        pytest.skip(f"an /etc/imagelet of the test's own needs mount namespaces: unshare -m failed: {why}")
+    unit_sandbox.skip_without_mount_namespaces("an /etc/imagelet of the test's own")
     staged = os.path.join(workdir, "etc-imagelet")
     os.makedirs(staged)
     with open(os.path.join(staged, "config.toml"), "w") as f:
@@ -65,13 +59,7 @@ def test_the_units_exec_start_serves_etc_imagelet_config_toml(workdir):
         assert sorted(t for i in images for t in i.repo_tags) == [
             "docker.io/library/edge-tools:2.0", "example.com/edge/hello:1.0", "example.com/edge/hello:latest"]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc)
         log.close()
     assert proc.returncode == 0
     assert os.path.exists("/etc/imagelet") == host_had  # the host's /etc was not touched

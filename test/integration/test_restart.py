@@ -11,7 +11,7 @@ import time
 import grpc
 
 import cri_stubs
-from conftest import BIN, EXAMPLES, oci_backend
+from conftest import BIN, EXAMPLES, oci_backend, stop_process_group
 
 
 def start_on(listening, config, log):
@@ -91,13 +91,7 @@ def test_a_restart_under_socket_activation_loses_no_call(workdir):
             for c in callers:
                 c.join(timeout=25)
             for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGTERM)
-                    try:
-                        p.wait(timeout=15)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(p.pid, signal.SIGKILL)
-                        p.wait()
+                stop_process_group(p)
             listening.close()
     with open(log_path) as f:
         logged = f.read()

@@ -71,6 +71,17 @@ def unshare_works():
     return r.returncode == 0, r.stderr.strip()
 
 
+def skip_without_mount_namespaces(what):
+    """Skips the calling test (`what` needs...) unless root may make mount namespaces."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} needs root (mount namespaces)")
+    ok, why = unshare_works()
+    if not ok:
+        pytest.skip(f"{what} needs mount namespaces: unshare -m failed: {why}")
+
+
 def wrapper(unit_path, program, workdir, runtime_dir, read_only=(), drop_caps=(), read_write=()):
     """Writes an executable script that runs `program "$@"` inside the unit's
     sandbox, and returns its path. drop_caps removes capabilities from the
