@@ -37,13 +37,16 @@ def unit_results(path, kind):
 
 
 def junit_skips(path):
-    names = []
+    """Skipped integration tests, as "file.py::test", with pytest's reason."""
+    skips = {}
     for case in ET.parse(path).getroot().iter("testcase"):
-        if case.find("skipped") is None:
+        skipped = case.find("skipped")
+        if skipped is None:
             continue
         module, _, cls = case.get("classname", "").partition(".")
-        names.append("::".join([module + ".py"] + ([cls] if cls else []) + [case.get("name", "?")]))
-    return names
+        name = "::".join([module + ".py"] + ([cls] if cls else []) + [case.get("name", "?")])
+        skips[name] = skipped.get("message", "")
+    return skips
 
 
 def main(argv):
@@ -62,12 +65,12 @@ def main(argv):
         skipped |= unit_results(log, "skip")
     if rerun:
         skipped -= unit_results(rerun, "pass")
-    skipped = sorted(skipped) + (junit_skips(junit) if junit else [])
+    reasons = {name: "" for name in sorted(skipped)} | (junit_skips(junit) if junit else {})
     patterns = expected_patterns(expected)
-    unexpected = [name for name in skipped if not any(fnmatch.fnmatchcase(name, p) for p in patterns)]
-    for name in skipped:
-        print(f"  skipped{' (not in test/expected-skips)' if name in unexpected else ''}: {name}")
-    print(f"skipped {len(skipped)} unexpected {len(unexpected)}")
+    unexpected = [name for name in reasons if not any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    for name, reason in reasons.items():
+        print(f"  skipped{' (not in test/expected-skips)' if name in unexpected else ''}: {name}{f' ({reason})' if reason else ''}")
+    print(f"skipped {len(reasons)} unexpected {len(unexpected)}")
 
 
 if __name__ == "__main__":
