@@ -18,7 +18,10 @@
 //     disconnected, so the frame is dropped.
 //
 // Both are fixed by wrapping the session's destroy, which every way of ending
-// a session goes through (Bun's own flood limits, grpc-js, stream-watch.ts).
+// a session goes through (Bun's own flood limits, grpc-js, stream-watch.ts):
+// on either path it waits for the session's output to leave (drainBeforeDestroy),
+// and on a stream of ours the GOAWAY is sent while the session still writes
+// (goawayBeforeDestroy).
 import type { ServerHttp2Session } from "node:http2";
 import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
@@ -27,13 +30,13 @@ import { H2_ERROR } from "./h2-authority";
 /**
  * Bun's frame parser behind a session (a `Symbol.for` key of Bun's
  * node:http2, 1.4.5 pinned by package.json): how much it still holds for the
- * socket, and its streams. A Bun upgrade that moved it is logged as an error at the first
- * connection (grpc-server.ts), and test_h2_abuse.py's burst fails.
+ * connection, and its streams. A Bun upgrade that moved it is logged as an
+ * error at the first connection (grpc-server.ts), and test_h2_abuse.py fails.
  */
 const BUN_H2_NATIVE = Symbol.for("::bunhttp2native::");
 
 interface NativeParser {
-  /** Bytes written by the session that the socket has not taken yet. */
+  /** Bytes the session has written that the connection has not taken yet (flow control's included). */
   bufferSize(): number;
   /** Calls `callback` for each stream the session still has. */
   forEachStream(callback: () => void): void;
@@ -65,16 +68,15 @@ function openStreams(parser: NativeParser): number {
 }
 
 /**
- * On a socket: a destroy waits until the session's output is in the socket
- * and its open calls have been answered, so the client reads every answer and
- * refusal, then the GOAWAY, then the close. The session stops reading
- * meanwhile (nothing new is taken in). Calls that stopped moving (stalled:
- * what stream-watch.ts closes connections for) are not waited for past
- * CALLS_SETTLE_MS, nor is output the client gave no connection credit for;
- * a client that takes none of the output for `graceMs` is cut off (it reads
- * nothing either way). Looked at on a timer, not on
- * "drain": the last of the output can go out in writes that never met a full
- * socket, which emit none.
+ * A destroy waits until the session's output has left and its open calls
+ * have been answered, so the client reads every answer and refusal, then the
+ * GOAWAY, then the close. The session stops reading meanwhile (nothing new is
+ * taken in). Calls that stopped moving (stalled: what stream-watch.ts closes
+ * connections for) are not waited for past CALLS_SETTLE_MS, nor is output the
+ * client gave no connection credit for; a client that takes none of the
+ * output for `graceMs` is cut off (it reads nothing either way). Looked at on
+ * a timer, not on "drain": the last of the output can go out in writes that
+ * never met a full socket, which emit none.
  */
 function drainBeforeDestroy(session: ServerHttp2Session, socket: Duplex, parser: NativeParser, graceMs: number): void {
   const destroy = session.destroy as Destroy;
