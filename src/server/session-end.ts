@@ -58,8 +58,13 @@ function goawayCode(error: unknown, code: number | undefined): number {
 
 /** How often an ending session is looked at. */
 const DRAIN_CHECK_MS = 50;
-/** Calls still open that have not moved for this long are not waited for (stalled ones never will). */
-const CALLS_SETTLE_MS = 200;
+/**
+ * Calls still open that have not moved for this many checks are not waited
+ * for (stalled ones never will). Counted in checks, not milliseconds: between
+ * two checks the event loop ran everything that was ready, so a process that
+ * was only descheduled a while does not cut calls that were about to answer.
+ */
+const CALLS_SETTLE_CHECKS = 4;
 
 function openStreams(parser: NativeParser): number {
   let n = 0;
@@ -72,7 +77,7 @@ function openStreams(parser: NativeParser): number {
  * have been answered, so the client reads every answer and refusal, then the
  * GOAWAY, then the close. The session stops reading meanwhile (nothing new is
  * taken in). Calls that stopped moving (stalled: what stream-watch.ts closes
- * connections for) are not waited for past CALLS_SETTLE_MS, nor is output the
+ * connections for) are not waited for past CALLS_SETTLE_CHECKS, nor is output the
  * client gave no connection credit for; a client that takes none of the
  * output for `graceMs` is cut off (it reads nothing either way). Looked at on
  * a timer, not on "drain": the last of the output can go out in writes that
@@ -96,17 +101,18 @@ function drainBeforeDestroy(session: ServerHttp2Session, socket: Duplex, parser:
     socket.pause();
     socket.once("close", finish);
     let [held, open] = [parser.bufferSize(), openStreams(parser)];
-    let [taken, settled] = [Date.now(), Date.now()];
+    let taken = Date.now();
+    let unmoved = 0;
     timer = setInterval(() => {
       const now = Date.now();
       const [nowHeld, nowOpen] = [parser.bufferSize(), openStreams(parser)];
       // Progress: the client took some of the output, a call ended.
       if (nowHeld < held || nowHeld === 0) taken = now;
-      if (nowOpen < open) settled = now;
+      unmoved = nowOpen < open ? 0 : unmoved + 1;
       [held, open] = [nowHeld, nowOpen];
       // Output the client gives no credit for (a connection window of 0) cannot go out: not waited for.
       const blocked = held > 0 && session.state.remoteWindowSize === 0;
-      if ((held === 0 || blocked) && (open === 0 || now - settled > CALLS_SETTLE_MS)) return finish();
+      if ((held === 0 || blocked) && (open === 0 || unmoved >= CALLS_SETTLE_CHECKS)) return finish();
       if (now - taken > graceMs) {
         finish();
         socket.destroy();
