@@ -121,11 +121,18 @@ export function serialize(value: unknown, format: "json" | "yaml"): string {
   return format === "json" ? `${JSON.stringify(value, null, 2)}\n` : Bun.YAML.stringify(value, null, 2).trimEnd() + "\n";
 }
 
+/** "no" without the content hook; "yes" when the mirror serves every image listed; else how many it serves. */
+function mirrorCell(h: BackendHealth): string {
+  if (!h.mirror) return "no";
+  return h.mirrorImages === h.images ? "yes" : `${h.mirrorImages} of ${h.images}`;
+}
+
 /** The configured backends; then, when there are any, the refused plugins. */
 export function pluginsTable(health: BackendHealth[], refused: readonly RefusedPlugin[] = []): string {
   const backends = renderTable(
-    ["NAME", "TYPE", "STATE", "IMAGES", "LAST ERROR"],
-    health.map((h) => [h.name, h.type, h.hung ? `${h.state} (hung)` : h.state, String(h.images), (h.state === "failing" ? h.lastError : h.notice) ?? ""]),
+    ["NAME", "TYPE", "STATE", "IMAGES", "MIRROR", "LAST ERROR"],
+    // MIRROR: whether the registry mirror serves this backend's images (docs/mirror.md).
+    health.map((h) => [h.name, h.type, h.hung ? `${h.state} (hung)` : h.state, String(h.images), mirrorCell(h), (h.state === "failing" ? h.lastError : h.notice) ?? ""]),
   );
   if (refused.length === 0) return backends;
   return `${backends}

@@ -13,6 +13,7 @@ import { containStrayErrors } from "../plugins/containment";
 import { sdkSource } from "../plugins/sdk-source" with { type: "macro" };
 import { Reloader } from "../registry/reload";
 import { loadSetup, type SetupOptions } from "../registry/setup";
+import { ListenerStartError } from "../server/lifecycle";
 import { serve, SocketPathError } from "../server/serve";
 import { configCommand } from "./config-command";
 import { imageJson, imagesTable, inspectJson, pluginsTable, serialize, sortImages, type OutputFormat } from "./format";
@@ -118,7 +119,7 @@ export function buildCli() {
           refusedPlugins: () => reloader.refusedPlugins,
         });
       } catch (e) {
-        if (e instanceof SocketPathError) throw new CliError(e.message, 1);
+        if (e instanceof SocketPathError || e instanceof ListenerStartError) throw new CliError(e.message, 1);
         throw e;
       }
     });

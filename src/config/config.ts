@@ -7,6 +7,7 @@ import type { BackendDefinition, OptionSpec } from "../backend/contract";
 import { LOG_LEVELS, type LogLevel } from "../log";
 import { PinnedImages, PinnedPatternError } from "../model/pinned";
 import { DEFAULT_PLUGIN_DIR } from "../plugins/load";
+import { formatListenAddress, parseListenAddress, type ListenAddress } from "./listen";
 
 export const DEFAULT_CONFIG_FILE = "/etc/imagelet/config.toml";
 export const DEFAULT_SOCKET = "/run/imagelet/imagelet.sock";
@@ -61,6 +62,11 @@ export interface BackendConfig {
   unavailable?: string;
 }
 
+/** `[mirror]`: the read-only registry mirror (docs/mirror.md). */
+export interface MirrorConfig {
+  listen: ListenAddress;
+}
+
 export interface ImageletConfig {
   /** The file this came from, if any. */
   file?: string;
@@ -79,6 +85,8 @@ export interface ImageletConfig {
   backends: BackendConfig[];
   /** pinned_images: CRI-O's patterns of images kubelet's GC must keep (src/model/pinned.ts). */
   pinnedImages?: string[];
+  /** Undefined without a `[mirror]` table: then no mirror runs, and none of its code is loaded. */
+  mirror?: MirrorConfig;
 }
 
 export class ConfigError extends Error {
@@ -135,7 +143,7 @@ export function formatDuration(ms: number): string {
  */
 export interface Setting<T, D extends T | undefined = T | undefined> {
   /** The type as docs/configuration.md names it. */
-  type: "string" | "path" | "duration" | "log level" | "string[]";
+  type: "string" | "path" | "duration" | "log level" | "string[]" | "host:port";
   /** The value when the key is absent; undefined: unset. */
   default: D;
   /** The TOML value → the value, or the error message. */
@@ -218,6 +226,35 @@ export const ENTRY_KEYS = {
 /** The top-level key holding the `[[backend]]` tables. */
 export const BACKEND_KEY = "backend";
 
+/** The top-level key of the `[mirror]` table. */
+export const MIRROR_KEY = "mirror";
+
+/** Loopback: only this machine's runtimes can read the images (docs/mirror.md, "Security"). */
+export const DEFAULT_MIRROR_LISTEN: ListenAddress = { host: "127.0.0.1", port: 5050 };
+
+/** The keys of `[mirror]`, in the order `imagelet config` prints them (docs/configuration.md, "[mirror]"). */
+export const MIRROR_SETTINGS = {
+  listen: {
+    type: "host:port",
+    default: DEFAULT_MIRROR_LISTEN,
+    parse: (v) => (typeof v === "string" ? parseListenAddress(v) : { error: `expected a string such as "127.0.0.1:5050", got ${typeName(v)}` }),
+    toToml: formatListenAddress,
+    of: (c) => c.mirror?.listen,
+  },
+} satisfies Record<string, Setting<ListenAddress, ListenAddress>>;
+
+/** `[mirror]` read from its table; an unknown key or a bad value names `mirror.<key>`. */
+function readMirror(raw: unknown, file: string): MirrorConfig | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw) || raw instanceof Date) throw new ConfigError(file, MIRROR_KEY, `expected a [mirror] table, got ${typeName(raw)}`);
+  const table = raw as Record<string, unknown>;
+  for (const key of Object.keys(table)) if (!Object.hasOwn(MIRROR_SETTINGS, key)) throw new ConfigError(file, `${MIRROR_KEY}.${key}`, "unknown key");
+  if (table.listen === undefined) return { listen: MIRROR_SETTINGS.listen.default };
+  const listen = MIRROR_SETTINGS.listen.parse(table.listen);
+  if ("error" in listen) throw new ConfigError(file, `${MIRROR_KEY}.listen`, listen.error);
+  return { listen };
+}
+
 /** Each top-level key read from `raw`: the given values, then the defaults; undefined only where the table has no default. */
 function readSettings(raw: Record<string, unknown>, file: string, baseDir: string): { given: Partial<SettingValues>; values: SettingValues } {
   const given: Record<string, unknown> = {};
@@ -272,7 +309,7 @@ export function validateConfig(
   unavailable: ReadonlyMap<string, string> = new Map(),
 ): ImageletConfig {
   const err = (key: string, msg: string) => new ConfigError(file, key, msg);
-  for (const key of Object.keys(raw)) if (key !== BACKEND_KEY && !Object.hasOwn(SETTINGS, key)) throw err(key, "unknown key");
+  for (const key of Object.keys(raw)) if (key !== BACKEND_KEY && key !== MIRROR_KEY && !Object.hasOwn(SETTINGS, key)) throw err(key, "unknown key");
   const baseDir = dirname(resolve(file));
   const { given, values } = readSettings(raw, file, baseDir);
   // An entry's timeout reads as backend_timeout does.
@@ -321,7 +358,7 @@ export function validateConfig(
     return { type: e.type, name, timeoutMs, options };
   });
 
-  return assemble(values, given, backends, baseDir, resolve(file));
+  return { ...assemble(values, given, backends, baseDir, resolve(file)), mirror: readMirror(raw[MIRROR_KEY], file) };
 }
 
 /** A config file parsed but not yet validated (plugins must load first to know their types). */

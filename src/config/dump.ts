@@ -2,7 +2,7 @@
 // same table validation reads (SETTINGS), so what it prints reads back to the
 // same configuration: it can be saved as a starting config file.
 import type { BackendDefinition, OptionSpec } from "../backend/contract";
-import { DEFAULT_CONFIG_FILE, SETTINGS, WELL_KNOWN_STORES, formatDuration, type ImageletConfig, type Setting } from "./config";
+import { DEFAULT_CONFIG_FILE, MIRROR_KEY, MIRROR_SETTINGS, SETTINGS, WELL_KNOWN_STORES, formatDuration, type ImageletConfig, type Setting } from "./config";
 
 /** A TOML key: bare when TOML allows it, else quoted. */
 function tomlKey(key: string): string {
@@ -23,6 +23,19 @@ function tomlValue(v: unknown): string {
 
 function describeOption(key: string, spec: OptionSpec): string {
   return `# ${key} (${spec.type}${spec.required ? ", required" : ""}): unset${spec.description ? `; ${spec.description}` : ""}`;
+}
+
+/** `[mirror]` with its values in force; without one, the table as a comment (no mirror runs). */
+function mirrorToml(config: ImageletConfig): string[] {
+  const keys = Object.entries(MIRROR_SETTINGS) as [string, Setting<unknown>][];
+  if (config.mirror === undefined) {
+    return [
+      `# No [${MIRROR_KEY}]: imagelet serves no registry mirror (docs/mirror.md). To serve one:`,
+      `# [${MIRROR_KEY}]`,
+      ...keys.map(([key, setting]) => `# ${key} = ${tomlValue(setting.toToml(setting.default))}`),
+    ];
+  }
+  return [`[${MIRROR_KEY}]`, ...keys.map(([key, setting]) => `${key} = ${tomlValue(setting.toToml(setting.of(config) ?? setting.default))}`)];
 }
 
 /**
@@ -48,6 +61,7 @@ export function configToml(config: ImageletConfig, definitions: readonly Backend
     else if (setting.default !== undefined) lines.push(`# ${key} = ${tomlValue(setting.toToml(setting.default))}   (the default; unset)`);
     else lines.push(`# ${key} = ...   (unset)`);
   }
+  lines.push("", ...mirrorToml(config));
   if (config.backends.length === 0) {
     lines.push("", "# No [[backend]]: nothing is served. Add one, for example:", "# [[backend]]", '# type = "oci-layout"', '# path = "/var/lib/imagelet/oci"');
   }

@@ -1,6 +1,6 @@
 // An image in the merged view: what the registry serves after validating,
 // normalizing and merging the records of every backend that holds it.
-import type { ImageKind, Platform } from "../backend/contract";
+import type { ContentDescriptor, ImageKind, Platform } from "../backend/contract";
 
 export interface Image {
   /** `sha256:<64 hex>`. */
@@ -19,6 +19,8 @@ export interface Image {
   /** An artifact's manifest (it has no image config). */
   readonly manifest?: unknown;
   readonly kind: ImageKind;
+  /** What its names resolve to on the registry mirror (ImageRecord.target; the first backend's that has one). */
+  readonly target?: ContentDescriptor;
   /** Names of the backends that hold this image, in configuration order. */
   readonly backends: readonly string[];
   /**

@@ -10,7 +10,7 @@
 // pattern is normalized the same way (`busybox` pins docker.io/library/busybox:latest),
 // and a glob whose prefix is a reference also matches in its normalized form
 // (`busybox:1.*` pins docker.io/library/busybox:1.36).
-import { InvalidReferenceError, formatReference, parseNormalizedNamed, quote } from "./reference";
+import { InvalidReferenceError, formatReference, parseNormalizedNamed, quote, withDefaultTag } from "./reference";
 
 /** A pinned_images entry that is none of the three forms. */
 export class PinnedPatternError extends Error {
@@ -68,7 +68,7 @@ function compile(pattern: string): Matcher {
   let exact: string;
   try {
     const ref = parseNormalizedNamed(pattern);
-    exact = formatReference(ref.digest !== undefined ? { repository: ref.repository, digest: ref.digest } : { repository: ref.repository, tag: ref.tag ?? "latest" });
+    exact = formatReference(withDefaultTag(ref));
   } catch (e) {
     if (e instanceof InvalidReferenceError) throw new PinnedPatternError(pattern, `not an image reference (${e.message})`);
     throw e;

@@ -9,6 +9,7 @@ import { isDigest } from "./digest";
 const DEFAULT_DOMAIN = "docker.io";
 const LEGACY_DEFAULT_DOMAIN = "index.docker.io";
 const OFFICIAL_REPO_PREFIX = "library/";
+const DEFAULT_TAG = "latest";
 const NAME_TOTAL_LENGTH_MAX = 255;
 /**
  * No valid reference comes near this (name 255, tag 128, a sha512 digest 135
@@ -35,6 +36,7 @@ const namePat = `(?:${domainAndPort}/)?${remoteName}`;
 const REFERENCE = new RegExp(`^(${namePat})(?::(${tag}))?(?:@(${digestPat}))?$`);
 const ANCHORED_IDENTIFIER = /^[a-f0-9]{64}$/;
 const TAG = new RegExp(`^${tag}$`);
+const DOMAIN_AND_PORT = new RegExp(`^${domainAndPort}$`);
 
 /** Why a string is not a reference; the message quotes the input. */
 export class InvalidReferenceError extends Error {
@@ -129,9 +131,52 @@ function parseReference(s: string, input: string): ImageReference {
  * (the digest alone identifies the content).
  */
 export function parseDockerRef(input: string): ImageReference {
-  const ref = parseNormalizedNamed(input);
+  return withDefaultTag(parseNormalizedNamed(input));
+}
+
+/**
+ * The default-tag rule, once: a reference with a digest is that digest (its
+ * tag dropped); one with neither tag nor digest means `latest`.
+ */
+export function withDefaultTag(ref: ImageReference): ImageReference {
   if (ref.digest !== undefined) return { repository: ref.repository, digest: ref.digest };
-  return { repository: ref.repository, tag: ref.tag ?? "latest" };
+  return { repository: ref.repository, tag: ref.tag ?? DEFAULT_TAG };
+}
+
+/** A normalized `repo:tag` (`latest` when it has no tag) for a reference without a digest. */
+export function taggedReference(ref: ImageReference): string {
+  return formatReference({ repository: ref.repository, tag: ref.tag ?? DEFAULT_TAG });
+}
+
+/** The registries containerd's `ns` may name for Docker Hub (it treats them as one host). */
+const DOCKER_HUB_HOSTS: ReadonlySet<string> = new Set([DEFAULT_DOMAIN, LEGACY_DEFAULT_DOMAIN, "registry-1.docker.io"]);
+
+/**
+ * The repository a registry-mirror request names (docs/mirror.md, "Names").
+ * `name` is the `<name>` of `/v2/<name>/…`; `ns` is containerd's `?ns=`
+ * query, the registry the client would otherwise have asked:
+ *
+ *   - containerd: `library/busybox` with ns `docker.io` → docker.io/library/busybox;
+ *   - CRI-O and podman, the registry as the first component: `quay.io/org/app`;
+ *   - Docker's registry-mirrors, a bare Docker Hub path: `library/busybox`.
+ *
+ * The last two are the familiar-name rule of parseNormalizedNamed, which the
+ * first goes through too. Throws InvalidReferenceError for anything that is
+ * not a repository name alone (a tag, a digest, an encoded character).
+ */
+export function mirrorRepository(name: string, ns?: string): string {
+  let qualified = name;
+  if (ns !== undefined) {
+    const host = DOCKER_HUB_HOSTS.has(ns.toLowerCase()) ? DEFAULT_DOMAIN : ns;
+    // A host the familiar-name rule would not read as a registry ("foo",
+    // without a dot, a port or "localhost") would quietly become a Docker Hub path.
+    const [domain] = splitDockerDomain(`${host}/x`);
+    if (domain !== host || !DOMAIN_AND_PORT.test(host)) throw new InvalidReferenceError(ns, "the ns parameter is not a registry host");
+    qualified = `${host}/${name}`;
+  }
+  const ref = parseNormalizedNamed(qualified);
+  if (ref.tag !== undefined || ref.digest !== undefined) throw new InvalidReferenceError(name, "a repository name cannot carry a tag or digest");
+  return ref.repository;
 }
 
 /** The canonical string of a reference: `repo:tag`, `repo@digest`. */

@@ -25,6 +25,10 @@ export interface BackendHealth {
   hung: boolean;
   /** Set by a backend that can tell more about itself (e.g. a store mode it cannot read). */
   notice?: string;
+  /** Whether the registry mirror can serve its images: it has the `content` hook (docs/mirror.md). */
+  mirror: boolean;
+  /** Of its images, how many the mirror serves: those with a `target` that are not embedded (0 without the hook). */
+  mirrorImages: number;
 }
 
 export interface RegisteredBackend {
@@ -151,7 +155,7 @@ export class BackendRegistry {
       runs: 0,
       waiters: [],
       removed: new Map(),
-      health: { name: reg.name, type: reg.type, state: "pending", images: 0, hung: false },
+      health: { name: reg.name, type: reg.type, state: "pending", images: 0, hung: false, mirror: false, mirrorImages: 0 },
     }));
     this.pinPolicy = {
       patterns: options.pinned ?? PinnedImages.none,
@@ -165,7 +169,26 @@ export class BackendRegistry {
   }
 
   health(): BackendHealth[] {
-    return this.slots.map((s) => ({ ...s.health, notice: s.reg.notice?.() }));
+    return this.slots.map((s) => {
+      const mirror = typeof s.reg.backend.content === "function";
+      const mirrorImages = mirror ? s.snapshot.filter((r) => r.target !== undefined && r.kind !== "embedded").length : 0;
+      return { ...s.health, notice: s.reg.notice?.(), mirror, mirrorImages };
+    });
+  }
+
+  /** The backend configured under `name`. */
+  registered(name: string): RegisteredBackend | undefined {
+    return this.slots.find((s) => s.reg.name === name)?.reg;
+  }
+
+  /**
+   * Runs a hook the registry has no method of its own for (content.ts) on
+   * backend `name`, under its per-call timeout, like every hook call.
+   */
+  callHook<T>(name: string, fn: (backend: Backend, ctx: CallContext) => T | Promise<T>): Promise<T> {
+    const slot = this.slots.find((s) => s.reg.name === name);
+    if (!slot) return Promise.reject(new Error(`no backend ${quote(name)}`));
+    return this.call(slot, (ctx) => fn(slot.reg.backend, ctx));
   }
 
   /**

@@ -5,6 +5,7 @@
 // nothing: the running configuration stays, and the log says why.
 import type { Logger } from "../backend/contract";
 import type { ImageletConfig } from "../config/config";
+import { formatListenAddress } from "../config/listen";
 import type { LoadedPlugin, RefusedPlugin } from "../plugins/load";
 import { buildRegistry } from "./build";
 import { errorText } from "./registry";
@@ -77,8 +78,13 @@ export class Reloader {
         log.warn("changed setting takes effect at the next start", { key, running: running[field], configured: next.config[field] });
       }
     }
+    // The mirror's listener stays as started (its view follows the reload like the socket's).
+    const mirror = (c: ImageletConfig) => (c.mirror ? formatListenAddress(c.mirror.listen) : "none");
+    if (mirror(next.config) !== mirror(running)) {
+      log.warn("changed setting takes effect at the next start", { key: "mirror.listen", running: mirror(running), configured: mirror(next.config) });
+    }
     // What is in effect stays recorded, so the next reload compares against it.
-    next.config = { ...next.config, socket: running.socket, socketGroup: running.socketGroup, logLevel: running.logLevel };
+    next.config = { ...next.config, socket: running.socket, socketGroup: running.socketGroup, logLevel: running.logLevel, mirror: running.mirror };
     let registry;
     try {
       registry = await buildRegistry(next.config, next.definitions, log, { watch: true, previous: served.registry });

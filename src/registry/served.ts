@@ -2,7 +2,8 @@
 // BackendRegistry beside the running one and swaps it in with one assignment:
 // a call reads either the old view or the new one, never a half-built one, and
 // a call still running on the old registry (a verbose ImageStatus waiting on a
-// status() hook) finishes there before the old registry is closed.
+// status() hook, a blob the registry mirror is still sending) finishes there
+// before the old registry is closed.
 import type { Image } from "../model/image";
 import type { FilesystemUsage } from "./filesystems";
 import type { BackendHealth, BackendRegistry, RemovalOutcome } from "./registry";
@@ -19,6 +20,16 @@ export interface RegistryReader {
   onHealthChange(listener: () => void): () => void;
 }
 
+/**
+ * A registry held open for work that outlives a call's promise (a response
+ * body still streaming): the registry it started on is not closed by a
+ * reload until `release()`, which may be called more than once.
+ */
+export interface Lease {
+  readonly registry: BackendRegistry;
+  release(): void;
+}
+
 interface Generation {
   registry: BackendRegistry;
   /** Calls running on this registry. */
@@ -30,6 +41,7 @@ interface Generation {
 export class ServedRegistry implements RegistryReader {
   private current: Generation;
   private readonly healthListeners = new Set<() => void>();
+  private readonly viewListeners = new Set<(view: ImageView) => void>();
   private unsubscribe: () => void;
 
   constructor(registry: BackendRegistry) {
@@ -58,6 +70,31 @@ export class ServedRegistry implements RegistryReader {
     return () => this.healthListeners.delete(listener);
   }
 
+  /**
+   * Called with each new view: a backend's store changed, or a reload
+   * swapped the registry (the subscription follows it).
+   */
+  onViewChange(listener: (view: ImageView) => void): () => void {
+    this.viewListeners.add(listener);
+    return () => this.viewListeners.delete(listener);
+  }
+
+  /** Holds the current registry open until the lease is released (see Lease). */
+  lease(): Lease {
+    const generation = this.current;
+    generation.calls++;
+    let held = true;
+    return {
+      registry: generation.registry,
+      release: () => {
+        if (!held) return;
+        held = false;
+        generation.calls--;
+        if (generation.calls === 0) generation.retired?.();
+      },
+    };
+  }
+
   detail(image: Image): Promise<unknown> {
     return this.within((r) => r.detail(image));
   }
@@ -80,6 +117,7 @@ export class ServedRegistry implements RegistryReader {
     this.current = { registry: next, calls: 0 };
     this.unsubscribe = this.subscribe(next);
     this.notifyHealth();
+    this.notifyView(next.view);
     return new Promise((resolve) => {
       old.retired = () => void old.registry.close().then(resolve, resolve);
       if (old.calls === 0) old.retired();
@@ -93,18 +131,25 @@ export class ServedRegistry implements RegistryReader {
 
   /** Runs a call on the current registry, holding that registry open until the call ends. */
   private async within<T>(call: (registry: BackendRegistry) => Promise<T>): Promise<T> {
-    const generation = this.current;
-    generation.calls++;
+    const lease = this.lease();
     try {
-      return await call(generation.registry);
+      return await call(lease.registry);
     } finally {
-      generation.calls--;
-      if (generation.calls === 0) generation.retired?.();
+      lease.release();
     }
   }
 
   private subscribe(registry: BackendRegistry): () => void {
-    return registry.onHealthChange(() => this.notifyHealth());
+    const health = registry.onHealthChange(() => this.notifyHealth());
+    const view = registry.onViewChange((v) => this.notifyView(v));
+    return () => {
+      health();
+      view();
+    };
+  }
+
+  private notifyView(view: ImageView): void {
+    for (const listener of this.viewListeners) listener(view);
   }
 
   private notifyHealth(): void {

@@ -1,9 +1,9 @@
 // Validation of what a backend returns. A backend is untrusted input (a
 // third-party plugin, or a store someone else writes), so every record is
 // checked and its names normalized before it can reach the merged view.
-import type { ImageKind, ImageRecord } from "../backend/contract";
-import { isImageId } from "../model/digest";
-import { formatReference, parseNormalizedNamed, quote } from "../model/reference";
+import type { ContentDescriptor, ImageKind, ImageRecord } from "../backend/contract";
+import { isDigest, isImageId } from "../model/digest";
+import { formatReference, parseNormalizedNamed, quote, taggedReference } from "../model/reference";
 
 declare const validated: unique symbol;
 
@@ -27,7 +27,7 @@ function normalizeTag(value: unknown): string {
   if (typeof value !== "string") throw new Error(`repoTags entry is not a string`);
   const ref = parseNormalizedNamed(value);
   if (ref.digest !== undefined) throw new Error(`repoTags entry ${quote(value)} has a digest`);
-  return formatReference({ repository: ref.repository, tag: ref.tag ?? "latest" });
+  return taggedReference(ref);
 }
 
 function normalizeRepoDigest(value: unknown): string {
@@ -35,6 +35,26 @@ function normalizeRepoDigest(value: unknown): string {
   const ref = parseNormalizedNamed(value);
   if (ref.digest === undefined) throw new Error(`repoDigests entry ${quote(value)} has no digest`);
   return formatReference({ repository: ref.repository, digest: ref.digest });
+}
+
+/**
+ * image-spec's media type grammar (descriptor.md, RFC 6838): a `Content-Type`
+ * the mirror sends as given, so nothing else (no parameters, no line break) passes.
+ */
+const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
+
+export function isMediaType(value: unknown): value is string {
+  return typeof value === "string" && MEDIA_TYPE.test(value);
+}
+
+/** The three fields of a descriptor, checked; a copy, so nothing else the backend put in the object travels on. */
+function validateTarget(raw: unknown): ContentDescriptor {
+  if (typeof raw !== "object" || raw === null) throw new Error("target is not an object");
+  const t = raw as Partial<ContentDescriptor>;
+  if (!isDigest(t.digest)) throw new Error(`target.digest ${quote(String(t.digest))} is not a digest`);
+  if (!isMediaType(t.mediaType)) throw new Error(`target.mediaType ${quote(String(t.mediaType))} is not a media type`);
+  if (typeof t.size !== "number" || !Number.isSafeInteger(t.size) || t.size <= 0) throw new Error(`target.size ${quote(String(t.size))} is not a positive integer`);
+  return { mediaType: t.mediaType, digest: t.digest, size: t.size };
 }
 
 function unique<T>(xs: T[]): T[] {
@@ -75,6 +95,7 @@ export function validateRecord(raw: unknown): ValidRecord {
     source: r.source,
     removable: r.removable,
     pinned: r.pinned,
+    target: r.target === undefined ? undefined : validateTarget(r.target),
   };
   return record as ValidRecord;
 }

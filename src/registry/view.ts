@@ -3,7 +3,7 @@
 // current one and never scan it. Reference resolution lives here and only here.
 import type { Image } from "../model/image";
 import { PinnedImages } from "../model/pinned";
-import { InvalidReferenceError, formatReference, parseNormalizedNamed, quote } from "../model/reference";
+import { InvalidReferenceError, formatReference, parseNormalizedNamed, quote, taggedReference } from "../model/reference";
 import type { ValidRecord } from "./validate";
 
 /** Input that names more than one image. */
@@ -87,7 +87,7 @@ export class ImageView {
           image = {
             id: r.id, repoTags: [], repoDigests: [], size: r.size, user: r.user, created: r.created,
             labels: r.labels, annotations: r.annotations, platform: r.platform, config: r.config,
-            manifest: r.manifest, kind: r.kind, backends: [backend], pinned: false,
+            manifest: r.manifest, kind: r.kind, target: r.target, backends: [backend], pinned: false,
           };
           byId.set(r.id, image);
         } else {
@@ -100,6 +100,7 @@ export class ImageView {
           image.annotations ??= r.annotations;
           image.platform ??= r.platform;
           image.manifest ??= r.manifest;
+          image.target ??= r.target;
           // An image any backend holds as a real OCI image is servable by ImageStatus.
           if (r.kind === "oci") image.kind = "oci";
         }
@@ -158,6 +159,16 @@ export class ImageView {
     return found[0];
   }
 
+  /** The image a normalized repository's tag names (the registry mirror's tag lookup). */
+  tagged(repository: string, tag: string): Image | undefined {
+    return this.byReference.get(formatReference({ repository, tag }));
+  }
+
+  /** Every image tagged or digested in a normalized repository, in view order (empty when none). */
+  inRepository(repository: string): readonly Image[] {
+    return this.byRepository.get(repository) ?? [];
+  }
+
   /**
    * ListImages filter: like resolve(), but a repository name without tag or
    * digest selects every image in that repository (as `docker images busybox`
@@ -188,7 +199,7 @@ export class ImageView {
         const images = this.byRepository.get(reference.repository);
         if (images) return [...images];
       } else {
-        const image = this.byReference.get(formatReference({ repository: reference.repository, tag: reference.tag ?? "latest" }));
+        const image = this.byReference.get(taggedReference(reference));
         if (image) return [image];
       }
     }

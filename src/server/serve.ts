@@ -1,4 +1,5 @@
-// `imagelet serve`: the unix socket's lifecycle around the gRPC server. The
+// `imagelet serve`: the unix socket's lifecycle around the gRPC server (the
+// process around it, and the registry mirror's port, are lifecycle.ts's). The
 // socket is owned carefully because kubelet reconnects to a path, not a
 // process: a live socket is never taken over, a stale one is removed, and a
 // clean stop leaves nothing behind.
@@ -14,6 +15,8 @@ import { errorMapping } from "./errors";
 import { createInjectableGrpcServer } from "./grpc-server";
 import { ConnectionWatch, inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
 import { handOverConnection } from "./first-request";
+import { runProcess, type Listener } from "./lifecycle";
+import { startMirrorListener } from "./mirror-listener";
 import { servedServices } from "./services";
 
 /** Server-side receive limit: CRI requests are tiny, so anything bigger is refused early. */
@@ -98,7 +101,15 @@ export async function serve(
   if (ownsSocket) await claimSocketPath(socket, log);
 
   const registry = new ServedRegistry(await buildRegistry(config, definitions, log, { watch: true }));
-  process.on("SIGHUP", () => hooks.onHangup?.(registry));
+  const listeners: Listener[] = [];
+  if (config.mirror) {
+    try {
+      listeners.push(await startMirrorListener(config.mirror, registry, log));
+    } catch (e) {
+      await registry.close();
+      throw e;
+    }
+  }
   const timeouts = config.connectionTimeouts;
   const server = createInjectableGrpcServer(
     {
@@ -148,31 +159,24 @@ export async function serve(
     images: registry.view.size,
   });
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) {
-      log.warn("second signal; stopping now", { signal });
+  listeners.push({
+    name: "CRI socket",
+    async stop() {
+      // Unlinking first makes new clients fail fast instead of queueing on a
+      // closing server. An inherited socket stays: systemd queues new clients
+      // on it until the next start.
+      if (ownsSocket) removeSocket(socket);
+      listener.close();
+      watch.stop();
+      await server.shutdown();
+      await connectionsClosed(connections, SHUTDOWN_FLUSH_MS);
+    },
+    stopNow() {
       server.forceShutdown();
       if (ownsSocket) removeSocket(socket);
-      process.exit(0);
-    }
-    stopping = true;
-    log.info("stopping: finishing in-flight calls", { signal });
-    // Unlinking first makes new clients fail fast instead of queueing on a
-    // closing server. An inherited socket stays: systemd queues new clients
-    // on it until the next start.
-    if (ownsSocket) removeSocket(socket);
-    listener.close();
-    watch.stop();
-    await server.shutdown();
-    await connectionsClosed(connections, SHUTDOWN_FLUSH_MS);
-    await registry.close();
-    log.info("stopped", { signal });
-    process.exit(0);
-  };
-  process.on("SIGTERM", () => void stop("SIGTERM"));
-  process.on("SIGINT", () => void stop("SIGINT"));
-  return new Promise<never>(() => {});
+    },
+  });
+  return runProcess(registry, listeners, log, hooks.onHangup);
 }
 
 /** How long a stopping server waits for the last answers to reach clients that read slowly. */

@@ -54,18 +54,9 @@ const COLLECT_AFTER_VIEW_MS = 3000;
 
 function collectAfterViewChanges(served: ServedRegistry): void {
   const schedule = coalescedCollection(COLLECT_AFTER_VIEW_MS);
-  // A reload swaps the registry whole (and tells health listeners): follow the new one.
-  let followed: ServedRegistry["registry"] | undefined;
-  let unsubscribe = () => {};
-  const follow = () => {
-    if (served.registry === followed) return;
-    unsubscribe();
-    followed = served.registry;
-    unsubscribe = followed.onViewChange(schedule);
-    schedule();
-  };
-  follow();
-  served.onHealthChange(follow);
+  schedule();
+  // A reload's new registry is a new view too: the subscription follows it.
+  served.onViewChange(schedule);
 }
 
 export function servedServices(registry: ServedRegistry, log: Logger, refusedPlugins: () => readonly RefusedPlugin[] = () => []): ServedService[] {

@@ -136,8 +136,8 @@ def test_plugins_table():
     out = cli("plugins")
     assert out.returncode == 0
     assert out.stdout.splitlines() == [
-        "NAME     TYPE         STATE   IMAGES   LAST ERROR",
-        "sample   oci-layout   ok      2        ",
+        "NAME     TYPE         STATE   IMAGES   MIRROR   LAST ERROR",
+        "sample   oci-layout   ok      2        yes      ",
     ]
 
 

@@ -9,28 +9,24 @@ import {
   copyFileSync,
   linkSync,
   mkdirSync,
-  mkdtempSync,
   openSync,
   readFileSync,
   readdirSync,
   renameSync,
-  rmSync,
   symlinkSync,
   truncateSync,
   unlinkSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import type { BackendContext, ImageRecord, Platform } from "../../src/backend/contract";
 import archives, { ArchiveDirStore } from "../../src/backends/archives/index";
 import { normalizeReference } from "../../src/model/reference";
 import { validateRecords } from "../../src/registry/validate";
+import { ARCHIVE_FIXTURES as FIXTURES, ARCHIVE_STORE as STORE, TempDirs, fixtureStore, openArchives } from "./archive-fixtures";
 import { memoryLogger } from "./helpers";
 
-const FIXTURES = resolve(import.meta.dir, "../fixtures/archives");
-const STORE = join(FIXTURES, "store");
 interface ExpectedImage { id: string; tags: string[]; repoDigest: string | null; user: string; size: number }
 interface ExpectedTarball { file: string; format: string; images: ExpectedImage[]; manifestJsonRepoTags?: string[][] }
 const expected: ExpectedTarball[] = JSON.parse(readFileSync(join(FIXTURES, "expected.json"), "utf8"));
@@ -39,30 +35,13 @@ const HELLO = tarball("hello-docker.tar").images[0]!;
 const TOOLS = tarball("tools-docker.tar.gz").images[0]!;
 const amd64: Platform = { os: "linux", architecture: "amd64" };
 
-const temps: string[] = [];
-afterEach(() => {
-  for (const t of temps.splice(0)) rmSync(t, { recursive: true, force: true });
-});
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "imagelet-archives-"));
-  temps.push(dir);
-  return dir;
-}
-
+const temps = new TempDirs("imagelet-archives-");
+afterEach(() => temps.cleanup());
+const tempDir = () => temps.make();
 /** A store directory holding copies of the named fixture tarballs. */
-function storeDir(...files: string[]): string {
-  const dir = join(tempDir(), "store");
-  mkdirSync(dir);
-  for (const f of files) copyFileSync(join(STORE, f), join(dir, f));
-  return dir;
-}
+const storeDir = (...files: string[]) => fixtureStore(tempDir(), ...files);
 
-function open(path: string, repository?: string) {
-  const log = memoryLogger();
-  const ctx: BackendContext = { name: "test", log, baseDir: "/", platform: amd64, setNotice() {} };
-  return { store: new ArchiveDirStore(path, repository, ctx), log };
-}
+const open = openArchives;
 
 const ids = (records: readonly ImageRecord[]) => records.map((r) => r.id).sort();
 const byId = (records: readonly ImageRecord[], id: string) => records.find((r) => r.id === id)!;

@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { builtinBackends } from "../../src/backends/index";
-import { BACKEND_KEY, ENTRY_KEYS, SETTINGS, WELL_KNOWN_STORES, type Setting } from "../../src/config/config";
+import { BACKEND_KEY, ENTRY_KEYS, MIRROR_KEY, MIRROR_SETTINGS, SETTINGS, WELL_KNOWN_STORES, type Setting } from "../../src/config/config";
 import { DEFAULT_PLUGIN_DIR } from "../../src/plugins/load";
 
 const PAGE = join(import.meta.dir, "..", "..", "docs", "configuration.md");
@@ -53,14 +53,23 @@ describe("docs/configuration.md", () => {
     const body = section("## Top-level keys");
     expect(body).toBeDefined();
     const documented = rows(body!);
-    expect(difference([...Object.keys(SETTINGS), BACKEND_KEY], documented.map((r) => r.key))).toEqual({ undocumented: [], notInCode: [] });
+    expect(difference([...Object.keys(SETTINGS), BACKEND_KEY, MIRROR_KEY], documented.map((r) => r.key))).toEqual({ undocumented: [], notInCode: [] });
     for (const { key, cells } of documented) {
-      if (key === BACKEND_KEY) continue;
+      if (key === BACKEND_KEY || key === MIRROR_KEY) continue;
       const setting = SETTINGS[key as keyof typeof SETTINGS] as Setting<unknown>;
       const [type, def] = cells;
       expect({ key, type }).toEqual({ key, type: setting.type });
       const expected = setting.default === undefined ? "unset" : `\`${JSON.stringify(setting.toToml(setting.default))}\``;
       expect({ key, default: def }).toEqual({ key, default: expected });
+    }
+  });
+
+  test("[mirror]: the page's table is MIRROR_SETTINGS, with each type and default", () => {
+    const documented = rows(section("## `[mirror]`") ?? "");
+    expect(difference(Object.keys(MIRROR_SETTINGS), documented.map((r) => r.key))).toEqual({ undocumented: [], notInCode: [] });
+    for (const { key, cells } of documented) {
+      const setting = MIRROR_SETTINGS[key as keyof typeof MIRROR_SETTINGS] as Setting<unknown>;
+      expect({ key, type: cells[0], default: cells[1] }).toEqual({ key, type: setting.type, default: `\`${JSON.stringify(setting.toToml(setting.default))}\`` });
     }
   });
 

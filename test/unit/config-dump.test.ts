@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { builtinBackends } from "../../src/backends/index";
-import { SETTINGS, configFromSource, defaultConfig, nothingToServe, readConfigSource, validateConfig, type ImageletConfig } from "../../src/config/config";
+import { MIRROR_SETTINGS, SETTINGS, configFromSource, defaultConfig, nothingToServe, readConfigSource, validateConfig, type ImageletConfig } from "../../src/config/config";
 import { configToml } from "../../src/config/dump";
 import { DEFAULT_PLUGIN_DIR } from "../../src/plugins/load";
 
@@ -37,6 +37,8 @@ describe("imagelet config's TOML", () => {
         `keepalive_time = "45s"`,
         `keepalive_timeout = "750ms"`,
         `pinned_images = ["docker.io/library/busybox:1.36", "quay.io/edge/*", "*pause*"]`,
+        `[mirror]`,
+        `listen = "[::1]:5051"`,
         `[[backend]]`,
         `type = "oci-layout"`,
         `path = "/layout \\"quoted\\""`,
@@ -51,7 +53,7 @@ describe("imagelet config's TOML", () => {
       "full.toml",
     );
     // Guards the fixture itself: a key added to SETTINGS must be set here to a non-default value.
-    for (const [key, setting] of Object.entries(SETTINGS)) expect({ key, v: setting.of(original) }).not.toEqual({ key, v: setting.default });
+    for (const [key, setting] of Object.entries({ ...SETTINGS, ...MIRROR_SETTINGS })) expect({ key, v: setting.of(original) }).not.toEqual({ key, v: setting.default });
     const text = configToml(original, definitions);
     const again = readBack(text, "again.toml");
     expect(inForce(again)).toEqual(inForce(original));

@@ -31,6 +31,18 @@ describe("config", () => {
     expect(c.baseDir).toBe(dir);
   });
 
+  test("[mirror]: absent is no mirror; an empty table the default address; bad keys and values name mirror.<key>", () => {
+    expect(load("").config().mirror).toBeUndefined();
+    expect(load("[mirror]\n").config().mirror).toEqual({ listen: { host: "127.0.0.1", port: 5050 } });
+    expect(load(`[mirror]\nlisten = "0.0.0.0:80"\n`).config().mirror).toEqual({ listen: { host: "0.0.0.0", port: 80 } });
+    expect(() => load(`[mirror]\nlisten = "5050"\n`).config()).toThrow(/: mirror\.listen: expected HOST:PORT/);
+    expect(() => load(`[mirror]\nlisten = 5050\n`).config()).toThrow(/: mirror\.listen: expected a string/);
+    expect(() => load(`[mirror]\nport = 5050\n`).config()).toThrow(/: mirror\.port: unknown key/);
+    expect(() => load(`mirror = "127.0.0.1:5050"\n`).config()).toThrow(/: mirror: expected a \[mirror\] table/);
+    expect(() => load(`[[mirror]]\nlisten = "127.0.0.1:1"\n`).config()).toThrow(/: mirror: expected a \[mirror\] table/);
+    expect(defaultConfig(() => false).mirror).toBeUndefined();
+  });
+
   test("connection timeouts: defaults, and each key read", () => {
     expect(load("").config().connectionTimeouts).toEqual(DEFAULT_CONNECTION_TIMEOUTS);
     expect(DEFAULT_CONNECTION_TIMEOUTS).toEqual({ handshakeMs: 10_000, idleMs: 300_000, keepaliveMs: 60_000, keepaliveTimeoutMs: 20_000 });

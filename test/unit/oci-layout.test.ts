@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { BackendContext, ImageRecord, Platform } from "../../src/backend/contract";
 import ociLayout, { OciLayoutStore } from "../../src/backends/oci-layout/index";
-import { pickPlatform, type Descriptor } from "../../src/backends/oci-layout/layout";
+import { pickPlatform, type Descriptor } from "../../src/backends/common/oci";
 import { memoryLogger } from "./helpers";
 
 const FIXTURES = resolve(import.meta.dir, "../fixtures");

@@ -68,9 +68,6 @@ describe("documents the sources cite", () => {
         .map((l) => l.replace(/^#+ /, "").toLowerCase().replace(/[^\w\- ]/g, "").replace(/ /g, "-")),
     );
 
-  // Cited by the mirror's contract on main before the page itself is merged (it is written with the mirror).
-  const COMING = new Set(["mirror.md"]);
-
   test("are in the repository: no ../shared/ paths, each docs/*.md exists with the section named", () => {
     const bad: string[] = [];
     for (const file of files) {
@@ -79,9 +76,7 @@ describe("documents the sources cite", () => {
       const text = readFileSync(file, "utf8");
       if (text.includes("shared/docs/") || text.includes("reference-image-stores")) bad.push(`${where}: cites a document outside the repository`);
       for (const [, page, anchor] of text.matchAll(/\bdocs\/([\w./-]+?\.md)(?:#([\w-]+))?/g)) {
-        if (!existsSync(join(ROOT, "docs", page!))) {
-          if (!COMING.has(page!)) bad.push(`${where}: docs/${page} does not exist`);
-        }
+        if (!existsSync(join(ROOT, "docs", page!))) bad.push(`${where}: docs/${page} does not exist`);
         else if (anchor !== undefined && !headings(join("docs", page!)).has(anchor)) bad.push(`${where}: docs/${page} has no section #${anchor}`);
       }
     }

@@ -11,8 +11,8 @@ import { join, resolve } from "node:path";
 import type { Platform } from "../../src/backend/contract";
 import { ProblemLog } from "../../src/backends/common/files";
 import { OciLayoutStore } from "../../src/backends/oci-layout/index";
-import type { LayoutSource } from "../../src/backends/oci-layout/images";
-import { readJsonBlob } from "../../src/backends/oci-layout/layout";
+import type { LayoutSource } from "../../src/backends/common/oci-images";
+import { readJsonBlob } from "../../src/backends/common/oci-blobs";
 import { JOURNAL, removeFromLayout } from "../../src/backends/oci-layout/remove";
 import { memoryLogger } from "./helpers";
 

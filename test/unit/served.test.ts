@@ -81,4 +81,37 @@ describe("inherit (reload)", () => {
     await after.loadAll();
     expect(after.view.size).toBe(0);
   });
+
+  test("a lease keeps the old registry open across a swap until it is released (a blob still streaming)", async () => {
+    let closed = false;
+    const old = await registryWith({ list: () => [record({ id: id("1"), repoTags: ["old:1"] })], close: () => void (closed = true) });
+    const served = new ServedRegistry(old);
+    const lease = served.lease();
+    const swapped = served.swap(await registryWith({ list: () => [] }));
+    await Bun.sleep(5);
+    expect(closed).toBe(false);
+    expect(lease.registry.view.resolve("old:1")?.id).toBe(id("1"));
+    lease.release();
+    lease.release(); // twice is once
+    await swapped;
+    expect(closed).toBe(true);
+  });
+
+  test("view listeners hear each new view, the swapped-in registry's included, and follow it", async () => {
+    let changes: () => void = () => {};
+    const served = new ServedRegistry(await registryWith({ list: () => [] }));
+    const heard: number[] = [];
+    served.onViewChange((view) => heard.push(view.size));
+    let images = [record({ id: id("2"), repoTags: ["new:1"] })];
+    const next = new BackendRegistry([{ name: "n", type: "test", backend: { list: () => images, watch: (c) => ((changes = c), () => {}) }, timeoutMs: 1000 }], { log: memoryLogger(), debounceMs: 1 });
+    await next.loadAll();
+    await served.swap(next);
+    expect(heard).toEqual([1]);
+    next.startWatching();
+    images = [...images, record({ id: id("3"), repoTags: ["new:2"] })];
+    changes();
+    await Bun.sleep(30);
+    expect(heard).toEqual([1, 2]);
+    await next.close();
+  });
 });

@@ -6,11 +6,22 @@
 // rescan of a large directory costs one stat per tarball.
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, readdirSync, realpathSync, unlinkSync, type Stats } from "node:fs";
 import { join, resolve } from "node:path";
-import { BACKEND_API_VERSION, RemovalRefused, defineBackend, type BackendContext, type CallContext, type ImageRecord, type FsUsage } from "../../backend/contract";
-import { ProblemLog, StoreProblem, notWritableHint, resolveInside, watchDirectories, directoryUsage } from "../common/files";
-import { mergeNames, repositoryOption } from "../oci-layout/images";
-import { archiveImages, type ArchiveContext } from "./archive";
-import { scanGzipTar, scanPlainTar, type TarContents } from "./tar";
+import {
+  BACKEND_API_VERSION,
+  RemovalRefused,
+  defineBackend,
+  type BackendContext,
+  type CallContext,
+  type ContentBody,
+  type FsUsage,
+  type ImageRecord,
+} from "../../backend/contract";
+import { isDigest } from "../../model/digest";
+import { ProblemLog, StoreProblem, notWritableHint, resolveInside, statKey, watchDirectories, directoryUsage } from "../common/files";
+import { mergeNames, repositoryOption } from "../common/oci-images";
+import { archiveImages, contentBody, type ArchiveContext, type ArchiveImages, type ContentPart } from "./archive";
+import type { TarballFile } from "./member-stream";
+import { isGzipMagic, scanGzipTar, scanPlainTar, type TarContents } from "./tar";
 
 /** Plain tars are parsed synchronously; the event loop gets a turn at least this often (ms) during a scan. */
 const YIELD_EVERY_MS = 10;
@@ -42,6 +53,9 @@ export default defineBackend({
 interface CachedTarball {
   key: string;
   records: ImageRecord[];
+  /** The file as listed, and by image ID what the mirror may serve from it (none for a tarball that could not be read). */
+  file?: TarballFile;
+  content?: ArchiveImages["content"];
 }
 
 /**
@@ -144,6 +158,34 @@ export class ArchiveDirStore {
     return this.merged?.records.find((r) => r.id === id);
   }
 
+  /**
+   * Content for the mirror: a piece of the image's content from the first
+   * tarball (in name order) that holds it: an OCI archive's blobs as stored;
+   * a docker-archive's written manifest, config member and layer members
+   * (their uncompressed tars). Undefined for anything the image does not
+   * reach, for a tarball changed since it was listed (served again after the
+   * next scan), and for a part the tarball lacks (logged once).
+   */
+  content(id: string, digest: string): ContentBody | undefined {
+    if (!isDigest(digest)) return undefined;
+    let broken: ContentPart | undefined;
+    for (const { file, content } of this.tarballs.values()) {
+      const part = content?.get(id)?.get(digest);
+      if (!part || !file) continue;
+      if (part.problem) {
+        broken ??= part;
+        continue;
+      }
+      if (statKey(file.real) !== file.key) {
+        this.ctx.log.debug("tarball changed since it was listed; its content is served again after the next scan", { path: file.path });
+        continue;
+      }
+      return contentBody(file, part);
+    }
+    if (broken) this.problems.skip(broken.problem, `blob for the mirror (image ${id})`);
+    return undefined;
+  }
+
   /** ImageFsInfo: the whole store root is image data. */
   async fsInfo(ctx: CallContext): Promise<FsUsage[]> {
     return [await directoryUsage(this.root, ctx.signal)];
@@ -207,9 +249,10 @@ export class ArchiveDirStore {
       this.problems.skip(new StoreProblem(`cannot read: ${errnoText(e)}`, path), "tarball");
       return undefined;
     }
-    let records: ImageRecord[] = [];
+    let fresh: CachedTarball = { key, records: [] };
     try {
-      records = await this.readTarball(fd, path, real, name);
+      const file: TarballFile = { path, real, gzip: isGzip(fd), key };
+      fresh = { key, file, ...(await this.readTarball(fd, file, name)) };
     } catch (e) {
       // A truncated or corrupt tarball stays skipped until it changes (a copy still in progress will).
       this.problems.skip(e, "tarball");
@@ -217,16 +260,16 @@ export class ArchiveDirStore {
       closeSync(fd);
     }
     // Cached at once, so a scan interrupted after this tarball keeps it.
-    const fresh = { key, records };
     this.tarballs.set(path, fresh);
     return fresh;
   }
 
-  private async readTarball(fd: number, path: string, real: string, name: string): Promise<ImageRecord[]> {
+  private async readTarball(fd: number, file: TarballFile, name: string): Promise<ArchiveImages> {
     this.tarballsRead++;
+    const { path, real } = file;
     try {
-      const contents: TarContents = isGzip(fd) ? await scanGzipTar(path, real) : scanPlainTar(fd, fstatSync(fd).size, path);
-      return archiveImages(contents, path, this.archiveContext(name));
+      const contents: TarContents = file.gzip ? await scanGzipTar(path, real) : scanPlainTar(fd, fstatSync(fd).size, path);
+      return archiveImages(contents, file, this.archiveContext(name));
     } catch (e) {
       if (e instanceof StoreProblem) throw e;
       // A read error, or a file that shrank under us: the tarball, not the service, is at fault.
@@ -248,7 +291,7 @@ export class ArchiveDirStore {
 /** Whether the file starts with the gzip magic (names lie; bytes do not). */
 function isGzip(fd: number): boolean {
   const magic = Buffer.alloc(2);
-  return readSync(fd, magic, 0, 2, 0) === 2 && magic[0] === 0x1f && magic[1] === 0x8b;
+  return readSync(fd, magic, 0, 2, 0) === 2 && isGzipMagic(magic);
 }
 
 /**
@@ -276,6 +319,7 @@ function mergeByImage(tarballs: readonly CachedTarball[], writable: boolean): Im
       existing.annotations ??= r.annotations;
       existing.platform ??= r.platform;
       existing.manifest ??= r.manifest;
+      existing.target ??= r.target;
     }
   }
   return [...byId.values()];

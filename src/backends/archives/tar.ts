@@ -31,6 +31,21 @@ export interface TarMember {
   linkName?: string;
   /** Where the member's data starts in the uncompressed tar stream. */
   offset: number;
+  /** A regular member whose data starts with the gzip magic (a docker-archive layer kept compressed). */
+  gzip?: boolean;
+  /**
+   * A gzip member's trailer ISIZE: its decompressed length modulo 2^32, exact
+   * for one gzip stream under 4 GiB (what docker, skopeo and pigz write).
+   */
+  isize?: number;
+}
+
+/** The smallest gzip stream: a 10-byte header and an 8-byte trailer (CRC32, ISIZE). */
+const GZIP_MIN = 18;
+
+/** Whether bytes start with the gzip magic. */
+export function isGzipMagic(head: Uint8Array): boolean {
+  return head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
 }
 
 /** A tar's listing, and the bytes of its (small) regular members. */
@@ -225,6 +240,12 @@ export function scanPlainTar(fd: number, fileSize: number, path: string): TarCon
     } else {
       const m = listing.member(h, dataStart);
       size = carriesData(m.type) ? m.size : 0;
+      // The window that held the header holds the data's first bytes too: no extra read. The
+      // trailer is read where the next header is, so a window there costs nothing either.
+      if (m.type === "file" && size >= GZIP_MIN && dataStart + size <= fileSize) {
+        m.gzip = isGzipMagic(reader.read(dataStart, 2));
+        if (m.gzip) m.isize = reader.read(dataStart + size - 4, 4).readUInt32LE(0);
+      }
     }
     if (dataStart + size > fileSize) throw truncated();
     pos = dataStart + padded(size);
@@ -256,7 +277,18 @@ class StreamingTar {
   private pos = 0;
   private headerBuf = Buffer.alloc(0);
   /** The member (or extended header) whose data is passing. */
-  private current?: { header: Header; offset: number; remaining: number; padding: number; chunks?: Buffer[]; decided: boolean };
+  private current?: {
+    header: Header;
+    offset: number;
+    remaining: number;
+    padding: number;
+    chunks?: Buffer[];
+    decided: boolean;
+    /** A regular member that may be gzip: its first bytes (TarMember.gzip) and last four (TarMember.isize) are noted. */
+    member?: TarMember;
+    head?: Buffer;
+    tail?: Buffer;
+  };
   private keptBytes = 0;
 
   constructor(private readonly path: string) {}
@@ -284,6 +316,7 @@ class StreamingTar {
     const h = parseHeader(block, this.path, offset);
     let size = h.size;
     let chunks: Buffer[] | undefined;
+    let member: TarMember | undefined;
     if (isExtended(h.typeflag)) {
       if (size > MAX_EXTENDED_HEADER) throw new StoreProblem(`extended header of ${size} bytes at byte ${offset}`, this.path);
       chunks = [];
@@ -291,8 +324,9 @@ class StreamingTar {
       const m = this.listing.member(h, this.pos);
       size = carriesData(m.type) ? m.size : 0;
       if (m.type === "file" && size <= MAX_JSON_BYTES) chunks = [];
+      if (m.type === "file" && size >= GZIP_MIN) member = m;
     }
-    this.current = { header: h, offset: this.pos, remaining: size, padding: padded(size) - size, chunks, decided: isExtended(h.typeflag) };
+    this.current = { header: h, offset: this.pos, remaining: size, padding: padded(size) - size, chunks, decided: isExtended(h.typeflag), member };
     if (size === 0) this.finishMember();
     return at + take;
   }
@@ -306,6 +340,7 @@ class StreamingTar {
         if (!looksLikeJson(piece[0]!)) cur.chunks = undefined;
       }
       if (cur.chunks) cur.chunks.push(Buffer.from(piece));
+      if (cur.member) sniffGzip(cur, piece);
       cur.remaining -= piece.length;
       this.pos += piece.length;
       at += piece.length;
@@ -321,6 +356,7 @@ class StreamingTar {
 
   private finishMember(): void {
     const cur = this.current!;
+    if (cur.member?.gzip && cur.tail?.length === 4) cur.member.isize = cur.tail.readUInt32LE(0);
     if (cur.chunks) {
       const bytes = Buffer.concat(cur.chunks);
       if (isExtended(cur.header.typeflag)) this.listing.extended(cur.header, bytes);
@@ -332,6 +368,21 @@ class StreamingTar {
     }
     if (cur.padding === 0) this.current = undefined;
   }
+}
+
+/** Notes a passing piece of a member that may be gzip: its first two bytes and, when it is, its last four (any piece may be as short as one byte). */
+function sniffGzip(cur: { member?: TarMember; head?: Buffer; tail?: Buffer }, piece: Buffer): void {
+  const m = cur.member!;
+  if (m.gzip === undefined) {
+    cur.head = cur.head ? Buffer.concat([cur.head, piece.subarray(0, 2 - cur.head.length)]) : Buffer.from(piece.subarray(0, 2));
+    if (cur.head.length < 2) return;
+    m.gzip = isGzipMagic(cur.head);
+    if (!m.gzip) {
+      cur.member = undefined;
+      return;
+    }
+  }
+  cur.tail = piece.length >= 4 ? Buffer.from(piece.subarray(-4)) : Buffer.concat([cur.tail ?? Buffer.alloc(0), piece]).subarray(-4);
 }
 
 /**

@@ -15,7 +15,7 @@ import { closeSync, constants, openSync, readSync, realpathSync } from "node:fs"
 import { join } from "node:path";
 import { digestParts } from "../../model/digest";
 import { MAX_JSON_BYTES, StoreProblem, isInside, type ScanPaths } from "../common/files";
-import { blobPath, readJsonBlob, verifiedJsonBlob } from "../oci-layout/layout";
+import { blobPath, readJsonBlob, verifiedJsonBlob } from "../common/oci-blobs";
 
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 let scratch = Buffer.allocUnsafe(64 * 1024);

@@ -29,14 +29,15 @@
 // - uid/username from the config's User (the registry applies the CRI rule).
 //
 // Content is verified against its digest and read bounded and inside the
-// content store, as for an OCI layout (common/files.ts, oci-layout/layout.ts).
+// content store, as for an OCI layout (common/files.ts, common/oci-blobs.ts).
 import { existsSync } from "node:fs";
-import type { ImageRecord, Logger, Platform } from "../../backend/contract";
+import type { ContentDescriptor, ImageRecord, Logger, Platform } from "../../backend/contract";
 import { isDigest, isImageId } from "../../model/digest";
 import { formatReference, parseNormalizedNamed, quote } from "../../model/reference";
 import { ProblemLog, ScanPaths, StoreProblem } from "../common/files";
 import { configFacts } from "../common/oci-config";
-import { MAX_INDEX_DEPTH, blobPath, isIndexType, isManifestType, parseIndex, parseManifest, readJsonBlob } from "../oci-layout/layout";
+import { MAX_INDEX_DEPTH, isIndexType, isManifestType, parseIndex, parseManifest } from "../common/oci";
+import { blobPath, readJsonBlob } from "../common/oci-blobs";
 import { readGoTime } from "./bbolt";
 import { ContentReader } from "./content";
 import type { ImageEntry } from "./metadata";
@@ -173,6 +174,8 @@ export class ContainerdImages {
   private content: ContentReader;
   /** Whether the content store may have lost blobs since the facts were made. */
   private recheck = true;
+  /** By image ID, the targets of all its names (the last images() call's): what the mirror may serve under it. */
+  roots = new Map<string, ContentDescriptor[]>();
 
   constructor(private readonly src: ImageSource) {
     this.content = new ContentReader(src.contentRoot, new ScanPaths(src.contentRoot));
@@ -188,6 +191,7 @@ export class ContainerdImages {
     this.recheck = contentChanged;
     this.content = new ContentReader(this.src.contentRoot, new ScanPaths(this.src.contentRoot));
     const byId = new Map<string, { record: ImageRecord; pinned: boolean }>();
+    const roots = new Map<string, ContentDescriptor[]>();
     for (const entry of entries) {
       if (entry.problem !== undefined || entry.target === undefined) {
         this.src.problems.report(`image ${quote(entry.name)} skipped: ${entry.problem ?? "no target"}`, this.src.metaPath);
@@ -214,6 +218,8 @@ export class ContainerdImages {
         if (names.tag && !existing.record.repoTags.includes(names.tag)) existing.record.repoTags.push(names.tag);
         if (names.digest && !existing.record.repoDigests.includes(names.digest)) existing.record.repoDigests.push(names.digest);
         existing.pinned ||= pinned;
+        const targets = roots.get(resolved.configDigest)!;
+        if (!targets.some((t) => t.digest === entry.target!.digest)) targets.push({ ...entry.target });
         continue;
       }
       let config: ConfigSummary | undefined;
@@ -224,6 +230,7 @@ export class ContainerdImages {
         this.src.problems.report(`image ${quote(entry.name)} skipped: ${e.message}`, e.path);
         continue;
       }
+      roots.set(resolved.configDigest, [{ ...entry.target }]);
       byId.set(resolved.configDigest, {
         pinned,
         record: {
@@ -239,10 +246,13 @@ export class ContainerdImages {
           platform: resolved.platform ?? config.platform,
           kind: "oci",
           source: this.src.metaPath,
+          // The first name's target, as containerd keeps it: what the mirror serves by tag.
+          target: { ...entry.target },
         },
       });
     }
     this.facts = this.touched;
+    this.roots = roots;
     const records: ImageRecord[] = [];
     for (const { record, pinned } of byId.values()) {
       record.repoTags.sort();

@@ -12,10 +12,12 @@ import {
   defineBackend,
   type BackendContext,
   type CallContext,
+  type ContentBody,
   type FsUsage,
   type ImageRecord,
 } from "../../backend/contract";
 import { quote } from "../../model/reference";
+import { BlobStoreContent } from "../common/oci-blob-store";
 import { ProblemLog, StoreProblem, directoryUsage, statKey, watchDirectories } from "../common/files";
 import { BoltError } from "./bbolt";
 import { ContainerdImages } from "./images";
@@ -83,6 +85,7 @@ export class ContainerdStore {
   private cached?: { key: string; records: readonly ImageRecord[] };
   /** The last answer, complete or not: served while a snapshot cannot be had, and for status(). */
   private records: readonly ImageRecord[] = NO_IMAGES;
+  private readonly blobs: BlobStoreContent;
   /**
    * The commit and content-store stat the last answer was made from. A commit
    * is its txid and meta checksum: a txid alone is shared by another file put
@@ -111,6 +114,7 @@ export class ContainerdStore {
       metaPath: this.metaPath,
       ignoreName: opts.ignoreName,
     });
+    this.blobs = new BlobStoreContent(this.contentRoot, this.problems, (id) => this.images.roots.get(id));
   }
 
   get root(): string {
@@ -177,6 +181,7 @@ export class ContainerdStore {
     const records = this.images.images(snapshot.images, this.lastRead?.contentKey !== contentKey);
     this.lastRead = { commit, contentKey };
     this.records = records;
+    this.blobs.forget();
     // Kept even when an image was skipped for missing content: content arrives as a new file
     // in blobs/sha256 (containerd renames it in from its ingest directory), which changes the key.
     this.cached = { key, records };
@@ -198,6 +203,18 @@ export class ContainerdStore {
       this.problems.skip(e, `config of ${id}`);
       return record;
     }
+  }
+
+  /**
+   * Content for the mirror: a blob reachable from the targets of the
+   * image's names (the index, each platform's manifest the store has, their
+   * configs and layers), sent from its file in the content store as stored:
+   * containerd keeps the registry's bytes. Undefined for anything else, and
+   * for a blob the store does not have (content GC'd, a layer never fetched),
+   * logged once with its path.
+   */
+  content(id: string, digest: string): ContentBody | undefined {
+    return this.blobs.content(id, digest);
   }
 
   /** ImageFsInfo: containerd's root holds the content and the unpacked snapshots. */

@@ -6,6 +6,14 @@
 //   stdout: {"protocol": 1, "images": [ImageRecord, …]}
 //   stdin:  {"protocol": 1, "method": "status", "id": "sha256:…"}
 //   stdout: {"protocol": 1, "image": ImageRecord | null}
+//   stdin:  {"protocol": 1, "method": "content", "id": "sha256:…", "digest": "sha256:…"}
+//   stdout: {"protocol": 1, "content": {"mediaType", "size", "path", "offset"}   (a file region)
+//                                   | {"mediaType", "size", "bytes": "<base64>"} (small content)
+//                                   | null}
+//
+// (`content` is the registry mirror's hook, docs/mirror.md: the bytes of a
+// digest reachable from the image's `target`. A file region is sent by the
+// OS; a plugin answers it only for files it has checked are its store's.)
 //
 // One process per call keeps the contract simple and a crash contained: the
 // call fails, the registry keeps the last good snapshot, the next call starts
@@ -20,6 +28,7 @@ import {
   type Backend,
   type BackendContext,
   type CallContext,
+  type ContentBody,
   type ImageRecord,
 } from "../../backend/contract";
 import { EXEC_SUBDIR, pathProblems, type PluginSettings } from "../../plugins/load";
@@ -39,8 +48,9 @@ export class ExecPluginError extends Error {
 
 interface Request {
   protocol: number;
-  method: "list" | "status";
+  method: "list" | "status" | "content";
   id?: string;
+  digest?: string;
 }
 
 /** Runs the executable once with `request` on stdin; resolves its parsed stdout. */
@@ -98,12 +108,27 @@ export function runExecPlugin(path: string, args: readonly string[], request: Re
 }
 
 /** Checks the reply envelope; the records themselves are validated by the registry. */
-function field(reply: unknown, key: "images" | "image", name: string): unknown {
+function field(reply: unknown, key: "images" | "image" | "content", name: string): unknown {
   if (typeof reply !== "object" || reply === null || Array.isArray(reply)) throw new ExecPluginError(name, "reply is not a JSON object");
   const r = reply as Record<string, unknown>;
   if (r.protocol !== EXEC_PROTOCOL) throw new ExecPluginError(name, `reply protocol ${JSON.stringify(r.protocol)} is not ${EXEC_PROTOCOL}`);
   if (!(key in r)) throw new ExecPluginError(name, `reply has no "${key}"`);
   return r[key];
+}
+
+/**
+ * A `content` reply as a ContentBody: a file region or base64 bytes. The
+ * registry checks the rest (media type, size, an absolute path) as it does
+ * for every backend's answer.
+ */
+function contentBody(answer: unknown, name: string): ContentBody | undefined {
+  if (answer === null) return undefined;
+  if (typeof answer !== "object" || Array.isArray(answer)) throw new ExecPluginError(name, `"content" is not an object or null`);
+  const a = answer as Record<string, unknown>;
+  const base = { mediaType: a.mediaType as string, size: a.size as number };
+  if (typeof a.bytes === "string") return { ...base, bytes: new Uint8Array(Buffer.from(a.bytes, "base64")) };
+  if (typeof a.path === "string") return { ...base, file: { path: a.path, offset: (a.offset as number | undefined) ?? 0 } };
+  throw new ExecPluginError(name, `"content" has neither "path" nor "bytes"`);
 }
 
 /**
@@ -155,6 +180,9 @@ export const execBackend = (settings: PluginSettings) =>
         async status(id, call) {
           const image = field(await run({ protocol: EXEC_PROTOCOL, method: "status", id }, call), "image", ctx.name);
           return (image ?? undefined) as ImageRecord | undefined;
+        },
+        async content(id, digest, call) {
+          return contentBody(field(await run({ protocol: EXEC_PROTOCOL, method: "content", id, digest }, call), "content", ctx.name), ctx.name);
         },
       };
     },

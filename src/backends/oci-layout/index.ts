@@ -1,13 +1,24 @@
 // Backend for an OCI image layout directory (`oci:` in skopeo's terms, what
 // umoci and `buildah manifest push oci:` write). See
 // docs/backends.md#oci-layout for the naming rules; the
-// interpretation itself is in images.ts, shared with the archives backend.
+// interpretation itself is in ../common/oci-images.ts, shared with the
+// archives backend.
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { BACKEND_API_VERSION, defineBackend, type BackendContext, type ImageRecord, type CallContext, type FsUsage } from "../../backend/contract";
+import {
+  BACKEND_API_VERSION,
+  defineBackend,
+  type BackendContext,
+  type CallContext,
+  type ContentBody,
+  type ContentDescriptor,
+  type FsUsage,
+  type ImageRecord,
+} from "../../backend/contract";
 import { ProblemLog, ScanPaths, StoreProblem, notWritableHint, readStoreJson, statKey, watchDirectories, directoryUsage } from "../common/files";
-import { layoutImages, parseConfig, repositoryOption, type LayoutSource } from "./images";
-import { blobPath, readJsonBlob } from "./layout";
+import { layoutImages, parseConfig, repositoryOption, type LayoutSource } from "../common/oci-images";
+import { BlobStoreContent } from "../common/oci-blob-store";
+import { blobPath, readJsonBlob } from "../common/oci-blobs";
 import { JOURNAL, finishRemoval, removeFromLayout } from "./remove";
 
 /** A layout that looks unchanged is still walked at every this-many-th ImageFsInfo measurement. */
@@ -45,6 +56,9 @@ export class OciLayoutStore {
   private cached?: { key: string; records: ImageRecord[] };
   /** The last scan's records, complete or not. */
   private records: ImageRecord[] = [];
+  /** The last scan's index.json entries by image ID (LayoutImages.roots). */
+  private roots = new Map<string, ContentDescriptor[]>();
+  private readonly blobs: BlobStoreContent;
   private readonly problems: ProblemLog;
   private usage?: { key: string; value: FsUsage; reused: number };
   /** The start's finishing of an interrupted removal (writable layouts); never rejects. */
@@ -69,6 +83,7 @@ export class OciLayoutStore {
       blob: (digest) => readJsonBlob(this.root, digest, this.scanPaths),
       remember: (digest, what, derive) => this.remember(digest, what, derive),
     };
+    this.blobs = new BlobStoreContent(root, this.problems, (id) => this.roots.get(id));
   }
 
   list(): ImageRecord[] {
@@ -84,13 +99,25 @@ export class OciLayoutStore {
     if (this.cached?.key === key) return this.cached.records;
     this.touched = new Map();
     this.scanPaths = new ScanPaths(this.root);
-    const { records, complete } = layoutImages(readStoreJson(this.root, indexPath).value, indexPath, this.source);
+    const { records, complete, roots } = layoutImages(readStoreJson(this.root, indexPath).value, indexPath, this.source);
     // Drop the facts of images that left the layout, so churn cannot grow memory.
     this.facts = this.touched;
     // A scan that skipped a missing blob is retried next time, since the blob may yet arrive.
     this.cached = complete ? { key, records } : undefined;
     this.records = records;
+    this.roots = roots;
+    this.blobs.forget();
     return records;
+  }
+
+  /**
+   * Content for the mirror: a blob reachable from the image's index.json
+   * entries, sent from its file as stored (byte for byte: a layout keeps the
+   * registry's manifests and compressed layers). Undefined for anything else,
+   * and for a reachable blob that is missing or damaged (logged once).
+   */
+  content(id: string, digest: string): ContentBody | undefined {
+    return this.blobs.content(id, digest);
   }
 
   /**

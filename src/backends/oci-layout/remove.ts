@@ -16,8 +16,9 @@ import { closeSync, existsSync, fchmodSync, fchownSync, fsyncSync, lstatSync, op
 import { dirname, join } from "node:path";
 import { isDigest } from "../../model/digest";
 import { StoreProblem, isInside, parseJson, readStoreJson, readStoreFile } from "../common/files";
-import { entryImageId, type LayoutSource } from "./images";
-import { blobPath, isIndexType, isManifestType, parseDescriptor, parseIndex, readJsonBlob, type Descriptor } from "./layout";
+import { entryImageId, type LayoutSource } from "../common/oci-images";
+import { blobPath, readJsonBlob } from "../common/oci-blobs";
+import { isIndexType, isManifestType, parseDescriptor, parseIndex, type Descriptor } from "../common/oci";
 
 /** The removal journal: the blobs a removal will delete once index.json no longer reaches them. */
 export const JOURNAL = ".imagelet-removal.json";

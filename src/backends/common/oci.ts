@@ -1,11 +1,11 @@
-// Reading an OCI image layout (image-spec image-layout.md): index.json, nested
-// indexes and manifests from blobs/<alg>/<encoded>. Pure reading and
-// interpretation; the backend object in index.ts adds caching and watching.
-import { createHash } from "node:crypto";
-import { join } from "node:path";
+// OCI documents (image-spec descriptor.md, manifest.md, image-index.md): media
+// types, descriptors, indexes and manifests, and the platform choice in an
+// index. Shared by every store that keeps OCI content (an OCI layout
+// directory, one inside a tarball, containerd's content store); reading their
+// bytes is oci-blobs.ts.
 import type { Platform } from "../../backend/contract";
-import { digestParts, isDigest } from "../../model/digest";
-import { StoreProblem, parseJson, readStoreFile, type ScanPaths } from "../common/files";
+import { isDigest } from "../../model/digest";
+import { StoreProblem } from "./files";
 
 export const MEDIA = {
   ociIndex: "application/vnd.oci.image.index.v1+json",
@@ -54,29 +54,6 @@ export function isIndexType(mediaType: string | undefined): boolean {
 
 export function isManifestType(mediaType: string | undefined): boolean {
   return mediaType !== undefined && MANIFEST_TYPES.has(mediaType);
-}
-
-/** The path of a blob. The digest grammar check is what keeps it inside blobs/. */
-export function blobPath(root: string, digest: string): string {
-  const { algorithm, encoded } = digestParts(digest);
-  return join(root, "blobs", algorithm, encoded);
-}
-
-/**
- * Reads a JSON blob (inside the layout, bounded) and checks that its bytes
- * hash to the digest that named it.
- */
-export function readJsonBlob(root: string, digest: string, paths?: ScanPaths): { value: unknown; size: number } {
-  const path = blobPath(root, digest);
-  return verifiedJsonBlob(readStoreFile(root, path, undefined, paths), digest, path);
-}
-
-/** Parses blob bytes after checking that they hash to the digest that named them (`path` is for messages). */
-export function verifiedJsonBlob(bytes: Buffer, digest: string, path: string): { value: unknown; size: number } {
-  const { algorithm, encoded } = digestParts(digest);
-  const actual = createHash(algorithm).update(bytes).digest("hex");
-  if (actual !== encoded) throw new StoreProblem(`content does not match its digest (${algorithm}:${actual})`, path);
-  return { value: parseJson(bytes, path), size: bytes.length };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

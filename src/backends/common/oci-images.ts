@@ -1,14 +1,14 @@
 // The images of an OCI image layout, wherever its blobs live: a layout
-// directory (index.ts) or a layout inside a tarball (oci-archive, Docker >= 25
+// directory (../oci-layout) or a layout inside a tarball (oci-archive, Docker >= 25
 // `docker save`; ../archives). Pure interpretation of index.json, nested
 // indexes, manifests and configs; reading, caching and watching belong to the
 // caller, which hands in a blob reader. See
 // docs/backends.md#oci-layout for the naming rules.
-import { OptionError, type ImageRecord, type Logger, type Platform } from "../../backend/contract";
+import { OptionError, type ContentDescriptor, type ImageRecord, type Logger, type Platform } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
 import { formatReference, isFullReference, isTag, parseNormalizedNamed, quote } from "../../model/reference";
-import { StoreProblem, type ProblemLog } from "../common/files";
-import { configFacts, type ConfigFacts } from "../common/oci-config";
+import { StoreProblem, type ProblemLog } from "./files";
+import { configFacts, type ConfigFacts } from "./oci-config";
 import {
   MAX_INDEX_DEPTH,
   isArtifact,
@@ -19,7 +19,8 @@ import {
   pickPlatform,
   type Descriptor,
   type Manifest,
-} from "./layout";
+} from "./oci";
+import { contentDescriptor } from "./oci-reach";
 
 const CONTAINERD_IMAGE_NAME = "io.containerd.image.name";
 const OCI_REF_NAME = "org.opencontainers.image.ref.name";
@@ -103,15 +104,22 @@ export function repositoryOption(repo: string, key = "repository"): string {
   }
 }
 
-/**
- * The images an index.json names. `complete` is false when an entry was
- * skipped for a problem that may go away (a blob not there yet).
- */
-export function layoutImages(indexValue: unknown, indexPath: string, src: LayoutSource): { records: ImageRecord[]; complete: boolean } {
+/** A layout's images, and the index.json entries each stands for (what the mirror may serve under it). */
+export interface LayoutImages {
+  records: ImageRecord[];
+  /** False when an entry was skipped for a problem that may go away (a blob not there yet). */
+  complete: boolean;
+  /** By image ID: the descriptors of its index.json entries, as stored; the record's target is the first. */
+  roots: Map<string, ContentDescriptor[]>;
+}
+
+/** The images an index.json names. */
+export function layoutImages(indexValue: unknown, indexPath: string, src: LayoutSource): LayoutImages {
   const { index, invalid } = parseIndex(indexValue, indexPath);
   if (invalid > 0) src.problems.report(`${invalid} index.json entries are not valid descriptors (bad digest or size)`, indexPath);
   let complete = true;
   const byId = new Map<string, ImageRecord>();
+  const roots = new Map<string, ContentDescriptor[]>();
   for (const entry of index.manifests) {
     let resolved: ResolvedEntry | undefined;
     try {
@@ -122,13 +130,17 @@ export function layoutImages(indexValue: unknown, indexPath: string, src: Layout
       continue;
     }
     if (!resolved) continue;
-    const record = toRecord(src, entry, resolved);
+    const target = contentDescriptor(entry);
+    const record = toRecord(src, entry, resolved, target);
     if (!record) continue;
     const existing = byId.get(record.id);
     if (!existing) byId.set(record.id, record);
     else mergeNames(existing, record);
+    const entryRoots = roots.get(record.id) ?? [];
+    if (!entryRoots.some((d) => d.digest === entry.digest)) entryRoots.push(target);
+    roots.set(record.id, entryRoots);
   }
-  return { records: [...byId.values()], complete };
+  return { records: [...byId.values()], complete, roots };
 }
 
 /** Adds `from`'s tags and digests to `into` (several entries, or tarballs, for one image). */
@@ -196,7 +208,7 @@ export function entryImageId(src: LayoutSource, entry: Descriptor): string | und
   return resolved && idOf(resolved.manifest);
 }
 
-function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: ResolvedEntry): ImageRecord | undefined {
+function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: ResolvedEntry, target: ContentDescriptor): ImageRecord | undefined {
   const id = idOf(manifest);
   if (!isImageId(id)) {
     src.problems.report(`entry ${entry.digest} skipped: ${manifest.artifact ? "manifest" : "config"} digest ${id} is not sha256`, src.path);
@@ -215,6 +227,7 @@ function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: 
       manifest: manifest.raw,
       kind: "artifact",
       source: src.path,
+      target,
     };
   }
   const config = configOf(src, id);
@@ -232,6 +245,7 @@ function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: 
     config: config?.config,
     kind: "oci",
     source: src.path,
+    target,
   };
 }
 

@@ -1,0 +1,193 @@
+// DistributionRoutes: the pull API's handlers. Each is a few lines: ask the
+// view (the one place that resolves names) which images a request can reach,
+// ask their backends for the bytes (registry/content.ts), and turn the answer
+// into a response. The mirror keeps no state of its own: a reload or a store
+// change is seen by the next request, as by ListImages.
+import type { ContentDescriptor, Logger } from "../backend/contract";
+import type { Image } from "../model/image";
+import { findContent, type FoundContent } from "../registry/content";
+import type { Lease, ServedRegistry } from "../registry/served";
+import { bodyRefusal, bodyStream, descriptorHeaders, FILE_BODY_HEADERS } from "./body";
+import { API_VERSION_HEADER, errorResponse, MirrorError, type ErrorCode } from "./errors";
+import { contentRange, parseRange, type ByteRange } from "./range";
+import { matchRoute, type Route } from "./routes";
+
+/** What a `/manifests/` request may answer (by digest; by tag, the target is served as stored). */
+export const MANIFEST_MEDIA_TYPES: ReadonlySet<string> = new Set([
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+  "application/vnd.docker.distribution.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.v1+prettyjws",
+]);
+
+/** A request's method, URL and headers: what the handlers read. */
+interface Asked {
+  method: "GET" | "HEAD";
+  url: URL;
+  headers: Headers;
+  signal: AbortSignal;
+}
+
+export class DistributionRoutes {
+  constructor(
+    private readonly served: ServedRegistry,
+    private readonly log: Logger,
+  ) {}
+
+  /** Never throws: every failure is an error answer, and anything absent a 404. */
+  async answer(request: Request): Promise<Response> {
+    const method = request.method;
+    let route: Route | undefined;
+    // Held from the lookup until the body is sent: a reload does not close the store under it.
+    const lease = this.served.lease();
+    let handedOver = false;
+    try {
+      if (method !== "GET" && method !== "HEAD") {
+        throw new MirrorError("UNSUPPORTED", `${method} is not served: the mirror is read-only (GET and HEAD)`, { method: method.slice(0, 20) }, { Allow: "GET, HEAD" });
+      }
+      const url = new URL(request.url);
+      if (url.pathname.includes("%")) throw new MirrorError("NAME_INVALID", "an encoded character in the path: no name, tag or digest has one", { path: url.pathname.slice(0, 200) });
+      route = matchRoute(url.pathname, url.searchParams.get("ns"));
+      const asked: Asked = { method, url, headers: request.headers, signal: request.signal };
+      switch (route.kind) {
+        case "base":
+          return jsonResponse(asked, {});
+        case "tags":
+          return this.tags(asked, lease, route);
+        case "manifest": {
+          const found = await this.manifest(lease, route);
+          handedOver = true;
+          return this.send(asked, found, route.kind, lease);
+        }
+        case "blob": {
+          const found = await this.content(lease, route.repository, route.digest, "BLOB_UNKNOWN");
+          handedOver = true;
+          return this.send(asked, found, route.kind, lease);
+        }
+      }
+      throw new MirrorError("NOT_FOUND");
+    } catch (e) {
+      if (e instanceof MirrorError) return errorResponse(e, method);
+      this.log.error("mirror: request failed", { method, url: request.url.slice(0, 300), error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+      const code: ErrorCode = route?.kind === "manifest" ? "MANIFEST_UNKNOWN" : route?.kind === "blob" ? "BLOB_UNKNOWN" : "NOT_FOUND";
+      return errorResponse(new MirrorError(code, "internal error; imagelet's log has it"), method);
+    } finally {
+      if (!handedOver) lease.release();
+    }
+  }
+
+  /** GET /v2/<name>/tags/list[?n=&last=]: the tags the mirror serves, in lexical order. */
+  private tags(asked: Asked, lease: Lease, route: Extract<Route, { kind: "tags" }>): Response {
+    const images = lease.registry.view.inRepository(route.repository);
+    if (images.length === 0) throw unknownRepository(route);
+    const prefix = `${route.repository}:`;
+    const all = [...new Set(images.filter(servable).flatMap((i) => i.repoTags.filter((t) => t.startsWith(prefix)).map((t) => t.slice(prefix.length))))].sort();
+    const nText = asked.url.searchParams.get("n");
+    const last = asked.url.searchParams.get("last");
+    if (nText !== null && !/^\d{1,9}$/.test(nText)) throw new MirrorError("PAGINATION_NUMBER_INVALID", `n=${JSON.stringify(nText.slice(0, 40))} is not a number of tags`, { n: nText.slice(0, 40) });
+    const after = last === null ? all : all.filter((t) => t > last);
+    const n = nText === null ? after.length : Number(nText);
+    const page = after.slice(0, n);
+    const headers: Record<string, string> = {};
+    if (page.length < after.length && page.length > 0) {
+      const next = new URLSearchParams({ n: String(n), last: page[page.length - 1]! });
+      const ns = asked.url.searchParams.get("ns");
+      if (ns !== null) next.set("ns", ns);
+      headers.Link = `</v2/${route.name}/tags/list?${next}>; rel="next"`;
+    }
+    return jsonResponse(asked, { name: route.name, tags: page }, headers);
+  }
+
+  /** A manifest by tag (the image's target, as stored) or by digest (only a manifest or index type). */
+  private async manifest(lease: Lease, route: Extract<Route, { kind: "manifest" }>): Promise<Served> {
+    if ("digest" in route.reference) {
+      const served = await this.content(lease, route.repository, route.reference.digest, "MANIFEST_UNKNOWN");
+      if (!MANIFEST_MEDIA_TYPES.has(served.descriptor.mediaType)) {
+        throw new MirrorError("MANIFEST_UNKNOWN", `${served.descriptor.digest} is a ${served.descriptor.mediaType}, not a manifest`, { digest: served.descriptor.digest });
+      }
+      return served;
+    }
+    const { tag } = route.reference;
+    const image = lease.registry.view.tagged(route.repository, tag);
+    if (!image) {
+      if (lease.registry.view.inRepository(route.repository).length === 0) throw unknownRepository(route);
+      throw new MirrorError("MANIFEST_UNKNOWN", `no image is tagged ${route.repository}:${tag}`, { repository: route.repository, tag });
+    }
+    const answer = await findContent(lease.registry, [image], undefined, this.log);
+    const target = image.target;
+    if (!answer.found || !target) {
+      throw new MirrorError("MANIFEST_UNKNOWN", notServed(`${route.repository}:${tag}`, answer.found ? [] : answer.reasons), { repository: route.repository, tag });
+    }
+    if (answer.found.body.size !== target.size) {
+      this.log.error("mirror: a backend's target and its content differ in size; not served", { backend: answer.found.backend, image: image.id, digest: target.digest, target: target.size, content: answer.found.body.size });
+      throw new MirrorError("MANIFEST_UNKNOWN", `backend ${JSON.stringify(answer.found.backend)} gave ${answer.found.body.size} bytes for a target of ${target.size}`, { digest: target.digest });
+    }
+    return this.checked(answer.found, target.digest, "MANIFEST_UNKNOWN");
+  }
+
+  /** Content by digest, reachable from an image of the repository. */
+  private async content(lease: Lease, repository: string, digest: string, code: "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN"): Promise<Served> {
+    const images = lease.registry.view.inRepository(repository);
+    if (images.length === 0) throw new MirrorError("NAME_UNKNOWN", `no image is named in repository ${repository}`, { repository });
+    const answer = await findContent(lease.registry, images, digest, this.log);
+    if (!answer.found) throw new MirrorError(code, notServed(`${repository}@${digest}`, answer.reasons), { repository, digest });
+    return this.checked(answer.found, digest, code);
+  }
+
+  /** Refuses, before any header is sent, a body that cannot be what it claims. */
+  private checked(found: FoundContent, digest: string, code: "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN"): Served {
+    const refusal = bodyRefusal(found.body, digest);
+    if (refusal !== undefined) {
+      this.log.error("mirror: a backend's content does not match its digest; not served", { backend: found.backend, image: found.image.id, digest, problem: refusal });
+      throw new MirrorError(code, `backend ${JSON.stringify(found.backend)} cannot serve ${digest}: ${refusal}`, { digest });
+    }
+    return { found, descriptor: { mediaType: found.body.mediaType, digest, size: found.body.size } };
+  }
+
+  /** The answer for found content: headers from its descriptor; a blob honours one Range. */
+  private send(asked: Asked, served: Served, kind: "manifest" | "blob", lease: Lease): Response {
+    const { descriptor, found } = served;
+    const size = descriptor.size;
+    const extra: Record<string, string> = { ...(kind === "blob" ? { "Accept-Ranges": "bytes" } : {}), ...(found.body.file ? FILE_BODY_HEADERS : {}) };
+    // Range is a GET's (RFC 9110 14.2); manifests are sent whole, as Spegel and distribution do.
+    const range = kind === "blob" && asked.method === "GET" ? parseRange(asked.headers.get("range"), size) : "whole";
+    if (range === "unsatisfiable") {
+      throw new MirrorError("RANGE_NOT_SATISFIABLE", `the blob has ${size} bytes`, { size }, { ...extra, "Content-Range": `bytes */${size}` });
+    }
+    const part: ByteRange = range === "whole" ? { start: 0, end: size - 1 } : range;
+    const length = part.end - part.start + 1;
+    const headers = { ...descriptorHeaders(descriptor, length), ...extra, ...(range === "whole" ? {} : { "Content-Range": contentRange(part, size) }) };
+    const status = range === "whole" ? 200 : 206;
+    if (asked.method === "HEAD" || length === 0) {
+      lease.release();
+      return new Response(null, { status, headers });
+    }
+    return new Response(bodyStream(found.body, descriptor.digest, part, asked.signal, lease.release, this.log), { status, headers });
+  }
+}
+
+interface Served {
+  found: FoundContent;
+  descriptor: ContentDescriptor;
+}
+
+/** Images whose tags the mirror lists: those it may serve. */
+function servable(image: Image): boolean {
+  return image.kind !== "embedded" && image.target !== undefined;
+}
+
+function unknownRepository(route: { repository: string }): MirrorError {
+  return new MirrorError("NAME_UNKNOWN", `no image is named in repository ${route.repository}`, { repository: route.repository });
+}
+
+function notServed(what: string, reasons: readonly string[]): string {
+  return reasons.length === 0 ? `${what} is not reachable from any image served` : `${what} is not served: ${reasons.join("; ")}`;
+}
+
+function jsonResponse(asked: Asked, value: unknown, headers: Record<string, string> = {}): Response {
+  const body = JSON.stringify(value);
+  const all = { ...API_VERSION_HEADER, ...headers, "Content-Type": "application/json; charset=utf-8", "Content-Length": String(Buffer.byteLength(body)) };
+  return new Response(asked.method === "HEAD" ? null : body, { status: 200, headers: all });
+}
