@@ -25,6 +25,7 @@
 import type { ServerHttp2Session } from "node:http2";
 import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
+import { coalescedCollection } from "./collection";
 import { H2_ERROR } from "./h2-authority";
 
 /**
@@ -66,6 +67,15 @@ const DRAIN_CHECK_MS = 50;
  */
 const CALLS_SETTLE_CHECKS = 4;
 
+/**
+ * A session ended with calls open or output held (a burst, a flood, thousands
+ * of streams) leaves that much garbage, which a quiet server collects late:
+ * after a refused-stream flood ended by Bun rather than stream-watch.ts (which
+ * asks for its own), RSS stayed 12 MiB up 15 s later. One full collection a
+ * second after such an end (at most one a second) gives it back.
+ */
+const collectSoon = coalescedCollection(1000);
+
 function openStreams(parser: NativeParser): number {
   let n = 0;
   parser.forEachStream(() => n++);
@@ -87,12 +97,14 @@ function drainBeforeDestroy(session: ServerHttp2Session, socket: Duplex, parser:
   const destroy = session.destroy as Destroy;
   let draining: { error: unknown; code: number | undefined } | undefined;
   let timer: ReturnType<typeof setInterval> | undefined;
+  let busy = false;
   const finish = () => {
     if (draining === undefined) return;
     const { error, code } = draining;
     draining = undefined;
     clearInterval(timer);
     destroy.call(session, error, code);
+    if (busy) collectSoon();
   };
   session.destroy = function (this: ServerHttp2Session, error?: unknown, code?: number) {
     if (draining !== undefined) return;
@@ -101,6 +113,7 @@ function drainBeforeDestroy(session: ServerHttp2Session, socket: Duplex, parser:
     socket.pause();
     socket.once("close", finish);
     let [held, open] = [parser.bufferSize(), openStreams(parser)];
+    busy = held > 0 || open > 0;
     let taken = Date.now();
     let unmoved = 0;
     timer = setInterval(() => {
