@@ -26,6 +26,8 @@ are checked against the answer's size.
 
 The run's figures go below the marker in docs/performance.md, with the plot
 docs/performance.svg. `--quick` is a smoke run with small N into run/bench/.
+Then scripts/bench_mirror.py measures the mirror beside distribution (its own
+section of the same report; `--no-mirror` skips it).
 """
 import argparse
 import json
@@ -421,6 +423,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds per server, alternating; medians are reported (default 3, --quick: 1)")
     ap.add_argument("--compare", metavar="BIN", help="also measure this (earlier) imagelet binary, as the server \"before\"")
     ap.add_argument("--no-scans", action="store_true", help="skip the containers-storage and archives scans")
+    ap.add_argument("--no-mirror", action="store_true", help="skip the mirror beside distribution (scripts/bench_mirror.py)")
     ap.add_argument("--out", default=None, help="report directory (default docs/, or run/bench/ with --quick)")
     args = ap.parse_args()
     sizes = [int(s) for s in (args.sizes or ("100,1000" if args.quick else "10,100,1000,10000,50000")).split(",")]
@@ -449,6 +452,11 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     doc = write_report(results, out_dir, "performance.md")
     print(f"\nwrote {doc} and its plot")
+    if not args.no_mirror:
+        import bench_mirror
+
+        print("\n== the mirror beside distribution (scripts/bench_mirror.py)", flush=True)
+        bench_mirror.main((["--quick"] if args.quick else []) + (["--no-containerd"] if args.no_containerd else []), doc=doc)
 
 
 if __name__ == "__main__":

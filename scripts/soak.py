@@ -14,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "test", "integration"))
 import soak_scenarios as s  # noqa: E402
 import h2_abuse  # noqa: E402
+import mirror_soak  # noqa: E402
 
 DOC = os.path.join(ROOT, "docs", "reliability.md")
 BEGIN, END = "<!-- soak figures: begin (written by scripts/soak) -->", "<!-- soak figures: end -->"
@@ -39,6 +40,8 @@ SCENARIOS = {
                   lambda d: s.scenario_lifecycle(d, images=10_001, load_seconds=10.0, concurrency=64, streams=8)),
     "h2": ("6. HTTP/2 abuse", "each attack of test/integration/h2_abuse.py at full size, on both paths (:authority localhost; the socket path, through the rewriter), one after another on one server with default timeouts; a normal client calling ImageStatus and ListImages throughout; RSS sampled every 50 ms",
            lambda d: h2_abuse.scenario_h2_abuse(d, h2_abuse.FULL_SIZES, close_within=100.0, rss_return_within=30.0)),
+    "mirror": ("7. The mirror port", "an OCI layout with one 256 MiB layer served on loopback; one after another: 50 clients reading 16 KiB every 50 ms and 50 that never read, for 30 s; 1,000 clients that vanish after up to 16 MiB (every other one with a reset); 1,000 connections (half idle, half with unfinished headers) held 15 s; a 1 MiB header, 10,000 headers, a 1 MiB path, 64 MiB of headers that never end; the store changed while a download reads it, 3 times each: the OCI layout's blob removed with its image, replaced by rename, rewritten in place, truncated, and the same to the file of a 64 MiB layer re-created from containers-storage (vfs) (sha256 of what arrived checked); a CRI client calling ImageStatus every 20 ms throughout",
+               lambda d: mirror_soak.scenario_mirror(d, mirror_soak.FULL)),
 }
 
 

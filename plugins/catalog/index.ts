@@ -18,7 +18,7 @@
 // (an OCI manifest naming the config and each tar by its sha256), and the
 // config and layers are sent from their files.
 import { createHash } from "node:crypto";
-import { readFileSync, statSync, watch } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, statSync, watch } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { defineBackend, OptionError, type ContentBody, type ImageRecord } from "./imagelet-plugin.ts";
 
@@ -42,6 +42,19 @@ interface Servable {
 }
 
 const sha256 = (bytes: Uint8Array) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+
+/** A file's sha256, read 1 MiB at a time: a layer tar can be large. */
+function fileSha256(path: string): string {
+  const hash = createHash("sha256");
+  const buffer = Buffer.alloc(1 << 20);
+  const fd = openSync(path, "r");
+  try {
+    for (let n; (n = readSync(fd, buffer)) > 0; ) hash.update(buffer.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return `sha256:${hash.digest("hex")}`;
+}
 
 /** The parts of an OCI image config this plugin passes on. */
 interface OciConfig {
@@ -79,17 +92,17 @@ export default defineBackend({
     const catalog = resolve(ctx.baseDir, options.path);
     if (!/\.(toml|json)$/.test(catalog)) throw new OptionError("path", `${catalog} is not a .toml or .json file`);
     const skipped = new Set<string>();
-    /** Layer digests by path, size and mtime: a tar is hashed once, not on every list. */
-    const layerDigests = new Map<string, string>();
+    /** Layer digests by path, with the size and mtime they were taken at: a tar is hashed once, not on every list. */
+    const layerDigests = new Map<string, { stamp: string; digest: string }>();
     /** The images the last list() made servable, by ID. */
     let servable = new Map<string, Servable>();
 
     const layerFile = (path: string) => {
       const st = statSync(path);
-      const key = `${path}\0${st.size}\0${st.mtimeMs}`;
-      let digest = layerDigests.get(key);
-      if (digest === undefined) layerDigests.set(key, (digest = sha256(readFileSync(path))));
-      return { path, size: st.size, digest };
+      const stamp = `${st.size}:${st.mtimeMs}`;
+      let known = layerDigests.get(path);
+      if (known?.stamp !== stamp) layerDigests.set(path, (known = { stamp, digest: fileSha256(path) }));
+      return { path, size: st.size, digest: known.digest };
     };
 
     /** The manifest this plugin writes for an image with layers: the config and each tar, in order. */

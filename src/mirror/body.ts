@@ -15,7 +15,7 @@
 import { statSync } from "node:fs";
 import type { ContentBody, ContentDescriptor, Logger } from "../backend/contract";
 import { digestParts } from "../model/digest";
-import { errorText } from "../registry/registry";
+import { errorText } from "../model/error-text";
 import { API_VERSION_HEADER } from "./errors";
 import type { ByteRange } from "./range";
 

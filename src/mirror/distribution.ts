@@ -56,15 +56,13 @@ export class DistributionRoutes {
           return jsonResponse(asked, {});
         case "tags":
           return this.tags(asked, lease, route);
-        case "manifest": {
-          const found = await this.manifest(lease, route);
-          handedOver = true;
-          return this.send(asked, found, route.kind, lease);
-        }
+        case "manifest":
         case "blob": {
-          const found = await this.content(lease, route.repository, route.digest, "BLOB_UNKNOWN");
+          const found = route.kind === "manifest" ? await this.manifest(lease, route) : await this.content(lease, route.repository, route.digest, "BLOB_UNKNOWN");
+          // From here the body releases the lease, once it is sent or abandoned.
+          const response = this.send(asked, found, route.kind, lease);
           handedOver = true;
-          return this.send(asked, found, route.kind, lease);
+          return response;
         }
       }
       throw new MirrorError("NOT_FOUND");
@@ -83,7 +81,7 @@ export class DistributionRoutes {
     const images = lease.registry.view.inRepository(route.repository);
     if (images.length === 0) throw unknownRepository(route);
     const prefix = `${route.repository}:`;
-    const all = [...new Set(images.filter(servable).flatMap((i) => i.repoTags.filter((t) => t.startsWith(prefix)).map((t) => t.slice(prefix.length))))].sort();
+    const all = [...new Set(images.filter((i) => servable(i, lease)).flatMap((i) => i.repoTags.filter((t) => t.startsWith(prefix)).map((t) => t.slice(prefix.length))))].sort();
     const nText = asked.url.searchParams.get("n");
     const last = asked.url.searchParams.get("last");
     if (nText !== null && !/^\d{1,9}$/.test(nText)) throw new MirrorError("PAGINATION_NUMBER_INVALID", `n=${JSON.stringify(nText.slice(0, 40))} is not a number of tags`, { n: nText.slice(0, 40) });
@@ -100,16 +98,18 @@ export class DistributionRoutes {
     return jsonResponse(asked, { name: route.name, tags: page }, headers);
   }
 
-  /** A manifest by tag (the image's target, as stored) or by digest (only a manifest or index type). */
+  /** A manifest by tag (the image's target, as stored) or by digest; either way, only a manifest or index type. */
   private async manifest(lease: Lease, route: Extract<Route, { kind: "manifest" }>): Promise<Served> {
-    if ("digest" in route.reference) {
-      const served = await this.content(lease, route.repository, route.reference.digest, "MANIFEST_UNKNOWN");
-      if (!MANIFEST_MEDIA_TYPES.has(served.descriptor.mediaType)) {
-        throw new MirrorError("MANIFEST_UNKNOWN", `${served.descriptor.digest} is a ${served.descriptor.mediaType}, not a manifest`, { digest: served.descriptor.digest });
-      }
-      return served;
+    const { reference } = route;
+    const served = "digest" in reference ? await this.content(lease, route.repository, reference.digest, "MANIFEST_UNKNOWN") : await this.target(lease, route, reference.tag);
+    if (!MANIFEST_MEDIA_TYPES.has(served.descriptor.mediaType)) {
+      throw new MirrorError("MANIFEST_UNKNOWN", `${served.descriptor.digest} is a ${served.descriptor.mediaType}, not a manifest`, { digest: served.descriptor.digest });
     }
-    const { tag } = route.reference;
+    return served;
+  }
+
+  /** What a tag's image names: its target, from the first of its backends that can give it. */
+  private async target(lease: Lease, route: { repository: string }, tag: string): Promise<Served> {
     const image = lease.registry.view.tagged(route.repository, tag);
     if (!image) {
       if (lease.registry.view.inRepository(route.repository).length === 0) throw unknownRepository(route);
@@ -173,9 +173,10 @@ interface Served {
   descriptor: ContentDescriptor;
 }
 
-/** Images whose tags the mirror lists: those it may serve. */
-function servable(image: Image): boolean {
-  return image.kind !== "embedded" && image.target !== undefined;
+/** Images whose tags the mirror lists: those it may serve (a target, and a holder with the content hook). */
+function servable(image: Image, lease: Lease): boolean {
+  if (image.kind === "embedded" || image.target === undefined) return false;
+  return image.backends.some((name) => typeof lease.registry.registered(name)?.backend.content === "function");
 }
 
 function unknownRepository(route: { repository: string }): MirrorError {

@@ -5,7 +5,7 @@
 // and imagelet keeps serving. (A plugin that blocks the event loop or calls
 // process.exit cannot be contained in-process: that is what exec plugins are for.)
 import type { Logger } from "../backend/contract";
-import { errorText } from "../registry/registry";
+import { errorText } from "../model/error-text";
 import { pluginInStack, type LoadedPlugin } from "./load";
 
 export function containStrayErrors(log: Logger, plugins: () => readonly LoadedPlugin[]): void {

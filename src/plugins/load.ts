@@ -5,7 +5,7 @@
 import { lstatSync, readdirSync, realpathSync, statSync, type Stats } from "node:fs";
 import { dirname, join } from "node:path";
 import { BACKEND_API_VERSION, type BackendDefinition, type Logger, type OptionType } from "../backend/contract";
-import { errorText } from "../registry/registry";
+import { errorText } from "../model/error-text";
 
 export const DEFAULT_PLUGIN_DIR = "/usr/lib/imagelet/plugins";
 /** Executables of `type = "exec"` backends named without a path live here. */

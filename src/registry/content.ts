@@ -7,7 +7,8 @@ import type { ContentBody, Logger } from "../backend/contract";
 import { isDigest } from "../model/digest";
 import type { Image } from "../model/image";
 import { quote } from "../model/reference";
-import { errorText, type BackendRegistry } from "./registry";
+import { errorText } from "../model/error-text";
+import type { BackendRegistry } from "./registry";
 import { isMediaType } from "./validate";
 
 export interface FoundContent {

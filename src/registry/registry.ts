@@ -8,6 +8,7 @@ import type { Backend, CallContext, FsUsage, ImageRecord, Logger } from "../back
 import type { Image } from "../model/image";
 import { PinnedImages } from "../model/pinned";
 import { quote } from "../model/reference";
+import { errorText } from "../model/error-text";
 import { groupByFilesystem, type FilesystemUsage } from "./filesystems";
 import { validateRecords, type ValidRecord } from "./validate";
 import { ImageView, type PinPolicy } from "./view";
@@ -590,15 +591,5 @@ export function canRemove(backend: Backend): boolean {
   return backend.writable === true && typeof backend.remove === "function";
 }
 
-/** One line for a thrown value; a file path the error carries (fs errors, store problems) is kept. */
-export function errorText(e: unknown): string {
-  if (e instanceof Error) {
-    const path = (e as { path?: unknown }).path;
-    return typeof path === "string" && !e.message.includes(path) ? `${e.message} (${path})` : e.message;
-  }
-  try {
-    return `threw ${JSON.stringify(e)}`;
-  } catch {
-    return `threw ${String(e)}`;
-  }
-}
+/** Kept for the callers that import it from here; it lives in src/model/error-text.ts, below every layer. */
+export { errorText };

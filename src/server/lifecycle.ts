@@ -24,28 +24,51 @@ export class ListenerStartError extends Error {
   }
 }
 
-/** Runs until a stop signal; never returns. */
-export function runProcess(registry: ServedRegistry, listeners: readonly Listener[], log: Logger, onHangup?: (served: ServedRegistry) => void): Promise<never> {
-  process.on("SIGHUP", () => onHangup?.(registry));
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) {
+/**
+ * The process from the registry's start: signals are handled from the
+ * moment it exists (a reload or a stop during start-up included), and a stop
+ * stops the listeners started so far.
+ */
+export class ServingProcess {
+  private readonly listeners: Listener[] = [];
+  private stopping = false;
+
+  constructor(
+    private readonly registry: ServedRegistry,
+    private readonly log: Logger,
+    onHangup?: (served: ServedRegistry) => void,
+  ) {
+    process.on("SIGHUP", () => onHangup?.(registry));
+    process.on("SIGTERM", () => void this.stop("SIGTERM"));
+    process.on("SIGINT", () => void this.stop("SIGINT"));
+  }
+
+  /** A listener that has started: stopped with the process. */
+  add(listener: Listener): void {
+    this.listeners.push(listener);
+  }
+
+  /** Serves until a stop signal; never returns. */
+  run(): Promise<never> {
+    return new Promise<never>(() => {});
+  }
+
+  private async stop(signal: string): Promise<void> {
+    const log = this.log;
+    if (this.stopping) {
       log.warn("second signal; stopping now", { signal });
-      for (const listener of listeners) listener.stopNow();
+      for (const listener of this.listeners) listener.stopNow();
       process.exit(0);
     }
-    stopping = true;
+    this.stopping = true;
     log.info("stopping: finishing in-flight calls", { signal });
     await Promise.all(
-      listeners.map((l) =>
+      this.listeners.map((l) =>
         l.stop().catch((e: unknown) => log.warn("stopping a listener failed", { listener: l.name, error: e instanceof Error ? e.message : String(e) })),
       ),
     );
-    await registry.close();
+    await this.registry.close();
     log.info("stopped", { signal });
     process.exit(0);
-  };
-  process.on("SIGTERM", () => void stop("SIGTERM"));
-  process.on("SIGINT", () => void stop("SIGINT"));
-  return new Promise<never>(() => {});
+  }
 }

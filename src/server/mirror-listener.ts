@@ -4,7 +4,7 @@
 import type { Logger } from "../backend/contract";
 import type { MirrorConfig } from "../config/config";
 import { formatListenAddress } from "../config/listen";
-import { errorText } from "../registry/registry";
+import { errorText } from "../model/error-text";
 import type { ServedRegistry } from "../registry/served";
 import { ListenerStartError, type Listener } from "./lifecycle";
 

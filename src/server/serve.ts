@@ -15,7 +15,7 @@ import { errorMapping } from "./errors";
 import { createInjectableGrpcServer } from "./grpc-server";
 import { ConnectionWatch, inheritedSocketFd, listenOnInheritedFd, listenOnPath } from "./listener";
 import { handOverConnection } from "./first-request";
-import { runProcess, type Listener } from "./lifecycle";
+import { ServingProcess } from "./lifecycle";
 import { startMirrorListener } from "./mirror-listener";
 import { servedServices } from "./services";
 
@@ -101,10 +101,10 @@ export async function serve(
   if (ownsSocket) await claimSocketPath(socket, log);
 
   const registry = new ServedRegistry(await buildRegistry(config, definitions, log, { watch: true }));
-  const listeners: Listener[] = [];
+  const serving = new ServingProcess(registry, log, hooks.onHangup);
   if (config.mirror) {
     try {
-      listeners.push(await startMirrorListener(config.mirror, registry, log));
+      serving.add(await startMirrorListener(config.mirror, registry, log));
     } catch (e) {
       await registry.close();
       throw e;
@@ -159,7 +159,7 @@ export async function serve(
     images: registry.view.size,
   });
 
-  listeners.push({
+  serving.add({
     name: "CRI socket",
     async stop() {
       // Unlinking first makes new clients fail fast instead of queueing on a
@@ -176,7 +176,7 @@ export async function serve(
       if (ownsSocket) removeSocket(socket);
     },
   });
-  return runProcess(registry, listeners, log, hooks.onHangup);
+  return serving.run();
 }
 
 /** How long a stopping server waits for the last answers to reach clients that read slowly. */

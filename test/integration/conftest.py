@@ -136,6 +136,21 @@ def fixture_backends():
     )
 
 
+def store_backends():
+    """The fixture stores, one entry per kind of store: kind → its [[backend]] tables."""
+    f = FIXTURES
+    return {
+        "oci-layout": "".join(
+            f'[[backend]]\ntype = "oci-layout"\nname = "{n}"\npath = "{f}/{n}"\n' for n in ("oci-umoci", "oci-multi", "oci-skopeo-noref")
+        ),
+        "archives": f'[[backend]]\ntype = "archives"\npath = "{f}/archives/store"\n',
+        "containers-storage": f'[[backend]]\ntype = "containers-storage"\npath = "{f}/containers-storage"\n',
+        "docker": f'[[backend]]\ntype = "docker"\npath = "{f}/docker/root"\n',
+        "isulad": f'[[backend]]\ntype = "isulad"\npath = "{f}/isulad/graph"\nembedded_manifests = "{f}/isulad/embedded"\n',
+        "containerd": f'[[backend]]\ntype = "containerd"\npath = "{f}/containerd/root"\n',
+    }
+
+
 def run_cli(*args, env=None, timeout=30):
     e = dict(os.environ)
     e.pop("IMAGELET_ENDPOINT", None)

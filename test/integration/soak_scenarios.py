@@ -28,6 +28,7 @@ import grpc
 import cri_stubs
 from conftest import BIN, EXAMPLES, FIXTURES, Server, oci_backend
 from synthetic import write_layout
+import written_manifest
 
 
 class Report:
@@ -337,7 +338,11 @@ def docker_archive(path, n, tag, atomic=True):
             f.flush()
             time.sleep(0.05)
             f.write(data[1024:])
-    return {"id": "sha256:" + cid, "tags": {tag}, "digests": set(), "size": len(config) + len(LAYER), "user": "archive"}
+    # A docker-archive keeps no registry manifest: its repo digest is the manifest imagelet writes (docs/mirror.md).
+    # LAYER looks gzipped, so its uncompressed length is read from the gzip trailer (docs/backends.md, archives).
+    layer_length = int.from_bytes(LAYER[-4:], "little")
+    digests = set(written_manifest.repo_digests([tag], written_manifest.written_digest(config, [layer_length])))
+    return {"id": "sha256:" + cid, "tags": {tag}, "digests": digests, "size": len(config) + len(LAYER), "user": "archive"}
 
 
 class Churn:

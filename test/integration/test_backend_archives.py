@@ -9,6 +9,7 @@ import shutil
 import time
 
 from conftest import FIXTURES, expected, oci_backend
+from written_manifest import docker_archive_digests, repo_digests
 
 ARCHIVES = os.path.join(FIXTURES, "archives")
 with open(os.path.join(ARCHIVES, "expected.json")) as f:
@@ -60,19 +61,24 @@ def test_archives_next_to_an_oci_layout_agree_with_the_tools(serve, workdir):
     oci_digest = A["hello-oci.tar"]["images"][0]["repoDigest"]
     assert f"example.com/edge/hello@{oci_digest}" in hello.repo_digests
     assert f"localhost/tools-bare@{A['tools-bare.tar.gz']['images'][0]['repoDigest']}" in tools.repo_digests
+    # hello-docker.tar keeps no registry manifest: its names are listed at the manifest imagelet writes.
+    written = docker_archive_digests(os.path.join(d, "hello-docker.tar"))[HELLO["id"]]
+    assert set(repo_digests(HELLO["tags"], written)) <= set(hello.repo_digests)
     assert tools.uid.value == 1000
     assert hello.size > 0 and tools.size > 0
 
 
-def test_docker_archive_only_has_no_repo_digest_and_its_size(serve, workdir):
+def test_docker_archive_repo_digests_name_the_written_manifest_and_its_size(serve, workdir):
     d = store_with(workdir, "multi-docker.tar")
     s = serve(archives_backend(d))
     images = by_id(s.list_images())
     multi = A["multi-docker.tar"]["images"]
+    written = docker_archive_digests(os.path.join(d, "multi-docker.tar"))
     assert set(images) == {m["id"] for m in multi}
     for m in multi:
         img = images[m["id"]]
-        assert list(img.repo_digests) == []
+        # docs/mirror.md, "Manifests imagelet writes": each tag's repository @ the written manifest's digest.
+        assert list(img.repo_digests) == repo_digests(m["tags"], written[m["id"]])
         assert list(img.repo_tags) == m["tags"]
         assert img.size == m["size"]
     # A familiar name finds the docker.io image; a repo digest finds nothing.

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 
@@ -16,10 +15,8 @@ import grpc
 import pytest
 
 import cri_stubs
-from conftest import FIXTURES, ROOT, oci_backend, run_cli
-
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from bench_containerd import Containerd  # noqa: E402
+from conftest import FIXTURES, oci_backend, run_cli
+from daemons import Containerd
 
 CTD = os.path.join(FIXTURES, "containerd")
 with open(os.path.join(CTD, "expected.json")) as f:
@@ -80,9 +77,8 @@ def live(workdir):
     """containerd with its CRI plugin on a copy of the fixture root; yields (root, containerd, CRI stub)."""
     root = copy_root(workdir)
     ctd = Containerd(os.path.join(workdir, "containerd"), root=root)
-    ctd.start()
     try:
-        ctd.wait_socket()
+        ctd.start()
         pb, pbg = cri_stubs.load()
         channel = grpc.insecure_channel(f"unix:{ctd.socket}")
         stub = pbg.ImageServiceStub(channel)
@@ -424,9 +420,8 @@ def test_docker_29_store_changed_by_its_containerd_is_seen_through_the_docker_ba
     root = copy_root(docker_root, os.path.join("containerd", "daemon"))
     os.makedirs(os.path.join(docker_root, "image"))
     ctd = Containerd(os.path.join(workdir, "containerd"), root=root)
-    ctd.start()
     try:
-        ctd.wait_socket()
+        ctd.start()
         backend = "\n".join(["[[backend]]", 'type = "docker"', 'name = "engine"', f'path = "{docker_root}"']) + "\n"
         server = serve(backend)
         assert sorted(t for i in server.list_images() for t in i.repo_tags) == ["example.com/edge/beta:2.0"]

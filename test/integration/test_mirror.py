@@ -5,6 +5,8 @@ content hook (file and bytes bodies), and test plugins (mirror_client.py)
 whose layer is made as it is sent, to fail in every way a body can."""
 import http.client
 import json
+import os
+import socket
 import time
 
 import pytest
@@ -302,8 +304,10 @@ def test_embedded_images_are_never_served_and_a_backend_without_the_hook_is_name
     assert status == 404
     message = error_of(body)["message"]
     assert '"nohook"' in message and "this store keeps no layers" in message
-    status, _, body = m.get("/v2/example.com/stream/embedded/tags/list")
-    assert status == 200 and json.loads(body)["tags"] == []
+    # Neither is listed among the tags the mirror serves.
+    for repository in ("example.com/stream/embedded", "example.com/nohook/app"):
+        status, _, body = m.get(f"/v2/{repository}/tags/list")
+        assert status == 200 and json.loads(body)["tags"] == [], repository
 
 
 def test_plugins_shows_whether_the_mirror_serves_each_backend(serve, workdir):
@@ -360,3 +364,58 @@ def test_a_client_that_vanishes_mid_blob_releases_the_store(serve, workdir):
     assert wait_for(lambda: 'msg="streamer closed" backend=streamer generation=1' in s.log(), timeout=5), s.log()
     assert time.time() - started < 4
     assert "body failed mid-way" not in s.log()  # a client leaving is not the store failing
+
+
+def test_a_built_in_store_through_the_mirror_byte_for_byte(serve):
+    """examples/sample-oci through the oci-layout backend's content hook: the stored manifest and blobs as they are."""
+    from conftest import EXAMPLES, oci_backend
+
+    layout = os.path.join(EXAMPLES, "sample-oci")
+    s = serve('[mirror]\nlisten = "127.0.0.1:0"\n' + oci_backend(layout, name="sample"))
+    m = Mirror(s)
+
+    def blob(digest):
+        with open(os.path.join(layout, "blobs", *digest.split(":")), "rb") as f:
+            return f.read()
+
+    manifest_digest = "sha256:75dea14cbc8443f211a678610cad8c7876973d0eda5529b2cf837ff7b538de0f"
+    for path in ("/v2/library/edge-tools/manifests/2.0?ns=docker.io", "/v2/docker.io/library/edge-tools/manifests/2.0", "/v2/library/edge-tools/manifests/2.0"):
+        status, headers, body = m.get(path)
+        assert status == 200, (path, body)
+        assert body == blob(manifest_digest) and headers["docker-content-digest"] == manifest_digest
+    manifest = json.loads(blob(manifest_digest))
+    for d in [manifest["config"], *manifest["layers"]]:
+        status, headers, body = m.get(f"/v2/library/edge-tools/blobs/{d['digest']}")
+        assert status == 200 and body == blob(d["digest"]) and headers["content-type"] == d["mediaType"]
+    # hello's config is in the store, but not reachable from edge-tools.
+    hello = json.loads(blob("sha256:59651d9e08d8d0b1652dc162be7422fc56163ef7fc2c0cb44459474780b5f2b2"))
+    assert m.get(f"/v2/library/edge-tools/blobs/{hello['config']['digest']}")[0] == 404
+    assert m.get(f"/v2/example.com/edge/hello/blobs/{hello['config']['digest']}")[0] == 200
+
+
+def test_every_kind_of_answer_lets_the_store_go_at_a_reload(serve, workdir):
+    """No answer keeps a lease on the store: after each of them, a reload closes the old backend at once."""
+    s, m = stream_server(serve, workdir, generation="1")
+    layer = streamed_layer(LAYER_SIZE, "1")
+    blob = f"/v2/example.com/stream/app/blobs/{sha256(layer)}"
+    assert m.get(blob, Range=f"bytes={LAYER_SIZE}-")[0] == 416
+    assert m.head(blob)[0] == 200
+    assert m.get(blob, Range="bytes=0-9")[0] == 206
+    assert m.get(blob)[0] == 200
+    assert m.get("/v2/example.com/stream/app/manifests/1")[0] == 200
+    assert m.get("/v2/example.com/stream/app/manifests/nope")[0] == 404
+    assert m.request("PUT", blob)[0] == 405
+    assert m.get("/v2/example.com/stream/app/tags/list")[0] == 200
+    reload_with(s, 'generation = "1"', 'generation = "2"')
+    assert wait_for(lambda: 'msg="streamer closed" backend=streamer generation=1' in s.log(), timeout=5), s.log()
+
+
+def test_a_client_that_leaves_before_the_first_byte_releases_the_store(serve, workdir):
+    s, m = stream_server(serve, workdir, delay=1000, chunk=32768, generation="1")
+    layer = streamed_layer(LAYER_SIZE, "1")
+    c = socket.create_connection((m.host, m.port))
+    c.sendall(f"GET /v2/example.com/stream/app/blobs/{sha256(layer)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    time.sleep(0.2)
+    c.close()
+    reload_with(s, 'generation = "1"', 'generation = "2"')
+    assert wait_for(lambda: 'msg="streamer closed" backend=streamer generation=1' in s.log(), timeout=5), s.log()

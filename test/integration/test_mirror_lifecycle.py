@@ -4,6 +4,7 @@ stopped with the process; and the exec-plugin protocol's `content` method."""
 import base64
 import json
 import os
+import time
 import socket
 import subprocess
 
@@ -133,3 +134,41 @@ def test_exec_plugin_content_file_regions_and_bytes(serve, workdir):
     status, headers, body = m.get(f"/v2/example.com/exec/app/blobs/{sha256(layer)}", Range="bytes=10-19")
     assert status == 206 and body == layer[10:20]
     assert m.get(f"/v2/example.com/exec/app/blobs/{sha256(b'nothing')}")[0] == 404
+
+
+def test_stop_gives_a_download_in_flight_a_grace_then_cuts_it(serve, workdir):
+    import http.client
+
+    from mirror_client import install_test_plugins, streamed_layer, streamer_config
+
+    plugins = install_test_plugins(workdir)
+    # 32 chunks × 0.3 s: longer than the 5 s the stop allows.
+    s = serve(streamer_config(plugins, delay=300, chunk=32768))
+    m = Mirror(s)
+    layer = streamed_layer(1048576)
+    conn = http.client.HTTPConnection(m.host, m.port, timeout=20)
+    conn.request("GET", f"/v2/example.com/stream/app/blobs/{sha256(layer)}")
+    r = conn.getresponse()
+    got = r.read(65536)
+    started = time.time()
+    s.proc.send_signal(15)
+    try:
+        got += r.read()
+        cut = False
+    except (http.client.IncompleteRead, ConnectionError):
+        cut = True
+    conn.close()
+    assert cut and len(got) < len(layer)
+    assert s.proc.wait(timeout=15) == 0
+    assert 4 < time.time() - started < 10
+
+
+def test_a_store_change_is_served_as_soon_as_it_is_listed(serve, workdir):
+    plugins, path, _ = write_catalog(workdir, [(["example.com/a:1"], [{"f": b"x"}])])
+    s = serve(catalog_config(plugins, path))
+    m = Mirror(s)
+    assert m.get("/v2/example.com/a/manifests/1")[0] == 200
+    write_catalog(workdir, [(["example.com/a:2"], [{"f": b"y"}])])
+    assert wait_for(lambda: m.get("/v2/example.com/a/manifests/2")[0] == 200)
+    assert [t for i in s.list_images() for t in i.repo_tags] == ["example.com/a:2"]
+    assert m.get("/v2/example.com/a/manifests/1")[0] == 404

@@ -89,11 +89,7 @@ def test_example_config_is_accepted_by_the_binary():
 
 @pytest.fixture
 def sandbox_host(workdir):
-    if os.geteuid() != 0:
-        pytest.skip("emulating the unit's sandbox needs root (imagelet.service runs as root)")
-    ok, why = unit_sandbox.unshare_works()
-    if not ok:
-        pytest.skip(f"emulating the unit's sandbox needs mount namespaces: unshare -m failed: {why}")
+    unit_sandbox.skip_unless_possible()
     # A store root may read only through CAP_DAC_READ_SEARCH: owned by another user, private.
     store = os.path.join(workdir, "store")
     shutil.copytree(os.path.join(EXAMPLES, "sample-oci"), store)

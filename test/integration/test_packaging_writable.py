@@ -21,11 +21,7 @@ DROP_IN = os.path.join(SYSTEMD, "writable-stores.conf")
 
 @pytest.fixture
 def sandboxed_store(workdir):
-    if os.geteuid() != 0:
-        pytest.skip("emulating the unit's sandbox needs root (imagelet.service runs as root)")
-    ok, why = unit_sandbox.unshare_works()
-    if not ok:
-        pytest.skip(f"emulating the unit's sandbox needs mount namespaces: unshare -m failed: {why}")
+    unit_sandbox.skip_unless_possible()
     store = os.path.join(workdir, "store", "oci-umoci")
     shutil.copytree(os.path.join(FIXTURES, "oci-umoci"), store)
     runtime_dir = os.path.join(workdir, "run")

@@ -69,7 +69,8 @@ def test_sums_cover_everything_and_verify(release):
     with open(os.path.join(release, "SHA256SUMS")) as f:
         named = sorted(line.split()[1] for line in f)
     assert named == sorted(set(os.listdir(release)) - {"SHA256SUMS"}) == sorted(
-        [f"imagelet-{VERSION}-linux-x64", f"imagelet-{VERSION}-linux-arm64", "imagelet.service", "imagelet.socket", "writable-stores.conf", "config.toml.example"]
+        [f"imagelet-{VERSION}-linux-x64", f"imagelet-{VERSION}-linux-arm64", "imagelet.service", "imagelet.socket", "writable-stores.conf", "mirror.conf",
+         "config.toml.example"]
     )
     assert subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=release, capture_output=True).returncode == 0
 

@@ -4,14 +4,17 @@ the unit file itself, for hosts where systemd is not PID 1 (CI, containers).
 Emulated, from the unit's [Service] section: ProtectSystem=strict (/ read-only,
 the RuntimeDirectory writable; given paths read-only even when they are on
 another mount), PrivateNetwork=, CapabilityBoundingSet=, NoNewPrivileges=,
-SystemCallFilter=~ with SystemCallErrorNumber=, and RestrictAddressFamilies=AF_UNIX
-(seccomp, as systemd does it). Not emulated: the Protect*/Private* options that
-only hide kernel or device interfaces, DevicePolicy=, IPAddressDeny= and
-ProtectProc=. Needs root and mount namespaces (unshare -m).
+SystemCallFilter=~ with SystemCallErrorNumber=, and RestrictAddressFamilies= (seccomp,
+as systemd does it). Drop-ins are applied over the unit as systemd does: a later
+value replaces an earlier one, except for the keys whose lists merge. Not
+emulated: the Protect*/Private* options that only hide kernel or device
+interfaces, DevicePolicy=, IPAddressAllow=/IPAddressDeny= (cgroup BPF, which needs
+systemd) and ProtectProc=. Needs root and mount namespaces (unshare -m).
 """
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 
@@ -19,7 +22,8 @@ import sys
 SECCOMP_EXEC = r"""
 import errno, os, socket, sys
 import seccomp
-deny, err, unix_only = sys.argv[1].split(","), int(sys.argv[2]), sys.argv[3] == "1"
+deny, err = sys.argv[1].split(","), int(sys.argv[2])
+families = [int(x) for x in sys.argv[3].split(",") if x]  # allowed address families; none: no rule
 f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
 added = 0
 for name in filter(None, deny):
@@ -30,8 +34,13 @@ for name in filter(None, deny):
         pass  # not a system call on this architecture
 if deny != [""] and added < 20:
     sys.exit(f"unit_sandbox: only {added} of {len(deny)} system calls could be filtered")
-if unix_only:
+if families == [socket.AF_UNIX]:
     f.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
+elif families:
+    # Every other family below AF_MAX (46 on Linux 6), and anything above it.
+    for family in set(range(46)) - set(families):
+        f.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.EQ, family))
+    f.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.GE, 46))
 f.load()
 os.execv(sys.argv[4], sys.argv[4:])
 """
@@ -54,6 +63,33 @@ def parse_unit(unit_path):
     return sections
 
 
+# Keys whose values accumulate across the unit and its drop-ins (systemd.exec(5),
+# systemd.resource-control(5)); any other key's last value wins.
+MERGED_KEYS = {"RestrictAddressFamilies", "IPAddressAllow", "IPAddressDeny", "ReadWritePaths", "SystemCallFilter"}
+
+
+def service_with_drop_ins(unit_path, drop_ins=()):
+    """The unit's [Service] section with the drop-ins' settings applied over it, in order."""
+    s = dict(parse_unit(unit_path)["Service"])
+    for path in drop_ins:
+        for key, values in parse_unit(path).get("Service", {}).items():
+            if key not in MERGED_KEYS:
+                s[key] = values
+                continue
+            for v in values:  # an empty assignment resets the list
+                s[key] = s.get(key, []) + [v] if v else []
+    return s
+
+
+def address_families(service):
+    """The names RestrictAddressFamilies= allows (an allow list only), or None when unrestricted."""
+    values = service.get("RestrictAddressFamilies")
+    if not values:
+        return None
+    assert not any(v.startswith("~") for v in values), "the sandbox emulates allow lists of address families only"
+    return sorted({f for v in values for f in v.split()})
+
+
 def _syscalls(groups):
     out = subprocess.run(["systemd-analyze", "syscall-filter", *groups], capture_output=True, text=True, check=True).stdout
     # One system call per line; "@group" headers and "# description" lines are not.
@@ -71,23 +107,24 @@ def unshare_works():
     return r.returncode == 0, r.stderr.strip()
 
 
-def skip_without_mount_namespaces(what):
-    """Skips the calling test (`what` needs...) unless root may make mount namespaces."""
+def skip_unless_possible():
+    """Skips the calling test where the sandbox cannot be emulated: without root, or without namespaces."""
     import pytest
 
     if os.geteuid() != 0:
-        pytest.skip(f"{what} needs root (mount namespaces)")
+        pytest.skip("emulating the unit's sandbox needs root (imagelet.service runs as root)")
     ok, why = unshare_works()
     if not ok:
-        pytest.skip(f"{what} needs mount namespaces: unshare -m failed: {why}")
+        pytest.skip(f"emulating the unit's sandbox needs mount and network namespaces: unshare failed: {why}")
 
 
-def wrapper(unit_path, program, workdir, runtime_dir, read_only=(), drop_caps=(), read_write=()):
+def wrapper(unit_path, program, workdir, runtime_dir, read_only=(), drop_caps=(), read_write=(), drop_ins=()):
     """Writes an executable script that runs `program "$@"` inside the unit's
     sandbox, and returns its path. drop_caps removes capabilities from the
     unit's set (for negative controls); read_write are the paths a drop-in's
-    ReadWritePaths= opens (they stay writable, like the runtime directory)."""
-    s = parse_unit(unit_path)["Service"]
+    ReadWritePaths= opens (they stay writable, like the runtime directory);
+    drop_ins are drop-in files applied over the unit."""
+    s = service_with_drop_ins(unit_path, drop_ins)
     assert s.get("ProtectSystem") == ["strict"], "the sandbox emulates ProtectSystem=strict only"
     caps = [c.lower().removeprefix("cap_") for c in " ".join(s.get("CapabilityBoundingSet", [])).split()]
     caps = [c for c in caps if c not in {d.lower().removeprefix("cap_") for d in drop_caps}]
@@ -98,7 +135,8 @@ def wrapper(unit_path, program, workdir, runtime_dir, read_only=(), drop_caps=()
         assert f.startswith("~"), "the sandbox emulates deny lists (SystemCallFilter=~...) only"
         deny += _syscalls(f[1:].split())
     err = _errno_number(s.get("SystemCallErrorNumber", ["1"])[-1])
-    unix_only = s.get("RestrictAddressFamilies") == ["AF_UNIX"]
+    families = address_families(s)
+    allowed = ",".join(str(getattr(socket, f)) for f in families) if families else ""
     helper = os.path.join(workdir, "seccomp_exec.py")
     with open(helper, "w") as f:
         f.write(SECCOMP_EXEC)
@@ -111,7 +149,7 @@ def wrapper(unit_path, program, workdir, runtime_dir, read_only=(), drop_caps=()
     inner = " && ".join(mounts) + " && exec " + shlex.join(
         [
             "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", *nnp, "--",
-            sys.executable, helper, ",".join(deny), str(err), "1" if unix_only else "0", program,
+            sys.executable, helper, ",".join(deny), str(err), allowed, program,
         ]
     ) + ' "$@"'
     net = ["-n"] if s.get("PrivateNetwork") == ["yes"] else []

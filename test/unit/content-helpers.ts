@@ -81,3 +81,36 @@ export async function pullAll(content: ContentHook, id: string, target: { digest
   }
   return served;
 }
+
+/**
+ * The repo digests the CRI must report for an image served through a manifest
+ * imagelet writes (docs/mirror.md, "Manifests imagelet writes"), worked out
+ * here from that text and not from src: the config and each `diff_id`'s layer
+ * are fetched through the content hook and checked against their digests (so
+ * their lengths are the real ones), the manifest is written by the documented
+ * rule, and every repository in `names` gets `@<its digest>`.
+ */
+export async function writtenRepoDigestsOf(content: ContentHook, id: string, names: readonly string[]): Promise<string[]> {
+  const fetch = async (digest: string) => {
+    const body = await content(id, digest);
+    if (!body) throw new Error(`${digest} of ${id} is not served`);
+    const bytes = await bodyBytes(body);
+    if (sha256(bytes) !== digest) throw new Error(`${digest}: served bytes hash to ${sha256(bytes)}`);
+    return bytes;
+  };
+  const config = await fetch(id);
+  const diffIds: string[] = JSON.parse(config.toString("utf8")).rootfs.diff_ids;
+  const layers = [];
+  for (const diffId of diffIds) layers.push(`{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"${diffId}","size":${(await fetch(diffId)).length}}`);
+  const manifest =
+    `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
+    `"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"${id}","size":${config.length}},"layers":[${layers.join(",")}]}`;
+  const digest = sha256(Buffer.from(manifest));
+  // A name's repository: everything before its digest, or before the tag's ":" after the last "/".
+  const repository = (name: string) => {
+    const bare = name.split("@")[0]!;
+    const colon = bare.lastIndexOf(":");
+    return colon > bare.lastIndexOf("/") ? bare.slice(0, colon) : bare;
+  };
+  return [...new Set(names.map((n) => `${repository(n)}@${digest}`))].sort();
+}

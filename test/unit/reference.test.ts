@@ -1,7 +1,7 @@
 // Cases from github.com/distribution/reference normalize_test.go and
 // reference_test.go, plus containerd's ParseDockerRef defaults.
 import { describe, expect, test } from "bun:test";
-import { InvalidReferenceError, MAX_REFERENCE_LENGTH, normalizeReference, parseDockerRef, parseNormalizedNamed, isFullReference, quote } from "../../src/model/reference";
+import { InvalidReferenceError, MAX_REFERENCE_LENGTH, normalizeReference, parseDockerRef, parseNormalizedNamed, isFullReference, quote, taggedReference, withDefaultTag } from "../../src/model/reference";
 
 const HEX64 = "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a";
 const F64 = "f".repeat(64);
@@ -71,6 +71,18 @@ describe("parseDockerRef (containerd defaults)", () => {
     expect(parseDockerRef(`busybox:1.36@sha256:${F64}`)).toEqual({ repository: "docker.io/library/busybox", digest: `sha256:${F64}` });
   });
   test("a digest reference gets no :latest", () => expect(normalizeReference(`quay.io/a/b@sha256:${F64}`)).toBe(`quay.io/a/b@sha256:${F64}`));
+});
+
+describe("the default-tag rule, once (withDefaultTag, taggedReference)", () => {
+  const parse = parseNormalizedNamed;
+  test("no tag and no digest is latest; a digest drops the tag", () => {
+    expect(withDefaultTag(parse("busybox"))).toEqual({ repository: "docker.io/library/busybox", tag: "latest" });
+    expect(withDefaultTag(parse(`quay.io/a/b:1@sha256:${F64}`))).toEqual({ repository: "quay.io/a/b", digest: `sha256:${F64}` });
+  });
+  test("taggedReference keeps the tag, or says latest", () => {
+    expect(taggedReference(parse("busybox"))).toBe("docker.io/library/busybox:latest");
+    expect(taggedReference(parse("busybox:1.36"))).toBe("docker.io/library/busybox:1.36");
+  });
 });
 
 describe("isFullReference (ref.name reading)", () => {

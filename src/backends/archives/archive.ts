@@ -12,7 +12,7 @@ import { StoreProblem, parseJson, type ProblemLog } from "../common/files";
 import { blobName, verifiedJsonBlob } from "../common/oci-blobs";
 import { layoutImages, mergeNames, parseConfig, tagOf, type LayoutSource } from "../common/oci-images";
 import { reachableContent } from "../common/oci-reach";
-import { OCI_CONFIG, OCI_LAYER_TAR, writeManifest } from "../common/written-manifest";
+import { OCI_CONFIG, OCI_LAYER_TAR, writeManifest, writtenRepoDigests } from "../common/written-manifest";
 import { gunzippedMember, memberBytes, type TarballFile } from "./member-stream";
 import { resolveMember, type TarContents, type TarMember } from "./tar";
 
@@ -152,11 +152,13 @@ function dockerArchiveImages(contents: TarContents, file: TarballFile, ctx: Arch
 
 /**
  * One manifest.json item. ID = sha256 of the Config member; tags = RepoTags
- * (familiar names are normalized by the registry); no repo digest, since the
- * archive holds no registry manifest; size = config bytes + the layer
- * members' sizes (what skopeo's synthesized manifest adds up). On the
- * mirror: the manifest imagelet writes (written-manifest.ts), the config
- * member, and each layer member as its uncompressed tar (see layerParts).
+ * (familiar names are normalized by the registry); repo digests = each tag's
+ * repository at the manifest imagelet writes (written-manifest.ts
+ * writtenRepoDigests), since the archive holds no registry manifest, and none
+ * when it cannot be written; size = config bytes + the layer members' sizes
+ * (what skopeo's synthesized manifest adds up). On the mirror: that written
+ * manifest, the config member, and each layer member as its uncompressed tar
+ * (see layerParts).
  */
 function dockerImage(contents: TarContents, file: TarballFile, item: unknown, ctx: ArchiveContext): { record: ImageRecord; parts?: Map<string, ContentPart> } {
   const tarPath = file.path;
@@ -204,6 +206,7 @@ function dockerImage(contents: TarContents, file: TarballFile, item: unknown, ct
     parts.set(diffId, { descriptor: { mediaType: OCI_LAYER_TAR, digest: diffId, size }, member, gunzip: member.gzip === true });
   }
   record.target = written.descriptor;
+  record.repoDigests = writtenRepoDigests(record.repoTags, written.descriptor);
   return { record, parts };
 }
 

@@ -4,7 +4,7 @@
 // Nothing here touches the filesystem: callers read through common/files.ts.
 // See docs/backends.md#containers-storage.
 import { isDigest } from "../../model/digest";
-import { formatReference, parseNormalizedNamed } from "../../model/reference";
+import { parseNormalizedNamed } from "../../model/reference";
 
 /** A c/storage image ID (also its directory name): 64 lowercase hex. */
 export const STORAGE_ID = /^[a-f0-9]{64}$/;
@@ -75,7 +75,7 @@ function digestMap(v: unknown, field: string): Record<string, string> {
   if (v === undefined || v === null) return {};
   if (!isRecord(v)) throw new Error(`${field} is not an object`);
   const out: Record<string, string> = {};
-  // Validated where used (manifestDigests): most items' digests are never looked at.
+  // Validated where used: most items' digests are never looked at.
   for (const k in v) {
     const d = v[k];
     if (typeof d === "string") out[k] = d;
@@ -119,29 +119,6 @@ export function parseStorageLayer(raw: unknown): StorageLayer {
   };
 }
 
-/** c/storage bigDataNameIsManifest: every key starting with "manifest" holds a manifest. */
-export function isManifestKey(name: string): boolean {
-  return name.startsWith(MANIFEST_KEY);
-}
-
-/**
- * The image's manifest digests in CRI-O's order (internal/storage/image.go
- * makeRepoDigests): `digest` (or, without it, the `manifest` item's digest)
- * first, then c/storage's recomputeDigests set (every manifest* big-data
- * digest), without repeats.
- */
-export function manifestDigests(image: StorageImage): string[] {
-  const out: string[] = [];
-  // c/storage may record "" for an item it could not digest; only real digests count.
-  const add = (d: string | undefined) => {
-    if (d !== undefined && isDigest(d) && !out.includes(d)) out.push(d);
-  };
-  add(image.digest ?? image.bigDataDigests[MANIFEST_KEY]);
-  if (out.length === 0) return out;
-  for (const name of image.bigDataNames) if (isManifestKey(name)) add(image.bigDataDigests[name]);
-  return out;
-}
-
 /** An image name that parsed as a reference, with the parts the naming rules use. */
 export interface StorageName {
   name: string;
@@ -171,39 +148,6 @@ export function sortNamesByType(names: readonly string[]): { tags: StorageName[]
     else tags.push(parsed);
   }
   return { tags, digested, invalid };
-}
-
-/**
- * CRI-O makeRepoDigests (internal/storage/image.go): the digested names as
- * they are, plus every repository of a tagged or digested name crossed with
- * every manifest digest of the image ("may create digested references that
- * never existed"), without repeats, sorted.
- */
-export function makeRepoDigests(image: StorageImage, tags: readonly StorageName[], digested: readonly StorageName[]): string[] {
-  const out = new Set(digested.map((n) => formatReference({ repository: n.repository, digest: n.digest })));
-  const digests = manifestDigests(image);
-  for (const { repository } of [...tags, ...digested]) {
-    for (const digest of digests) out.add(`${repository}@${digest}`);
-  }
-  return [...out].sort();
-}
-
-/**
- * CRI-O ConvertImage (server/image_list.go), ListImages only: an image with
- * no names is listed as `<names-history[0] without its tag>@<digest>`, so
- * crictl can still show where it came from. CRI-O cuts the name at its first
- * ":", which mangles a registry with a port (127.0.0.1:5000/app:1 becomes
- * "127.0.0.1"); the repository is taken by the reference grammar instead.
- */
-export function untaggedRepoDigest(image: StorageImage): string | undefined {
-  const previous = image.namesHistory[0];
-  const digest = manifestDigests(image)[0];
-  if (previous === undefined || digest === undefined) return undefined;
-  try {
-    return formatReference({ repository: parseNormalizedNamed(previous).repository, digest });
-  } catch {
-    return undefined;
-  }
 }
 
 /**

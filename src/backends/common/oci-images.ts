@@ -6,7 +6,7 @@
 // docs/backends.md#oci-layout for the naming rules.
 import { OptionError, type ContentDescriptor, type ImageRecord, type Logger, type Platform } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
-import { formatReference, isFullReference, isTag, parseNormalizedNamed, quote } from "../../model/reference";
+import { formatReference, isFullReference, isTag, parseNormalizedNamed, quote, taggedReference } from "../../model/reference";
 import { StoreProblem, type ProblemLog } from "./files";
 import { configFacts, type ConfigFacts } from "./oci-config";
 import {
@@ -278,7 +278,7 @@ export function tagOf(name: string): string | undefined {
   try {
     const ref = parseNormalizedNamed(name);
     if (ref.digest !== undefined && ref.tag === undefined) return undefined;
-    return formatReference({ repository: ref.repository, tag: ref.tag ?? "latest" });
+    return taggedReference(ref);
   } catch {
     return undefined;
   }

@@ -15,8 +15,13 @@
 //
 // No annotations and no created time: nothing that differs between two
 // stores holding the same image may enter the bytes.
+//
+// The repo digests the CRI reports for such an image name this manifest and
+// nothing else (writtenRepoDigests below), so what ListImages says is there
+// is what the mirror serves.
 import { createHash } from "node:crypto";
 import type { ContentDescriptor } from "../../backend/contract";
+import { formatReference, parseNormalizedNamed } from "../../model/reference";
 
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const OCI_CONFIG = "application/vnd.oci.image.config.v1+json";
@@ -41,4 +46,34 @@ export function writeManifest(config: { digest: string; size: number }, layers: 
   const bytes = Buffer.from(JSON.stringify(document));
   const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
   return { bytes, descriptor: { mediaType: OCI_MANIFEST, digest, size: bytes.length } };
+}
+
+/**
+ * The CRI repo digests of an image a backend serves through its written
+ * manifest (docs/mirror.md, "Manifests imagelet writes"):
+ * `<repository>@<written manifest digest>` for every repository the image is
+ * named in, by a tag or by a repo digest its store records; sorted, no
+ * repeats. The store's own repo digests (the registry's manifest or index,
+ * recorded at pull) are not reported: the node no longer has the compressed
+ * layers they name, so no runtime could pull them from the device, and
+ * kubelet would take a pod pinned to one for present. CRI-O and Docker do
+ * report them: they never have to serve them. Without a written manifest
+ * (the image cannot be served) there are none.
+ *
+ * `names` are the image's references as its store records them; one that is
+ * not a reference is left out (the backend has reported it already).
+ */
+export function writtenRepoDigests(names: Iterable<string>, manifest: ContentDescriptor | undefined): string[] {
+  if (manifest === undefined) return [];
+  const out = new Set<string>();
+  for (const name of names) {
+    let repository: string;
+    try {
+      repository = parseNormalizedNamed(name).repository;
+    } catch {
+      continue;
+    }
+    out.add(formatReference({ repository, digest: manifest.digest }));
+  }
+  return [...out].sort();
 }

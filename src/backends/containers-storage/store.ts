@@ -18,17 +18,16 @@ import {
   MANIFEST_KEY,
   bigDataSize,
   layerChainSize,
-  makeRepoDigests,
   parseStorageImage,
   parseStorageLayer,
   signatureSizes,
   sortNamesByType,
-  untaggedRepoDigest,
   type StorageImage,
   type StorageLayer,
 } from "../common/cstorage";
 import { configFacts } from "../common/oci-config";
 import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
+import { writtenRepoDigests } from "../common/written-manifest";
 import { configDiffIds, recreatedContent, recreatedImage, type LayerLocation, type RecreatedImage, type RecreatedLayer } from "../common/recreated-image";
 import { TarSplitSizes, hasFile } from "../common/tar-split";
 
@@ -403,14 +402,14 @@ export class ContainersStore {
     }
     const { tags, digested, invalid } = sortNamesByType(image.names);
     for (const name of invalid) this.problem(`image ${image.id}: name ${quote(name)} is not a reference`, source);
-    let repoDigests = makeRepoDigests(image, tags, digested);
-    if (tags.length === 0 && digested.length === 0) {
-      const previous = untaggedRepoDigest(image);
-      repoDigests = previous === undefined ? [] : [previous];
-    }
     const detail = this.detailOf(driver, image);
     if (detail.configKey !== undefined) this.configKeys.set(`sha256:${image.id}`, detail.configKey);
     const served = this.mirrored(driver, image, detail, chain.layers);
+    // Not CRI-O's makeRepoDigests: the store's manifest digests name compressed layers the
+    // store no longer has; the repo digests name the manifest the mirror serves. An image with
+    // no names keeps CRI-O's `names-history[0]` repository, so it is still listed with one.
+    const named = tags.length + digested.length > 0 ? [...tags, ...digested].map((n) => n.repository) : image.namesHistory.slice(0, 1);
+    const repoDigests = writtenRepoDigests(named, served?.manifest.descriptor);
     const record: ImageRecord = {
       id: `sha256:${image.id}`,
       repoTags: tags.map((t) => t.name).sort(),

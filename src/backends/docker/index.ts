@@ -28,6 +28,7 @@ import { isImageId } from "../../model/digest";
 import { quote } from "../../model/reference";
 import { ProblemLog, StoreProblem, parseJson, readStoreFile, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
 import { ContainerdStore } from "../containerd/index";
+import { writtenRepoDigests } from "../common/written-manifest";
 import { recreatedContent, recreatedImage, type LayerLocation, type RecreatedImage, type RecreatedLayer } from "../common/recreated-image";
 import { TarSplitSizes, hasFile } from "../common/tar-split";
 import { chainIds, parseImageConfig, parseLayerSize, parseRepositories, sha256Hex, type ImageConfig, type ImageNames } from "./metadata";
@@ -309,12 +310,9 @@ export class DockerStore {
         this.problems.skip(e, `image ${image.id}`);
         continue;
       }
-      const record = this.toRecord(image, imageNames, layerBytes);
       const served = await this.mirrored(dir, image);
-      if (served) {
-        record.target = served.manifest.descriptor;
-        this.served.set(record, served);
-      }
+      const record = this.toRecord(image, imageNames, layerBytes, served);
+      if (served) this.served.set(record, served);
       records.push(record);
     }
     this.layerSizes = touchedLayers;
@@ -399,12 +397,15 @@ export class DockerStore {
     return total;
   }
 
-  private toRecord(image: LoadedImage, names: ImageNames, layerBytes: number): ImageRecord {
+  private toRecord(image: LoadedImage, names: ImageNames, layerBytes: number, served: RecreatedImage | undefined): ImageRecord {
     const { parsed, bytes } = image.config;
+    const target = served?.manifest.descriptor;
     return {
       id: image.id,
       repoTags: names.repoTags,
-      repoDigests: names.repoDigests,
+      // Not repositories.json's `name@digest` keys (the registry's manifest or list, whose
+      // compressed layers Docker did not keep): the manifest the mirror serves, per repository.
+      repoDigests: writtenRepoDigests([...names.repoTags, ...names.repoDigests], target),
       // Docker reports 0 for an image whose layers are all empty; kubelet refuses size 0, so the config's own bytes stand in.
       size: layerBytes > 0 ? layerBytes : bytes,
       user: parsed.user,
@@ -414,6 +415,7 @@ export class DockerStore {
       config: parsed.config,
       kind: "oci",
       source: image.path,
+      target,
     };
   }
 }

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import type { Platform } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
-import { formatReference, parseNormalizedNamed, quote } from "../../model/reference";
+import { formatReference, parseNormalizedNamed, quote, withDefaultTag } from "../../model/reference";
 import { configFacts } from "../common/oci-config";
 import { StoreProblem } from "../common/files";
 
@@ -64,10 +64,9 @@ export function parseRepositories(value: unknown, path: string): Repositories {
 /** A repositories.json key in CRI's normalized form, or why it is not a reference. */
 function normalizeName(name: string): { text: string; digest: boolean } | string {
   try {
-    const ref = parseNormalizedNamed(name);
     // Docker never writes name:tag@digest, but if it appears the digest is what identifies the content.
-    if (ref.digest !== undefined) return { text: formatReference({ repository: ref.repository, digest: ref.digest }), digest: true };
-    return { text: formatReference({ repository: ref.repository, tag: ref.tag ?? "latest" }), digest: false };
+    const ref = withDefaultTag(parseNormalizedNamed(name));
+    return { text: formatReference(ref), digest: ref.digest !== undefined };
   } catch (e) {
     return (e as Error).message;
   }
