@@ -7,6 +7,7 @@ import { ClientError, Status } from "nice-grpc";
 import pkg from "../../package.json";
 import type { Logger } from "../backend/contract";
 import { ConfigError, nothingToServe, type ImageletConfig } from "../config/config";
+import { FlagError, validateFlags } from "../config/flags";
 import { createLogger, type LogLevel } from "../log";
 import { containStrayErrors } from "../plugins/containment";
 import { sdkSource } from "../plugins/sdk-source" with { type: "macro" };
@@ -305,6 +306,8 @@ export async function runCli(argv: string[]): Promise<number> {
       cli.outputHelp();
       return 2;
     }
+    // The actions read these options: flags that set a config key are that key's values, validated as in the file.
+    validateFlags(cli.options);
     await cli.runMatchedCommand();
     return 0;
   } catch (e) {
@@ -312,6 +315,7 @@ export async function runCli(argv: string[]): Promise<number> {
     let code: number;
     let message: string;
     if (e instanceof CliError) [code, message] = [e.exitCode, e.message];
+    else if (e instanceof FlagError) [code, message] = [2, e.message];
     // Also from building the registry: a backend's create() can refuse an option value.
     else if (e instanceof ConfigError) [code, message] = [2, `config error: ${e.message}`];
     else if (err?.name === "CACError") [code, message] = [2, err.message];

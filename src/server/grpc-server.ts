@@ -15,7 +15,6 @@
 import { Server, ServerCredentials, type ChannelOptions, type UntypedHandleCall } from "@grpc/grpc-js";
 import type { EventEmitter } from "node:events";
 import type { ServerHttp2Session } from "node:http2";
-import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../backend/contract";
 import {
@@ -32,7 +31,8 @@ import { createServerStreamingMethodHandler } from "nice-grpc/lib/server/handleS
 import { createUnaryMethodHandler } from "nice-grpc/lib/server/handleUnaryCall";
 import { normalizeServiceDefinition, toGrpcJsServiceDefinition } from "nice-grpc/lib/service-definitions";
 import { boundCompletions } from "./completion-depth";
-import { H2_ERROR } from "./h2-authority";
+import { FLUSH_GRACE_MS } from "./listener";
+import { sessionEndsWithGoaway } from "./session-end";
 import { StreamWatch } from "./stream-watch";
 
 export interface ServiceRegistration {
@@ -71,34 +71,6 @@ function http2ServersOf(server: Server): EventEmitter[] {
   const servers: unknown = (server as unknown as { http2Servers?: unknown }).http2Servers;
   if (!(servers instanceof Map) || servers.size === 0) throw new Error("grpc-js has no http2Servers map: completion-depth.ts needs updating");
   return [...(servers as Map<EventEmitter, unknown>).keys()];
-}
-
-/**
- * On a connection that is a stream of ours (NormalizedConnection), not a
- * socket, Bun's session writes the GOAWAY of destroy() after it has marked
- * itself disconnected, so the frame is dropped and the client only sees the
- * connection end (a flood, a bad header block, a refused-stream limit). This
- * sends that same GOAWAY (Bun's choice of code: the one given, else
- * INTERNAL_ERROR for an error, else NO_ERROR) while the session still writes,
- * just before its destroy runs. After close() the session's own GOAWAY went
- * out already, so only a destroy with a code adds one, as Bun's does.
- */
-function goawayBeforeDestroy(session: ServerHttp2Session, connection: Duplex): void {
-  const destroy = session.destroy;
-  session.destroy = function (this: ServerHttp2Session, error?: unknown, code?: number) {
-    if (!session.destroyed && (!session.closed || code !== undefined)) {
-      const sent = typeof error === "number" ? error : (code ?? (error != null ? H2_ERROR.INTERNAL_ERROR : H2_ERROR.NO_ERROR));
-      try {
-        session.goaway(sent);
-        // The session queues frames for a stream transport until it is told the
-        // stream drained; that flush is the only one a caller can start.
-        connection.emit("drain");
-      } catch {
-        // the session cannot write any more: nothing to add
-      }
-    }
-    return (destroy as (error?: unknown, code?: number) => void).call(this, error, code);
-  } as ServerHttp2Session["destroy"];
 }
 
 function methodImplementation(implementation: object, name: string): (request: unknown, context: unknown) => unknown {
@@ -167,12 +139,15 @@ export function createInjectableGrpcServer(
   // The connection being injected: its HTTP/2 session is made (and announced) synchronously.
   let injecting: Duplex | undefined;
   const streams = new StreamWatch(limits.stalledRequestMs, log);
+  let warned = false;
   for (const http2Server of http2ServersOf(server)) {
     http2Server.prependListener("stream", streams.add);
     // Each stream's completions are bounded before grpc-js sees the stream (completion-depth.ts).
     http2Server.prependListener("stream", boundCompletions);
     http2Server.prependListener("session", (session: ServerHttp2Session) => {
-      if (injecting !== undefined && !(injecting instanceof Socket)) goawayBeforeDestroy(session, injecting);
+      if (injecting === undefined || sessionEndsWithGoaway(session, injecting, FLUSH_GRACE_MS) || warned) return;
+      warned = true;
+      log.error("Bun's HTTP/2 session changed: connections it ends may lose their GOAWAY (src/server/session-end.ts needs updating)");
     });
   }
   return {

@@ -161,3 +161,15 @@ def run_cli(*args, env=None, timeout=30):
 
 # The runnable stores for the end-to-end pod tests, made once per session (node_runtime.py).
 from node_runtime import runnable_stores  # noqa: E402,F401
+
+
+def stop_process_group(proc, timeout=15):
+    """Ends a process started with start_new_session=True and everything it started: SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

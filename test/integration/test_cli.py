@@ -109,6 +109,23 @@ def test_usage_errors_exit_2_on_one_line(args):
     assert out.stderr.startswith("imagelet: ") and len(out.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", [("serve",), ("images",), ("version",)])
+def test_a_flag_is_refused_as_its_config_key_is(command, tmp_path):
+    """--log-level and log_level pass through one validation: the same value is
+    refused both ways, with the same words, before anything starts (issue #21:
+    `serve --log-level bogus` used to start without a word)."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('log_level = "bogus"\n')
+    in_file = run_cli("config", "--check", str(bad))
+    as_flag = run_cli(*command, "--config", SAMPLE_CONFIG, "--log-level", "bogus", timeout=10)
+    assert (in_file.returncode, as_flag.returncode) == (2, 2), (in_file.stderr, as_flag.stderr)
+    reason = in_file.stderr.split("log_level: ", 1)[1].strip()
+    assert as_flag.stderr == f"imagelet: --log-level: {reason} (as log_level in the config file)\n"
+    assert as_flag.stdout == ""
+    if command != ("serve",):  # a good value passes (serve would stay up)
+        assert run_cli(*command, "--config", SAMPLE_CONFIG, "--log-level", "warn").returncode == 0
+
+
 def test_no_command_prints_help_and_exits_2():
     out = run_cli()
     assert out.returncode == 2

@@ -74,7 +74,7 @@ describe("fixtures agree with the tools that made them", () => {
       expect(ids(records)).toEqual([...new Set(t.images.map((i) => i.id))].sort());
       for (const e of t.images) {
         const r = byId(records, e.id);
-        // A bare-tag ref.name is a tag of localhost/<tarball name> (docs/backends/archives.md).
+        // A bare-tag ref.name is a tag of localhost/<tarball name> (docs/backends.md#archives).
         const tags = e.tags.map((tag) => (tag.includes(":") ? tag : `localhost/${t.file.replace(/\.tar(\.gz)?$/, "")}:${tag}`));
         expect([...r.repoTags].sort()).toEqual(tags.map(normalizeReference).sort());
         // A docker-archive keeps no registry manifest: its repo digests name the manifest imagelet writes.

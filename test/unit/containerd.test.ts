@@ -220,7 +220,7 @@ describe("namespaces", () => {
 describe("bbolt values", () => {
   test("varints and times as Go writes them", () => {
     for (const n of [0, 1, -1, -64, 63, 64, 378, 1 << 20, 2 ** 40, 2 ** 52, -(2 ** 52)]) expect(readVarint(varint(n))).toBe(n);
-    expect(readVarint(Buffer.from([0xf4, 0x05]))).toBe(378); // reference-image-stores.md §6
+    expect(readVarint(Buffer.from([0xf4, 0x05]))).toBe(378); // protobuf varint, as in containerd's bolt values
     expect(readVarint(Buffer.from([0x80]))).toBeUndefined();
     expect(readGoTime(goTime("2024-01-02T03:04:05.000Z"))).toBe("2024-01-02T03:04:05Z");
     expect(readGoTime(Buffer.from("nope"))).toBeUndefined();

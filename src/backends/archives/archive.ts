@@ -1,5 +1,5 @@
 // The images of one image tarball, from its listing and its small JSON
-// members (reference-image-stores.md §2). An archive with `oci-layout` is an
+// members (docs/backends.md#archives). An archive with `oci-layout` is an
 // OCI layout in a tar (oci-archive, Docker >= 25 `docker save`, `ctr export`)
 // and is read exactly as the oci-layout backend reads a directory; otherwise
 // it is a docker-archive (legacy `docker save`, skopeo, podman save), read

@@ -2,7 +2,7 @@
 // layers.json), and the rules CRI-O applies to them. iSulad's per-image
 // images.json object has the same shape: its backend parses it here too.
 // Nothing here touches the filesystem: callers read through common/files.ts.
-// See ../shared/docs/reference-image-stores.md §3.
+// See docs/backends.md#containers-storage.
 import { isDigest } from "../../model/digest";
 import { parseNormalizedNamed } from "../../model/reference";
 

@@ -3,7 +3,7 @@
 // `docker save`; ../archives). Pure interpretation of index.json, nested
 // indexes, manifests and configs; reading, caching and watching belong to the
 // caller, which hands in a blob reader. See
-// ../shared/docs/reference-image-stores.md §1 for the naming rules.
+// docs/backends.md#oci-layout for the naming rules.
 import { OptionError, type ContentDescriptor, type ImageRecord, type Logger, type Platform } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
 import { formatReference, isFullReference, isTag, parseNormalizedNamed, quote, taggedReference } from "../../model/reference";
@@ -252,7 +252,7 @@ function toRecord(src: LayoutSource, entry: Descriptor, { manifest, platform }: 
 /**
  * The tags of an index.json entry: io.containerd.image.name, else a
  * ref.name that is a full reference, else ref.name as a tag of the
- * configured repository (reference-image-stores.md §1).
+ * configured repository (docs/backends.md#oci-layout).
  */
 function namesOf(src: LayoutSource, entry: Descriptor): string[] {
   const annotations = entry.annotations ?? {};

@@ -3,8 +3,7 @@
 // images in it). Read-only and with no containerd needed: the image records
 // come from meta.db (bbolt, read without its lock: bbolt.ts, metadata.ts),
 // the content from the content store, and they are shown as containerd's CRI
-// plugin shows them (images.ts). See docs/backends.md (containerd) and
-// reference-image-stores.md §6.
+// plugin shows them (images.ts). See docs/backends.md#containerd.
 import { statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {

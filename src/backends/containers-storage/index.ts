@@ -2,8 +2,7 @@
 // write under /var/lib/containers/storage. Reads <driver>-images/images.json,
 // each image's stored manifest and config (big-data files), and
 // <driver>-layers/layers.json for sizes; never layer contents, never the
-// store's locks. See ../shared/docs/reference-image-stores.md §3 and
-// docs/backends/containers-storage.md for the rules.
+// store's locks. See docs/backends.md#containers-storage for the rules.
 import { resolve } from "node:path";
 import { BACKEND_API_VERSION, OptionError, defineBackend } from "../../backend/contract";
 import { quote } from "../../model/reference";

@@ -1,7 +1,7 @@
 // Backend for Docker engine's classic image store (graphdriver mode):
 // <root>/image/<driver>/{repositories.json, imagedb, layerdb}. It answers what
 // `docker images` (without -a) shows, sized as Docker sizes images. See
-// reference-image-stores.md §4 and docs/backends/docker.md. With Docker's
+// docs/backends.md#docker. With Docker's
 // containerd image store (Docker 29's default) it reads <root>/containerd/daemon,
 // namespace moby, through the containerd backend instead.
 //

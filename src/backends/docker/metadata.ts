@@ -2,7 +2,7 @@
 // disk: repositories.json (moby daemon/internal/refstore/store.go), the image
 // configs in imagedb (daemon/internal/image/fs.go) and the layer chain IDs
 // that name layerdb directories (image-spec identity/chainid.go). See
-// reference-image-stores.md §4.
+// docs/backends.md#docker.
 import { createHash } from "node:crypto";
 import type { Platform } from "../../backend/contract";
 import { isImageId } from "../../model/digest";

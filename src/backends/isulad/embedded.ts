@@ -1,4 +1,4 @@
-// iSulad's embedded images (reference-image-stores.md §5): images made of a
+// iSulad's embedded images (docs/backends.md#isulad): images made of a
 // hand-written manifest and squashfs (or bind-mounted directory) layers, with
 // no OCI config and no registry manifest. They come from two places:
 // - iSulad's sqlite.db, where `isula load -t embedded` recorded them

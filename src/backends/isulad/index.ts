@@ -1,6 +1,5 @@
 // Backend for iSulad's graph root (default /var/lib/isulad): its OCI image
-// store and its embedded images. See ../shared/docs/reference-image-stores.md
-// §5 and docs/backends/isulad.md.
+// store and its embedded images. See docs/backends.md#isulad.
 //
 // No content hook: the registry mirror answers 404 for iSulad's images (see
 // NOT_MIRRORED).

@@ -1,4 +1,4 @@
-// iSulad's OCI image store (reference-image-stores.md §5): derived from
+// iSulad's OCI image store (docs/backends.md#isulad): derived from
 // containers/storage, but one images.json object per image directory
 // (image_store.c) and one layer.json per layer directory (layer_store.c):
 //   <graph>/storage/<driver>-images/<id>/{images.json, manifest, =<base64(key)>…}

@@ -1,6 +1,6 @@
 // Backend for an OCI image layout directory (`oci:` in skopeo's terms, what
 // umoci and `buildah manifest push oci:` write). See
-// ../shared/docs/reference-image-stores.md §1 for the naming rules; the
+// docs/backends.md#oci-layout for the naming rules; the
 // interpretation itself is in ../common/oci-images.ts, shared with the
 // archives backend.
 import { existsSync, readdirSync, statSync } from "node:fs";
