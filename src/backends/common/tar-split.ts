@@ -425,14 +425,28 @@ async function* bigMember(realDir: Buffer, name: Buffer, size: number, crc: Buff
       verifiedMembers.remember(what, identity, began);
     }
     const sending = known ? undefined : new Crc64();
-    // The CRC needs every byte; without it, only the part asked for is read.
-    for (let at = sending ? 0 : from - (from % CHUNK_BYTES); at < size; at += CHUNK_BYTES) {
-      checkAborted(signal);
-      const length = Math.min(CHUNK_BYTES, size - at);
-      const chunk = Buffer.allocUnsafe(length);
-      await readExactly(file, chunk, length, at, path);
-      sending?.update(chunk);
-      if (at + length > from) yield at >= from ? chunk : chunk.subarray(from - at);
+    // The CRC needs every byte; without it, only the part asked for is read. The next chunk is read
+    // (in the thread pool) while this one is hashed and sent: reading and hashing one after the other
+    // was most of a re-created layer's time (256 MiB: ~80 ms of reads plus ~230 ms of hashing).
+    const readChunk = (at: number): Promise<Buffer> => {
+      const chunk = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size - at));
+      return readExactly(file, chunk, chunk.length, at, path).then(() => chunk);
+    };
+    let at = sending ? 0 : from - (from % CHUNK_BYTES);
+    let next = at < size ? readChunk(at) : undefined;
+    try {
+      while (next) {
+        checkAborted(signal);
+        const chunk = await next;
+        const following = at + chunk.length;
+        next = following < size ? readChunk(following) : undefined;
+        sending?.update(chunk);
+        if (following > from) yield at >= from ? chunk : chunk.subarray(from - at);
+        at = following;
+      }
+    } finally {
+      // Settled before the file is closed, whatever ended the loop.
+      await next?.catch(() => {});
     }
     if ((sending && !sameCrc(sending, crc)) || fileIdentity(await file.stat({ bigint: true })).key !== identity.key) {
       verifiedMembers.forget(what, identity);
