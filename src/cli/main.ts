@@ -120,7 +120,10 @@ export function buildCli() {
           refusedPlugins: () => reloader.refusedPlugins,
         });
       } catch (e) {
-        if (e instanceof SocketPathError || e instanceof ListenerStartError) throw new CliError(e.message, 1);
+        if (e instanceof SocketPathError) throw new CliError(e.message, 1);
+        // A port in use or forbidden does not fix itself: a configuration error (2), so a unit with
+        // RestartPreventExitStatus=2 does not restart it, taking the CRI socket down, every 2 s.
+        if (e instanceof ListenerStartError) throw new CliError(e.message, 2);
         throw e;
       }
     });

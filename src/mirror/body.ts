@@ -1,9 +1,18 @@
 // From a ContentBody to the bytes on the wire. Every digest a client checks
 // must verify, and a body that turns out wrong is never ended cleanly: the
 // connection is aborted, so the client's download fails loudly.
-//   - `file`: the OS sends it (Bun.file(...).slice in a Response: sendfile),
-//     after a stat says the region is there (Bun would quietly send a
-//     shorter file with a matching Content-Length).
+//   - `file`: opened, and fstat says the region is there (Bun would quietly
+//     send a shorter file with a matching Content-Length). The OS sends it
+//     (Bun.file(...).slice in a Response: sendfile) only when this process
+//     has already hashed those exact bytes for this very file identity
+//     (src/model/verified-files.ts: dev, inode, size, mtime, ctime, and a
+//     ctime old enough when checked). Otherwise it is read from the opened
+//     descriptor and sent as an `open` body below, which hashes it and
+//     remembers the identity once it verifies. So the first download of a
+//     file, and the first after any change, never reaches its last byte
+//     unverified; the one window left is an in-place overwrite *during* a
+//     sendfile of already-verified bytes, which the client's own digest
+//     check catches (docs/mirror.md, "Bytes").
 //   - `bytes`: hashed before anything is sent.
 //   - `open`: hashed on the way; the last chunk is held back until the
 //     digest verifies, so a wrong body never reaches its last byte. Bun 1.4
@@ -12,10 +21,11 @@
 //     (HEAD has it), and an aborted one lacks the last chunk, which every
 //     HTTP client reports as a truncated body. The header is still set, so
 //     it goes out once Bun sends it.
-import { statSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, read, statSync } from "node:fs";
 import type { ContentBody, ContentDescriptor, Logger } from "../backend/contract";
 import { digestParts } from "../model/digest";
 import { errorText } from "../model/error-text";
+import { fileIdentity, nowNs, VerifiedFiles, type FileIdentity } from "../model/verified-files";
 import { API_VERSION_HEADER } from "./errors";
 import type { ByteRange } from "./range";
 
@@ -41,40 +51,148 @@ export function hashOf(digest: string, bytes: Uint8Array): string {
   return `${algorithm}:${new Bun.CryptoHasher(algorithm as "sha256").update(bytes).digest("hex")}`;
 }
 
-/** Why a body cannot be sent as `digest`, checked before any header goes out; undefined when it can. */
-export function bodyRefusal(body: ContentBody, digest: string): string | undefined {
-  if (body.bytes !== undefined) {
-    const actual = hashOf(digest, body.bytes);
-    return actual === digest ? undefined : `its bytes hash to ${actual}`;
-  }
-  if (body.file !== undefined) {
-    try {
-      const st = statSync(body.file.path);
-      if (!st.isFile()) return `${body.file.path} is not a regular file`;
-      if (st.size < body.file.offset + body.size) return `${body.file.path} holds ${st.size} bytes, fewer than offset ${body.file.offset} + size ${body.size}`;
-    } catch (e) {
-      return errorText(e);
+/** A body checked and ready to send (prepareBody). */
+export interface ReadyBody {
+  /** What is sent: the backend's body, or a `file` turned into an `open` read from the descriptor opened to check it. */
+  body: ContentBody;
+  /** Sent by the OS from the file: its bytes were verified before, under the same identity. */
+  sendfile: boolean;
+  /** Closes what the check opened, if nothing else will (a HEAD, a refused Range); safe to call twice. */
+  close(): void;
+  /** Called once the whole body hashed to its digest. */
+  verified?(): void;
+}
+
+/** File regions whose bytes hashed to their digest, by the opened file's identity. */
+const verifiedFiles = new VerifiedFiles(4096);
+/** Read size for a file sent as a hashed stream. */
+const FILE_CHUNK_BYTES = 256 * 1024;
+/** A store path may be a FIFO: opening it must not block. */
+const FILE_OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
+
+/**
+ * A file region up to this size, not verified yet, is read whole and hashed
+ * before anything is sent, as `bytes`: it then goes out with its
+ * Content-Length, which Bun drops for a stream (see above). Bigger ones are
+ * streamed, so memory stays bounded (8 such downloads at once: 8 MiB).
+ */
+const READ_WHOLE_BYTES = 1024 * 1024;
+
+/**
+ * Checks a body before any header is sent: a refusal (why it cannot be sent
+ * as `digest`), or the body ready to send. `sending`: a GET, whose bytes will
+ * be needed (a HEAD only needs the checks).
+ */
+export async function prepareBody(body: ContentBody, digest: string, sending = true): Promise<{ refusal: string } | { ready: ReadyBody }> {
+  if (body.bytes !== undefined) return bytesBody(body, body.bytes, digest);
+  if (body.file === undefined) return { ready: { body, sendfile: false, close() {} } };
+  const prepared = prepareFile(body, body.file, digest);
+  if (!sending || "refusal" in prepared || prepared.ready.sendfile || body.size > READ_WHOLE_BYTES) return prepared;
+  // Small and not verified: read whole from the opened file, and hashed like any `bytes`.
+  const { ready } = prepared;
+  const whole = Buffer.allocUnsafe(body.size);
+  try {
+    for (let done = 0; done < body.size; ) {
+      const n = await readAt(ready.fd!, whole.subarray(done), body.file.offset + done);
+      if (n === 0) return { refusal: `${body.file.path} became shorter while it was read` };
+      done += n;
     }
+  } catch (e) {
+    return { refusal: errorText(e) };
+  } finally {
+    ready.close();
   }
-  return undefined;
+  const checked = bytesBody({ mediaType: body.mediaType, size: body.size }, whole, digest);
+  if ("ready" in checked) ready.verified!();
+  return checked;
+}
+
+function bytesBody(body: ContentBody, bytes: Uint8Array, digest: string): { refusal: string } | { ready: ReadyBody } {
+  const actual = hashOf(digest, bytes);
+  return actual === digest ? { ready: { body: { ...body, bytes }, sendfile: false, close() {} } } : { refusal: `its bytes hash to ${actual}` };
+}
+
+function prepareFile(body: ContentBody, file: { path: string; offset: number }, digest: string): { refusal: string } | { ready: ReadyBody & { fd?: number } } {
+  const { path, offset } = file;
+  let fd: number;
+  try {
+    fd = openSync(path, FILE_OPEN_FLAGS);
+  } catch (e) {
+    return { refusal: errorText(e) };
+  }
+  let identity: FileIdentity;
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    if (!st.isFile()) throw new Error(`${path} is not a regular file`);
+    if (st.size < BigInt(offset + body.size)) throw new Error(`${path} holds ${st.size} bytes, fewer than offset ${offset} + size ${body.size}`);
+    identity = fileIdentity(st);
+  } catch (e) {
+    closeSync(fd);
+    return { refusal: errorText(e) };
+  }
+  const what = `${digest}@${offset}`;
+  // Bun opens the file by its path: it must still be the file verified.
+  if (verifiedFiles.has(what, identity) && identityAt(path) === identity.key) {
+    closeSync(fd);
+    return { ready: { body, sendfile: true, close() {} } };
+  }
+  const began = nowNs();
+  let open = true;
+  const close = () => {
+    if (!open) return;
+    open = false;
+    closeSync(fd);
+  };
+  const streamed: ContentBody = {
+    mediaType: body.mediaType,
+    size: body.size,
+    async *open(start: number, signal: AbortSignal) {
+      try {
+        for (let at = start; at < body.size; ) {
+          if (signal.aborted) throw signal.reason ?? new Error("aborted");
+          const chunk = Buffer.allocUnsafe(Math.min(FILE_CHUNK_BYTES, body.size - at));
+          const n = await readAt(fd, chunk, offset + at);
+          if (n === 0) return; // the file got shorter: the stream says how much came
+          yield n === chunk.length ? chunk : chunk.subarray(0, n);
+          at += n;
+        }
+      } finally {
+        close();
+      }
+    },
+  };
+  return { ready: { body: streamed, sendfile: false, close, verified: () => verifiedFiles.remember(what, identity, began), fd } };
+}
+
+function identityAt(path: string): string | undefined {
+  try {
+    return fileIdentity(statSync(path, { bigint: true })).key;
+  } catch {
+    return undefined;
+  }
+}
+
+function readAt(fd: number, buffer: Buffer, position: number): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, buffer, 0, buffer.length, position, (e, n) => (e ? reject(e) : resolve(n))));
 }
 
 /**
- * The response body for `range` (inclusive) of a body bodyRefusal() passed.
+ * The response body for `range` (inclusive) of a prepared body.
  * `done` runs once, when nothing more will be read from the store.
  */
-export function bodyStream(body: ContentBody, digest: string, range: ByteRange, signal: AbortSignal, done: () => void, log: Logger): Uint8Array | Blob | ReadableStream<Uint8Array> {
+export function bodyStream(ready: ReadyBody, digest: string, range: ByteRange, signal: AbortSignal, done: () => void, log: Logger): Uint8Array | Blob | ReadableStream<Uint8Array> {
+  const { body } = ready;
   if (body.bytes !== undefined) {
     done();
     return body.bytes.subarray(range.start, range.end + 1);
   }
-  if (body.file !== undefined) {
+  if (body.file !== undefined && ready.sendfile) {
     // Opened by Bun as it starts sending; an open file stays readable whatever the store does next.
     done();
     const at = body.file.offset;
     return Bun.file(body.file.path).slice(at + range.start, at + range.end + 1);
   }
-  return openedStream(body, digest, range, signal, done, log);
+  return openedStream(body, digest, range, signal, done, log, ready.verified);
 }
 
 /**
@@ -82,7 +200,7 @@ export function bodyStream(body: ContentBody, digest: string, range: ByteRange, 
  * (the last chunk waits for it); a part of it (a Range) cannot be, and is
  * checked for length only: the client verifies the blob it puts together.
  */
-function openedStream(body: ContentBody, digest: string, range: ByteRange, signal: AbortSignal, done: () => void, log: Logger): ReadableStream<Uint8Array> {
+function openedStream(body: ContentBody, digest: string, range: ByteRange, signal: AbortSignal, done: () => void, log: Logger, verified?: () => void): ReadableStream<Uint8Array> {
   const whole = range.start === 0 && range.end === body.size - 1;
   const wanted = range.end - range.start + 1;
   const stop = new AbortController();
@@ -125,6 +243,7 @@ function openedStream(body: ContentBody, digest: string, range: ByteRange, signa
             if (hasher) {
               const actual = `${digestParts(digest).algorithm}:${hasher.digest("hex")}`;
               if (actual !== digest) return fail(controller, `the body hashes to ${actual}`);
+              verified?.();
             }
             if (held) controller.enqueue(held);
             finish();

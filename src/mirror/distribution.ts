@@ -7,7 +7,7 @@ import type { ContentDescriptor, Logger } from "../backend/contract";
 import type { Image } from "../model/image";
 import { findContent, type FoundContent } from "../registry/content";
 import type { Lease, ServedRegistry } from "../registry/served";
-import { bodyRefusal, bodyStream, descriptorHeaders, FILE_BODY_HEADERS } from "./body";
+import { bodyStream, descriptorHeaders, FILE_BODY_HEADERS, prepareBody, type ReadyBody } from "./body";
 import { API_VERSION_HEADER, errorResponse, MirrorError, type ErrorCode } from "./errors";
 import { contentRange, parseRange, type ByteRange } from "./range";
 import { matchRoute, type Route } from "./routes";
@@ -62,9 +62,15 @@ export class DistributionRoutes {
           return this.tags(asked, lease, route);
         case "manifest":
         case "blob": {
-          const found = route.kind === "manifest" ? await this.manifest(lease, route) : await this.content(lease, route.repository, route.digest, "BLOB_UNKNOWN");
+          const found = route.kind === "manifest" ? await this.manifest(asked, lease, route) : await this.content(asked, lease, route.repository, route.digest, "BLOB_UNKNOWN");
           // From here the body releases the lease, once it is sent or abandoned.
-          const response = this.send(asked, found, route.kind, lease);
+          let response: Response;
+          try {
+            response = this.send(asked, found, route.kind, lease);
+          } catch (e) {
+            found.ready.close();
+            throw e;
+          }
           handedOver = true;
           return response;
         }
@@ -103,9 +109,9 @@ export class DistributionRoutes {
   }
 
   /** A manifest by tag (the image's target, as stored) or by digest; either way, only a manifest or index type. */
-  private async manifest(lease: Lease, route: Extract<Route, { kind: "manifest" }>): Promise<Served> {
+  private async manifest(asked: Asked, lease: Lease, route: Extract<Route, { kind: "manifest" }>): Promise<Served> {
     const { reference } = route;
-    const served = "digest" in reference ? await this.content(lease, route.repository, reference.digest, "MANIFEST_UNKNOWN") : await this.target(lease, route, reference.tag);
+    const served = "digest" in reference ? await this.content(asked, lease, route.repository, reference.digest, "MANIFEST_UNKNOWN") : await this.target(asked, lease, route, reference.tag);
     if (!MANIFEST_MEDIA_TYPES.has(served.descriptor.mediaType)) {
       throw new MirrorError("MANIFEST_UNKNOWN", `${served.descriptor.digest} is a ${served.descriptor.mediaType}, not a manifest`, { digest: served.descriptor.digest });
     }
@@ -113,7 +119,7 @@ export class DistributionRoutes {
   }
 
   /** What a tag's image names: its target, from the first of its backends that can give it. */
-  private async target(lease: Lease, route: { repository: string }, tag: string): Promise<Served> {
+  private async target(asked: Asked, lease: Lease, route: { repository: string }, tag: string): Promise<Served> {
     const image = lease.registry.view.tagged(route.repository, tag);
     if (!image) {
       if (lease.registry.view.inRepository(route.repository).length === 0) throw unknownRepository(route);
@@ -128,33 +134,33 @@ export class DistributionRoutes {
       this.log.error("mirror: a backend's target and its content differ in size; not served", { backend: answer.found.backend, image: image.id, digest: target.digest, target: target.size, content: answer.found.body.size });
       throw new MirrorError("MANIFEST_UNKNOWN", `backend ${JSON.stringify(answer.found.backend)} gave ${answer.found.body.size} bytes for a target of ${target.size}`, { digest: target.digest });
     }
-    return this.checked(answer.found, target.digest, "MANIFEST_UNKNOWN");
+    return this.checked(asked, answer.found, target.digest, "MANIFEST_UNKNOWN");
   }
 
   /** Content by digest, reachable from an image of the repository. */
-  private async content(lease: Lease, repository: string, digest: string, code: "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN"): Promise<Served> {
+  private async content(asked: Asked, lease: Lease, repository: string, digest: string, code: "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN"): Promise<Served> {
     const images = lease.registry.view.inRepository(repository);
     if (images.length === 0) throw new MirrorError("NAME_UNKNOWN", `no image is named in repository ${repository}`, { repository });
     const answer = await findContent(lease.registry, images, digest, this.log);
     if (!answer.found) throw new MirrorError(code, notServed(`${repository}@${digest}`, answer.reasons), { repository, digest });
-    return this.checked(answer.found, digest, code);
+    return this.checked(asked, answer.found, digest, code);
   }
 
   /** Refuses, before any header is sent, a body that cannot be what it claims. */
-  private checked(found: FoundContent, digest: string, code: "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN"): Served {
-    const refusal = bodyRefusal(found.body, digest);
-    if (refusal !== undefined) {
-      this.log.error("mirror: a backend's content does not match its digest; not served", { backend: found.backend, image: found.image.id, digest, problem: refusal });
-      throw new MirrorError(code, `backend ${JSON.stringify(found.backend)} cannot serve ${digest}: ${refusal}`, { digest });
+  private async checked(asked: Asked, found: FoundContent, digest: string, code: "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN"): Promise<Served> {
+    const prepared = await prepareBody(found.body, digest, asked.method === "GET");
+    if ("refusal" in prepared) {
+      this.log.error("mirror: a backend's content does not match its digest; not served", { backend: found.backend, image: found.image.id, digest, problem: prepared.refusal });
+      throw new MirrorError(code, `backend ${JSON.stringify(found.backend)} cannot serve ${digest}: ${prepared.refusal}`, { digest });
     }
-    return { found, descriptor: { mediaType: found.body.mediaType, digest, size: found.body.size } };
+    return { found, ready: prepared.ready, descriptor: { mediaType: found.body.mediaType, digest, size: found.body.size } };
   }
 
   /** The answer for found content: headers from its descriptor; a blob honours one Range. */
   private send(asked: Asked, served: Served, kind: "manifest" | "blob", lease: Lease): Response {
-    const { descriptor, found } = served;
+    const { descriptor, ready } = served;
     const size = descriptor.size;
-    const extra: Record<string, string> = { ...(kind === "blob" ? { "Accept-Ranges": "bytes" } : {}), ...(found.body.file ? FILE_BODY_HEADERS : {}) };
+    const extra: Record<string, string> = { ...(kind === "blob" ? { "Accept-Ranges": "bytes" } : {}), ...(ready.sendfile ? FILE_BODY_HEADERS : {}) };
     // Range is a GET's (RFC 9110 14.2); manifests are sent whole, as Spegel and distribution do.
     const range = kind === "blob" && asked.method === "GET" ? parseRange(asked.headers.get("range"), size) : "whole";
     if (range === "unsatisfiable") {
@@ -165,15 +171,18 @@ export class DistributionRoutes {
     const headers = { ...descriptorHeaders(descriptor, length), ...extra, ...(range === "whole" ? {} : { "Content-Range": contentRange(part, size) }) };
     const status = range === "whole" ? 200 : 206;
     if (asked.method === "HEAD" || length === 0) {
+      ready.close();
       lease.release();
       return new Response(null, { status, headers });
     }
-    return new Response(bodyStream(found.body, descriptor.digest, part, asked.signal, lease.release, this.log), { status, headers });
+    return new Response(bodyStream(ready, descriptor.digest, part, asked.signal, lease.release, this.log), { status, headers });
   }
 }
 
 interface Served {
   found: FoundContent;
+  /** The body checked and ready to send; closed by whoever ends up not sending it. */
+  ready: ReadyBody;
   descriptor: ContentDescriptor;
 }
 

@@ -161,7 +161,8 @@ def test_the_mirror_answers_on_loopback_only_with_the_drop_in(sandbox, serve, mo
     config = f'[mirror]\nlisten = "127.0.0.1:{port}"\n' + oci_backend(os.path.join(EXAMPLES, "sample-oci"))
     # Without the drop-in: the mirror cannot listen, imagelet stops, and says where and why.
     code, log = start_alone(sandbox(BIN), config, workdir)
-    assert code == 1 and f'listen = "127.0.0.1:{port}": cannot listen: EAFNOSUPPORT' in log, log
+    # Exit code 2, a configuration error: the unit (RestartPreventExitStatus=2) does not restart it every 2 s.
+    assert code == 2 and f'listen = "127.0.0.1:{port}": cannot listen: EAFNOSUPPORT' in log, log
     assert fetch(port, "/v2/", timeout=5).error.startswith("ConnectionRefusedError")
     # With it: the mirror answers the host on loopback, beside the CRI socket.
     monkeypatch.setattr(conftest, "BIN", sandbox(BIN, [DROP_IN]))

@@ -4,29 +4,20 @@ and the store changing under a download (an OCI layout's blob, a
 containers-storage layer's file), while a CRI client asks ImageStatus
 every 20 ms. Small sizes (seconds); scripts/soak --only mirror runs the same
 scenario at full size (mirror_soak.FULL)."""
-import pytest
-
 import mirror_soak
-
-# An OCI layout's blob is sent by the OS from the file (sendfile) after a stat, unhashed: a blob file
-# rewritten in place during a download goes out mixed, whole, with the old length (docs/reliability.md).
-KNOWN_MIX = "OCI layout, rewritten in place: a whole"
-
 
 def test_no_mirror_client_crashes_imagelet_or_starves_the_cri_socket(workdir):
     report = mirror_soak.scenario_mirror(workdir, mirror_soak.SHORT)
-    assert [p for p in report.problems if not p.startswith(KNOWN_MIX)] == []
+    assert report.problems == []
     f = report.figures
     # The CRI client was really asking throughout, and every part really ran.
     assert f["CRI ImageStatus calls"] > 50 and f["CRI failures"] == 0
     assert f["connections opened"] == 1000 and f["clients that vanished mid-blob"] == 40
     assert f["slow readers: MiB read"] > 0
     for store, mode in [(s, m) for s in ("OCI layout", "containers-storage") for m in mirror_soak.CHANGE_MODES]:
-        if (store, mode) != ("OCI layout", "rewritten in place"):
-            assert "MIXED" not in f[f"{store}, {mode}: outcomes"]
+        assert "MIXED" not in f[f"{store}, {mode}: outcomes"]
 
 
-@pytest.mark.xfail(strict=True, reason="an OCI layout's blob is sent by sendfile unverified (src/mirror/body.ts)")
 def test_a_blob_rewritten_in_place_under_a_download_is_never_sent_mixed(workdir):
     report = mirror_soak.scenario_store_change(workdir, "rewritten in place")
     assert report.problems == []

@@ -1,12 +1,15 @@
 // The mirror's bodies: bytes and files checked before anything is sent, and
 // an open() body verified on the way, its last chunk held back until the
 // digest is right (the stream errors instead, which aborts the connection).
+// A file is streamed that way from the descriptor its check opened, until
+// those bytes verified under the same file identity; only then is it sent
+// by the OS (sendfile).
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, openSync, renameSync, rmSync, utimesSync, writeFileSync, writeSync, closeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ContentBody } from "../../src/backend/contract";
-import { bodyRefusal, bodyStream, descriptorHeaders, hashOf } from "../../src/mirror/body";
+import { bodyStream, descriptorHeaders, hashOf, prepareBody, type ReadyBody } from "../../src/mirror/body";
 import { memoryLogger } from "./helpers";
 
 const data = new Uint8Array(1000).map((_, i) => i & 255);
@@ -47,21 +50,33 @@ async function drain(stream: ReadableStream<Uint8Array>): Promise<{ bytes: Uint8
   return { bytes: Buffer.concat(parts) };
 }
 
-function stream(body: ContentBody, start = 0, end = data.length - 1) {
+async function ready(body: ContentBody, want = digest, sending = true): Promise<ReadyBody> {
+  const prepared = await prepareBody(body, want, sending);
+  if ("refusal" in prepared) throw new Error(prepared.refusal);
+  return prepared.ready;
+}
+
+async function refusal(body: ContentBody, want = digest): Promise<string | undefined> {
+  const prepared = await prepareBody(body, want, false);
+  return "refusal" in prepared ? prepared.refusal : (prepared.ready.close(), undefined);
+}
+
+function stream(body: ContentBody | ReadyBody, start = 0, end = data.length - 1, want = digest) {
+  if (!("sendfile" in body)) throw new Error("prepare the body first");
   let released = 0;
-  const out = bodyStream(body, digest, { start, end }, new AbortController().signal, () => released++, memoryLogger());
+  const out = bodyStream(body, want, { start, end }, new AbortController().signal, () => released++, memoryLogger());
   return { stream: out as ReadableStream<Uint8Array>, released: () => released };
 }
 
 describe("open() bodies", () => {
   test("the whole body, verified, and the store released once at the end", async () => {
-    const s = stream(opened());
+    const s = stream(await ready(opened()));
     expect(await drain(s.stream)).toEqual({ bytes: Buffer.from(data) });
     expect(s.released()).toBe(1);
   });
   for (const [mode, reason] of [["throw", "open() failed: disk gone"], ["short", "ended after 900 of 1000"], ["wrong", "hashes to"]] as const) {
     test(`${mode}: errors before the last chunk, so the client never gets it all`, async () => {
-      const s = stream(opened(mode));
+      const s = stream(await ready(opened(mode)));
       const { bytes, error } = await drain(s.stream);
       expect(error).toContain(reason);
       expect(bytes.length).toBeLessThan(data.length);
@@ -70,12 +85,12 @@ describe("open() bodies", () => {
     });
   }
   test("a part: from start, cut at end, the rest not read", async () => {
-    const s = stream(opened(), 150, 420);
+    const s = stream(await ready(opened()), 150, 420);
     expect(await drain(s.stream)).toEqual({ bytes: Buffer.from(data.subarray(150, 421)) });
     expect(s.released()).toBe(1);
   });
   test("a cancelled body is released and stops reading", async () => {
-    const s = stream(opened());
+    const s = stream(await ready(opened()));
     const reader = s.stream.getReader();
     await reader.read();
     await reader.cancel();
@@ -86,20 +101,73 @@ describe("open() bodies", () => {
 describe("bytes and files", () => {
   const dir = mkdtempSync(join(tmpdir(), "imagelet-body-"));
   const file = join(dir, "pack");
-  writeFileSync(file, Buffer.concat([Buffer.from("HEAD"), data]));
-  test("bytes must hash to the digest; a file region must be there", () => {
-    expect(bodyRefusal({ mediaType: LAYER, size: 1000, bytes: data }, digest)).toBeUndefined();
-    expect(bodyRefusal({ mediaType: LAYER, size: 1000, bytes: data.slice().fill(0) }, digest)).toContain("hash to");
-    expect(bodyRefusal({ mediaType: LAYER, size: 1000, file: { path: file, offset: 4 } }, digest)).toBeUndefined();
-    expect(bodyRefusal({ mediaType: LAYER, size: 1000, file: { path: file, offset: 5 } }, digest)).toContain("fewer than");
-    expect(bodyRefusal({ mediaType: LAYER, size: 1000, file: { path: dir, offset: 0 } }, digest)).toContain("not a regular file");
-    expect(bodyRefusal({ mediaType: LAYER, size: 1000, file: { path: join(dir, "gone"), offset: 0 } }, digest)).toContain("ENOENT");
+  // Over READ_WHOLE_BYTES (1 MiB), so a first GET streams it.
+  const big = new Uint8Array(1536 * 1024).map((_, i) => (i * 7) & 255);
+  const bigDigest = hashOf(digest, big);
+  const region = (path = file, offset = 4, size = big.length): ContentBody => ({ mediaType: LAYER, size, file: { path, offset } });
+  /** (Re)writes the pack file in place: a new ctime, so a new identity. */
+  const writePack = () => writeFileSync(file, Buffer.concat([Buffer.from("HEAD"), big]));
+  const readyBig = (sending = true) => ready(region(), bigDigest, sending);
+  writePack();
+  test("bytes must hash to the digest; a file region must be there", async () => {
+    expect(await refusal({ mediaType: LAYER, size: 1000, bytes: data })).toBeUndefined();
+    expect(await refusal({ mediaType: LAYER, size: 1000, bytes: data.slice().fill(0) })).toContain("hash to");
+    expect(await refusal(region(), bigDigest)).toBeUndefined();
+    expect(await refusal(region(file, 5), bigDigest)).toContain("fewer than");
+    expect(await refusal(region(dir, 0), bigDigest)).toContain("not a regular file");
+    expect(await refusal(region(join(dir, "gone"), 0), bigDigest)).toContain("ENOENT");
   });
-  test("a file region is sent from the file, released at once", async () => {
+  test("a small file region not verified is read whole and hashed before anything is sent", async () => {
+    const small = await ready(region(file, 4, 1000), hashOf(digest, big.subarray(0, 1000)));
+    expect(Buffer.from(small.body.bytes!)).toEqual(Buffer.from(big.subarray(0, 1000)));
+    expect((await prepareBody(region(file, 4, 1000), digest)) as object).toHaveProperty("refusal");
+  });
+  test("a big file not verified is streamed from the descriptor its check opened, hashed", async () => {
+    const r = await readyBig();
+    expect(r.sendfile).toBe(false);
+    // Replaced by rename after the check: the opened file's bytes are still the old ones.
+    writeFileSync(join(dir, "other"), Buffer.alloc(big.length + 4, 1));
+    renameSync(join(dir, "other"), file);
+    const s = stream(r, 0, big.length - 1, bigDigest);
+    expect(Buffer.from((await drain(s.stream)).bytes).equals(Buffer.from(big))).toBe(true);
+    expect(s.released()).toBe(1);
+    writePack();
+  });
+  test("a file changed in place under its stream never ends cleanly", async () => {
+    const r = await readyBig();
+    const fd = openSync(file, "r+");
+    writeSync(fd, Buffer.from([0xff]), 0, 1, 1_500_000);
+    closeSync(fd);
+    const { bytes, error } = await drain(stream(r, 0, big.length - 1, bigDigest).stream);
+    expect(error).toContain("hashes to");
+    expect(bytes.length).toBeLessThan(big.length);
+    writePack();
+  });
+  test("a part is streamed too, and the file closed once it is sent or not", async () => {
+    const r = await readyBig();
+    expect(Buffer.from((await drain(stream(r, 10, 19, bigDigest).stream)).bytes)).toEqual(Buffer.from(big.subarray(10, 20)));
+    const unsent = await readyBig(false);
+    unsent.close();
+    unsent.close();
+  });
+  test("a file just written is not trusted after one verified download: it is hashed again", async () => {
+    writePack();
+    await drain(stream(await readyBig(), 0, big.length - 1, bigDigest).stream);
+    expect((await readyBig(false)).sendfile).toBe(false);
+  });
+  test("bytes verified under an identity at least 2 s old are then sent from the file", async () => {
+    writePack();
+    await Bun.sleep(2100);
+    await drain(stream(await readyBig(), 0, big.length - 1, bigDigest).stream);
+    const r = await readyBig();
+    expect(r.sendfile).toBe(true);
     let released = 0;
-    const blob = bodyStream({ mediaType: LAYER, size: 1000, file: { path: file, offset: 4 } }, digest, { start: 10, end: 19 }, new AbortController().signal, () => released++, memoryLogger());
-    expect(Buffer.from(await (blob as Blob).arrayBuffer())).toEqual(Buffer.from(data.subarray(10, 20)));
+    const blob = bodyStream(r, bigDigest, { start: 10, end: 19 }, new AbortController().signal, () => released++, memoryLogger());
+    expect(Buffer.from(await (blob as Blob).arrayBuffer())).toEqual(Buffer.from(big.subarray(10, 20)));
     expect(released).toBe(1);
+    // Any change makes a new identity: hashed again.
+    utimesSync(file, new Date(), new Date());
+    expect((await readyBig()).sendfile).toBe(false);
     rmSync(dir, { recursive: true, force: true });
   });
   test("one place makes a descriptor's headers", () => {

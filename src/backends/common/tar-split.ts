@@ -20,9 +20,12 @@
 //   - fstat says a regular file of exactly the member's size;
 //   - its CRC-64 matches the tar-split's.
 // A file over SMALL_FILE_BYTES is read twice through the same descriptor:
-// once for the CRC, once to send while checking it again (once only, when
-// the same unchanged file was checked before: see verifiedFiles); a change
-// between the two makes the stream throw at the end of that member.
+// once for the CRC, once to send while checking it again; a change between
+// the two makes the stream throw at the end of that member. A file whose CRC
+// this process checked before, under the same identity (verifiedMembers),
+// is read once and not CRC'd again: the mirror's sha256 of the whole layer,
+// with its last chunk held back, still keeps a changed file from reaching a
+// client as a complete layer.
 // Anything wrong throws a StoreProblem naming the path: the mirror then aborts
 // the connection, so a client's digest check fails rather than taking bytes
 // from outside the layer.
@@ -32,6 +35,7 @@ import { createGunzip } from "node:zlib";
 import type { ContentBody } from "../../backend/contract";
 import { Crc64 } from "./crc64";
 import { StoreProblem, isInside, resolveInside, statKey } from "./files";
+import { fileIdentity, nowNs, VerifiedFiles, type FileIdentity } from "../../model/verified-files";
 import { OCI_LAYER_TAR } from "./written-manifest";
 
 /** One tar-split line: raw bytes to copy, or a member's payload to read from disk. */
@@ -322,16 +326,11 @@ function openFailed(e: unknown, path: string, what = "layer member"): StoreProbl
  * symlink (a directory swapped for a link out of the layer makes them
  * differ); a regular file; the tar's size. Returns the file's identity.
  */
-function checkOpened(actual: Buffer, st: BigIntStats, expected: Buffer, path: string, what: string, size?: number): string {
+function checkOpened(actual: Buffer, st: BigIntStats, expected: Buffer, path: string, what: string, size?: number): FileIdentity {
   if (!actual.equals(expected)) throw new StoreProblem(`${what} resolves outside its place (${actual.toString("utf8")})`, path);
   if (!st.isFile()) throw new StoreProblem(`${what} is not a regular file${what === "layer member" ? "; the tar has one there" : ""}`, path);
   if (size !== undefined && st.size !== BigInt(size)) throw new StoreProblem(`${what} is ${st.size} bytes; the tar's is ${size}`, path);
-  return identityOf(st);
-}
-
-/** Changes with any write to the file: ctime is set by the kernel, never by a user. */
-function identityOf(st: BigIntStats): string {
-  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  return fileIdentity(st);
 }
 
 function procFd(fd: number): string {
@@ -364,7 +363,7 @@ function smallMember(realDir: Buffer, name: Buffer, size: number, crc: Buffer): 
 }
 
 /** Opens a bigger member with the same checks, through the thread pool. */
-async function openMember(realDir: Buffer, name: Buffer, size: number): Promise<{ file: FileHandle; path: string; identity: string; ctimeNs: bigint }> {
+async function openMember(realDir: Buffer, name: Buffer, size: number): Promise<{ file: FileHandle; path: string; identity: FileIdentity }> {
   const { expected, path } = memberLocation(realDir, name);
   let file: FileHandle;
   try {
@@ -380,7 +379,7 @@ async function openMember(realDir: Buffer, name: Buffer, size: number): Promise<
       throw new StoreProblem(`cannot confirm where the layer member was opened (/proc/self/fd: ${errnoText(e)})`, path);
     }
     const st = await file.stat({ bigint: true });
-    return { file, path, identity: checkOpened(actual, st, expected, path, "layer member", size), ctimeNs: st.ctimeNs };
+    return { file, path, identity: checkOpened(actual, st, expected, path, "layer member", size) };
   } catch (e) {
     await file.close();
     throw e;
@@ -388,37 +387,32 @@ async function openMember(realDir: Buffer, name: Buffer, size: number): Promise<
 }
 
 /**
- * Big files whose CRC was checked, by identity and CRC: a later request
- * reads such a file once (checking its CRC as it is sent) instead of twice.
- * Only files whose ctime was already VERIFIED_AGE_NS old when the check
- * began are remembered: any later write sets ctime to "now", a different
- * value even at the kernel's coarse timestamp granularity, so a remembered
- * identity can only still match unchanged content. (A user who keeps a
- * writable shared mapping could change bytes without a new ctime; those
- * bytes are their own, never another user's file, and the CRC checked while
- * sending still fails the stream at the end of the member.)
+ * Big members whose CRC was checked, by CRC and file identity (the rule in
+ * model/verified-files.ts): a later request reads such a file once, without
+ * a CRC. (A user who keeps a writable shared mapping could change bytes
+ * without a new ctime; those bytes are their own, never another user's file,
+ * and the mirror's sha256 of the layer still fails the download.)
  */
-const verifiedFiles = new Map<string, true>();
-const VERIFIED_LIMIT = 16384;
-const VERIFIED_AGE_NS = 2_000_000_000n;
+const verifiedMembers = new VerifiedFiles(16384);
 
 function checkAborted(signal: AbortSignal): void {
   if (signal.aborted) throw signal.reason ?? new Error("aborted");
 }
 
 /**
- * A big member's payload from byte `from`: its CRC is checked before the
- * first byte is yielded (a first pass, unless this very file was checked
- * before), and again as it is sent, with its identity, so a change under the
- * download fails the stream at the end of the member. Memory stays at one
- * chunk, whatever the file's size.
+ * A big member's payload from byte `from`. Unless this very file was checked
+ * before, its CRC is checked before the first byte is yielded (a first pass)
+ * and again as it is sent, with its identity, so a change under the download
+ * fails the stream at the end of the member. Memory stays at one chunk,
+ * whatever the file's size.
  */
 async function* bigMember(realDir: Buffer, name: Buffer, size: number, crc: Buffer, from: number, signal: AbortSignal): AsyncGenerator<Buffer> {
-  const began = BigInt(Date.now()) * 1_000_000n;
-  const { file, path, identity, ctimeNs } = await openMember(realDir, name, size);
-  const key = `${identity}:${crc.toString("hex")}`;
+  const began = nowNs();
+  const { file, path, identity } = await openMember(realDir, name, size);
+  const what = crc.toString("hex");
   try {
-    if (!verifiedFiles.has(key)) {
+    const known = verifiedMembers.has(what, identity);
+    if (!known) {
       const scratch = Buffer.allocUnsafe(CHUNK_BYTES);
       const first = new Crc64();
       for (let at = 0; at < size; at += CHUNK_BYTES) {
@@ -428,22 +422,34 @@ async function* bigMember(realDir: Buffer, name: Buffer, size: number, crc: Buff
         first.update(scratch.subarray(0, length));
       }
       if (!sameCrc(first, crc)) throw crcMismatch(path, name, "differs");
-      if (began - ctimeNs > VERIFIED_AGE_NS) {
-        if (verifiedFiles.size >= VERIFIED_LIMIT) verifiedFiles.delete(verifiedFiles.keys().next().value!);
-        verifiedFiles.set(key, true);
+      verifiedMembers.remember(what, identity, began);
+    }
+    const sending = known ? undefined : new Crc64();
+    // The CRC needs every byte; without it, only the part asked for is read. The next chunk is read
+    // (in the thread pool) while this one is hashed and sent: reading and hashing one after the other
+    // was most of a re-created layer's time (256 MiB: ~80 ms of reads plus ~230 ms of hashing).
+    const readChunk = (at: number): Promise<Buffer> => {
+      const chunk = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size - at));
+      return readExactly(file, chunk, chunk.length, at, path).then(() => chunk);
+    };
+    let at = sending ? 0 : from - (from % CHUNK_BYTES);
+    let next = at < size ? readChunk(at) : undefined;
+    try {
+      while (next) {
+        checkAborted(signal);
+        const chunk = await next;
+        const following = at + chunk.length;
+        next = following < size ? readChunk(following) : undefined;
+        sending?.update(chunk);
+        if (following > from) yield at >= from ? chunk : chunk.subarray(from - at);
+        at = following;
       }
+    } finally {
+      // Settled before the file is closed, whatever ended the loop.
+      await next?.catch(() => {});
     }
-    const sending = new Crc64();
-    for (let at = 0; at < size; at += CHUNK_BYTES) {
-      checkAborted(signal);
-      const length = Math.min(CHUNK_BYTES, size - at);
-      const chunk = Buffer.allocUnsafe(length);
-      await readExactly(file, chunk, length, at, path);
-      sending.update(chunk);
-      if (at + length > from) yield at >= from ? chunk : chunk.subarray(from - at);
-    }
-    if (!sameCrc(sending, crc) || identityOf(await file.stat({ bigint: true })) !== identity) {
-      verifiedFiles.delete(key);
+    if ((sending && !sameCrc(sending, crc)) || fileIdentity(await file.stat({ bigint: true })).key !== identity.key) {
+      verifiedMembers.forget(what, identity);
       throw crcMismatch(path, name, "changed while it was sent");
     }
   } finally {
