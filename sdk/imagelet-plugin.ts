@@ -111,8 +111,22 @@ export interface ContentBody {
    * Content made as it is sent (a layer re-created from an unpacked store):
    * yields the bytes from `start` to the end. It must throw, rather than
    * yield, bytes it cannot vouch for; the mirror then aborts the connection.
+   * `trusted`: see `verifiedAs`.
    */
-  open?(start: number, signal: AbortSignal): AsyncIterable<Uint8Array>;
+  open?(start: number, signal: AbortSignal, trusted?: boolean): AsyncIterable<Uint8Array>;
+  /**
+   * For an `open` body that can name what its bytes are made from: an opaque
+   * key for those exact inputs (a re-created layer: its tar-split's and its
+   * member files' identities), or undefined when it cannot name them yet.
+   * The mirror asks before streaming and again after a whole stream
+   * (start 0) hashed to the digest, and remembers that second key. When the
+   * first is one it remembers, it calls `open(start, signal, true)` and does
+   * not hash: the body must then throw before yielding a byte made from an
+   * input that differs from what the key named, and before its end if an
+   * input changed while it was read (the mirror holds its last chunk back
+   * until it ends). The key may change once `open` has read the inputs.
+   */
+  verifiedAs?(): string | undefined;
 }
 
 /**

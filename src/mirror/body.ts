@@ -15,7 +15,12 @@
 //     check catches (docs/mirror.md, "Bytes").
 //   - `bytes`: hashed before anything is sent.
 //   - `open`: hashed on the way; the last chunk is held back until the
-//     digest verifies, so a wrong body never reaches its last byte. Bun 1.4
+//     digest verifies, so a wrong body never reaches its last byte. A body
+//     whose `verifiedAs` key names inputs a whole stream of which already
+//     hashed to this digest (verified-bodies.ts) is not hashed: it is opened
+//     `trusted`, and then itself throws if an input differs from what the key
+//     named (before that input's bytes) or changed while read (before its
+//     end); the last chunk is still held back until it ends. Bun 1.4
 //     sends a stream chunked and drops the Content-Length set for it
 //     (oven-sh/bun#10507, open): a GET of such a body has no length header
 //     (HEAD has it), and an aborted one lacks the last chunk, which every
@@ -28,6 +33,7 @@ import { errorText } from "../model/error-text";
 import { fileIdentity, nowNs, VerifiedFiles, type FileIdentity } from "../model/verified-files";
 import { API_VERSION_HEADER } from "./errors";
 import type { ByteRange } from "./range";
+import { VerifiedBodies } from "./verified-bodies";
 
 /** The one place a descriptor becomes headers, for GET and HEAD alike. */
 export function descriptorHeaders(descriptor: ContentDescriptor, length = descriptor.size): Record<string, string> {
@@ -61,10 +67,14 @@ export interface ReadyBody {
   close(): void;
   /** Called once the whole body hashed to its digest. */
   verified?(): void;
+  /** An `open` body whose inputs were verified before (its `verifiedAs` key): streamed without hashing. */
+  trusted?: boolean;
 }
 
 /** File regions whose bytes hashed to their digest, by the opened file's identity. */
 const verifiedFiles = new VerifiedFiles(4096);
+/** `open` bodies whose whole stream hashed to their digest, by their `verifiedAs` key. */
+const verifiedBodies = new VerifiedBodies(4096);
 /** Read size for a file sent as a hashed stream. */
 const FILE_CHUNK_BYTES = 256 * 1024;
 /** A store path may be a FIFO: opening it must not block. */
@@ -85,7 +95,7 @@ const READ_WHOLE_BYTES = 1024 * 1024;
  */
 export async function prepareBody(body: ContentBody, digest: string, sending = true): Promise<{ refusal: string } | { ready: ReadyBody }> {
   if (body.bytes !== undefined) return bytesBody(body, body.bytes, digest);
-  if (body.file === undefined) return { ready: { body, sendfile: false, close() {} } };
+  if (body.file === undefined) return { ready: openBody(body, digest) };
   const prepared = prepareFile(body, body.file, digest);
   if (!sending || "refusal" in prepared || prepared.ready.sendfile || body.size > READ_WHOLE_BYTES) return prepared;
   // Small and not verified: read whole from the opened file, and hashed like any `bytes`.
@@ -105,6 +115,22 @@ export async function prepareBody(body: ContentBody, digest: string, sending = t
   const checked = bytesBody({ mediaType: body.mediaType, size: body.size }, whole, digest);
   if ("ready" in checked) ready.verified!();
   return checked;
+}
+
+function openBody(body: ContentBody, digest: string): ReadyBody {
+  if (body.verifiedAs === undefined) return { body, sendfile: false, close() {} };
+  const key = body.verifiedAs();
+  return {
+    body,
+    sendfile: false,
+    close() {},
+    trusted: key !== undefined && verifiedBodies.has(digest, key),
+    // Asked again: the body may have learned its inputs while it was read.
+    verified() {
+      const learned = body.verifiedAs?.();
+      if (learned !== undefined) verifiedBodies.remember(digest, learned);
+    },
+  };
 }
 
 function bytesBody(body: ContentBody, bytes: Uint8Array, digest: string): { refusal: string } | { ready: ReadyBody } {
@@ -192,15 +218,26 @@ export function bodyStream(ready: ReadyBody, digest: string, range: ByteRange, s
     const at = body.file.offset;
     return Bun.file(body.file.path).slice(at + range.start, at + range.end + 1);
   }
-  return openedStream(body, digest, range, signal, done, log, ready.verified);
+  return openedStream(body, digest, range, signal, done, log, ready.verified, ready.trusted === true);
 }
 
 /**
  * An `open` body as a stream. The whole body is verified against the digest
  * (the last chunk waits for it); a part of it (a Range) cannot be, and is
  * checked for length only: the client verifies the blob it puts together.
+ * A `trusted` body is not hashed: it checks its own inputs (see the top);
+ * its last chunk still waits for it to end cleanly.
  */
-function openedStream(body: ContentBody, digest: string, range: ByteRange, signal: AbortSignal, done: () => void, log: Logger, verified?: () => void): ReadableStream<Uint8Array> {
+function openedStream(
+  body: ContentBody,
+  digest: string,
+  range: ByteRange,
+  signal: AbortSignal,
+  done: () => void,
+  log: Logger,
+  verified: (() => void) | undefined,
+  trusted: boolean,
+): ReadableStream<Uint8Array> {
   const whole = range.start === 0 && range.end === body.size - 1;
   const wanted = range.end - range.start + 1;
   const stop = new AbortController();
@@ -217,7 +254,7 @@ function openedStream(body: ContentBody, digest: string, range: ByteRange, signa
     signal.removeEventListener("abort", onClientGone);
     done();
   };
-  const hasher = whole ? new Bun.CryptoHasher(digestParts(digest).algorithm as "sha256") : undefined;
+  const hasher = whole && !trusted ? new Bun.CryptoHasher(digestParts(digest).algorithm as "sha256") : undefined;
   let chunks: AsyncIterator<Uint8Array> | undefined;
   let seen = 0;
   let held: Uint8Array | undefined;
@@ -235,7 +272,7 @@ function openedStream(body: ContentBody, digest: string, range: ByteRange, signa
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
-        chunks ??= body.open!(range.start, stop.signal)[Symbol.asyncIterator]();
+        chunks ??= body.open!(range.start, stop.signal, trusted || undefined)[Symbol.asyncIterator]();
         for (;;) {
           const next = await chunks.next();
           if (next.done) {

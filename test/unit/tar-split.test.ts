@@ -4,13 +4,14 @@
 // tar-split), so the tar-split files are the ones Go's assembler reads.
 import { afterEach, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { chmodSync, chownSync, linkSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { Crc64, crc64 } from "../../src/backends/common/crc64";
 import { StoreProblem } from "../../src/backends/common/files";
-import { assembleLayer, memberPath, readTarSplit, summarizeTarSplit, type LayerSource } from "../../src/backends/common/tar-split";
+import { assembleLayer, layerBody, memberPath, readTarSplit, summarizeTarSplit, TarSplitSizes, type LayerSource } from "../../src/backends/common/tar-split";
+import type { ContentBody } from "../../src/backend/contract";
 
 const temps: string[] = [];
 afterEach(() => {
@@ -355,5 +356,110 @@ describe("a re-created layer never carries bytes from outside the layer", () => 
     })().catch((e) => e);
     expect((error as StoreProblem).message).toContain("announced");
     expect(Buffer.concat(chunks).length).toBeLessThanOrEqual(size - 512);
+  });
+});
+
+describe("a layer verified before is streamed trusted: each input checked against the last whole stream's", () => {
+  const fill = (d: string) => {
+    mkdirSync(join(d, "dir"));
+    writeFileSync(join(d, "dir/file"), "layer's file...\n");
+    writeFileSync(join(d, "top"), "layer's file...\n");
+    writeFileSync(join(d, "big"), Buffer.alloc(2 * 1024 * 1024, 7));
+  };
+  const sizes = new TarSplitSizes();
+
+  async function body(layer: LayerSource, failures: unknown[] = []): Promise<ContentBody> {
+    return layerBody(layer, sizes, new AbortController().signal, (e) => failures.push(e));
+  }
+
+  async function read(b: ContentBody, trusted?: boolean, between?: () => void): Promise<{ bytes: Buffer; error?: unknown }> {
+    const chunks: Uint8Array[] = [];
+    try {
+      for await (const c of b.open!(0, new AbortController().signal, trusted)) {
+        chunks.push(c);
+        between?.();
+      }
+      return { bytes: Buffer.concat(chunks) };
+    } catch (error) {
+      return { bytes: Buffer.concat(chunks), error };
+    }
+  }
+
+  /** A layer whose files are old enough to be recorded, and one whole stream of it read (what the mirror hashes). */
+  async function verifiedLayer() {
+    const made = makeLayer(fill);
+    await Bun.sleep(2100);
+    const first = await body(made.layer);
+    expect(first.verifiedAs!()).toBeUndefined();
+    expect(sha256((await read(first)).bytes)).toBe(sha256(made.tar));
+    const key = first.verifiedAs!();
+    expect(key).toStartWith("layer:");
+    return { ...made, key: key! };
+  }
+
+  /** Rewrites a file with the bytes it has: a new ctime (identity), the same content. */
+  function touch(path: string) {
+    writeFileSync(path, readFileSync(path));
+  }
+
+  test("an unchanged layer: the next body names the same key and, trusted, streams the same tar", async () => {
+    const { layer, tar, key } = await verifiedLayer();
+    const next = await body(layer);
+    expect(next.verifiedAs!()).toBe(key);
+    expect(sha256((await read(next, true)).bytes)).toBe(sha256(tar));
+    expect(next.verifiedAs!()).toBe(key);
+  }, 10000);
+
+  for (const member of ["top", "big"]) {
+    test(`${member} changed between two downloads: the trusted stream throws before its bytes, and the next one is hashed`, async () => {
+      const { layer, tar, key } = await verifiedLayer();
+      touch(join(layer.diffDir, member));
+      const failures: unknown[] = [];
+      const trusted = await body(layer, failures);
+      expect(trusted.verifiedAs!()).toBe(key); // named from the record: the change is only seen when opened
+      const { bytes, error } = await read(trusted, true);
+      expect(error).toBeInstanceOf(StoreProblem);
+      expect((error as StoreProblem).message).toContain("not the file the layer was verified with");
+      expect((error as StoreProblem).path).toEndWith(member);
+      expect(bytes.length).toBeLessThanOrEqual(await payloadOffset(layer, member));
+      expect(failures).toEqual([error]);
+      // The record is gone: the next body names no key, so the mirror hashes it; it streams the tar.
+      const next = await body(layer);
+      expect(next.verifiedAs!()).toBeUndefined();
+      expect(sha256((await read(next)).bytes)).toBe(sha256(tar));
+      // The changed file is too young for its identity to be recorded yet.
+      expect(next.verifiedAs!()).toBeUndefined();
+    }, 10000);
+  }
+
+  test("a member changed while the trusted stream reads: it throws before its end", async () => {
+    const { layer } = await verifiedLayer();
+    let done = false;
+    const { bytes, error } = await read(await body(layer), true, () => {
+      if (done) return;
+      done = true;
+      const fd = openSync(join(layer.diffDir, "big"), "r+");
+      writeSync(fd, Buffer.from([7]), 0, 1, 0); // the same byte: only the identity changes
+      closeSync(fd);
+    });
+    expect(error).toBeInstanceOf(StoreProblem);
+    expect((error as StoreProblem).path).toEndWith("big");
+    expect(bytes.length).toBeLessThan((await summarizeTarSplit(layer.storeRoot, layer.tarSplit)).size);
+  }, 10000);
+
+  test("the tar-split rewritten (same bytes): the trusted stream throws before any byte", async () => {
+    const { layer, key } = await verifiedLayer();
+    touch(layer.tarSplit);
+    const trusted = await body(layer);
+    expect(trusted.verifiedAs!()).toBe(key);
+    const { bytes, error } = await read(trusted, true);
+    expect((error as StoreProblem).path).toBe(layer.tarSplit);
+    expect(bytes.length).toBe(0);
+  }, 10000);
+
+  test("a body opened trusted with nothing recorded refuses", async () => {
+    const { layer } = makeLayer(fill);
+    const { error } = await read(await body(layer), true);
+    expect(error).toBeInstanceOf(StoreProblem);
   });
 });

@@ -25,7 +25,10 @@
 // this process checked before, under the same identity (verifiedMembers),
 // is read once and not CRC'd again: the mirror's sha256 of the whole layer,
 // with its last chunk held back, still keeps a changed file from reaching a
-// client as a complete layer.
+// client as a complete layer. A stream the mirror opens trusted (its
+// sha256 skipped: this layer's inputs hashed to its digest before) reads no
+// CRC at all and instead checks each input's identity against the ones the
+// last whole stream recorded, at open and after reading (layer-inputs.ts).
 // Anything wrong throws a StoreProblem naming the path: the mirror then aborts
 // the connection, so a client's digest check fails rather than taking bytes
 // from outside the layer.
@@ -37,6 +40,7 @@ import { Crc64 } from "./crc64";
 import { StoreProblem, isInside, resolveInside, statKey } from "./files";
 import { fileIdentity, nowNs, VerifiedFiles, type FileIdentity } from "../../model/verified-files";
 import { OCI_LAYER_TAR } from "./written-manifest";
+import { inputsKey, LayerRecords, StreamInputs, type LayerInputs } from "./layer-inputs";
 
 /** One tar-split line: raw bytes to copy, or a member's payload to read from disk. */
 export type TarSplitEntry =
@@ -189,10 +193,16 @@ async function* gzipLines(fd: number): AsyncGenerator<Buffer> {
  * payload. The file must be a regular file inside `storeRoot`. Throws a
  * StoreProblem naming the file and the line.
  */
-export async function* readTarSplit(storeRoot: string, path: string, signal?: AbortSignal): AsyncGenerator<TarSplitEntry> {
+export async function* readTarSplit(storeRoot: string, path: string, signal?: AbortSignal, inputs?: StreamInputs): AsyncGenerator<TarSplitEntry> {
   const { real, stat } = resolveInside(storeRoot, path);
   if (!stat.isFile()) throw new StoreProblem("tar-split is not a regular file", path);
-  const fd = openConfined(Buffer.from(real), path, "tar-split");
+  const { fd, identity } = openConfined(Buffer.from(real), path, "tar-split");
+  try {
+    inputs?.tarSplit(identity, path);
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
   const seen = new Set<string>();
   let lastSegment: Buffer | undefined;
   let lineNo = 0;
@@ -223,6 +233,8 @@ export async function* readTarSplit(storeRoot: string, path: string, signal?: Ab
       if (entry.size > 0 && entry.payload?.length !== 8) throw new Error(`member ${quoteName(name)} has no CRC-64 to check its ${entry.size} bytes against`);
       yield { type: "file", name, size: entry.size, crc: entry.size > 0 ? entry.payload : undefined };
     }
+    // Read through the descriptor, now closed: the file at its path must still be the one opened.
+    if (inputs) StreamInputs.unchanged(identity, statSync(real, { bigint: true }), path, "tar-split");
   } catch (e) {
     if (e instanceof StoreProblem || (signal?.aborted && e === signal.reason)) throw e;
     throw new StoreProblem(`corrupt tar-split${lineNo > 0 ? ` (line ${lineNo})` : ""}: ${(e as Error).message}`, path);
@@ -286,7 +298,7 @@ function sameCrc(actual: Crc64, expected: Buffer): boolean {
  * /proc/self/fd/N, must be `expected`), and only a regular file, without
  * blocking on a FIFO. Returns the descriptor; `what` names the file in errors.
  */
-function openConfined(expected: Buffer, path: string, what: string, size?: number): number {
+function openConfined(expected: Buffer, path: string, what: string, size?: number): { fd: number; identity: FileIdentity } {
   let fd: number;
   try {
     fd = openSync(expected, OPEN_FLAGS);
@@ -300,8 +312,7 @@ function openConfined(expected: Buffer, path: string, what: string, size?: numbe
     } catch (e) {
       throw new StoreProblem(`cannot confirm where the ${what} was opened (/proc/self/fd: ${errnoText(e)})`, path);
     }
-    checkOpened(actual, fstatSync(fd, { bigint: true }), expected, path, what, size);
-    return fd;
+    return { fd, identity: checkOpened(actual, fstatSync(fd, { bigint: true }), expected, path, what, size) };
   } catch (e) {
     closeSync(fd);
     throw e;
@@ -345,17 +356,20 @@ function procFd(fd: number): string {
  * page cache does not hold the event loop long, and O_NONBLOCK keeps a FIFO
  * from holding it at all.
  */
-function smallMember(realDir: Buffer, name: Buffer, size: number, crc: Buffer): Buffer {
+function smallMember(realDir: Buffer, name: Buffer, size: number, crc: Buffer, inputs: StreamInputs | undefined): Buffer {
   const { expected, path } = memberLocation(realDir, name);
-  const fd = openConfined(expected, path, "layer member", size);
+  const { fd, identity } = openConfined(expected, path, "layer member", size);
   try {
+    inputs?.member(identity, path);
     const buffer = Buffer.allocUnsafe(size);
     for (let done = 0; done < size; ) {
       const n = readSync(fd, buffer, done, size - done, done);
       if (n === 0) throw new StoreProblem("the file became shorter while it was read", path);
       done += n;
     }
-    if (!sameCrc(new Crc64().update(buffer), crc)) throw crcMismatch(path, name, "differs");
+    // Trusted: the file verified before, unchanged since (checked at open and now) instead of a CRC.
+    if (inputs?.trusted) StreamInputs.unchanged(identity, fstatSync(fd, { bigint: true }), path, "layer member");
+    else if (!sameCrc(new Crc64().update(buffer), crc)) throw crcMismatch(path, name, "differs");
     return buffer;
   } finally {
     closeSync(fd);
@@ -406,12 +420,13 @@ function checkAborted(signal: AbortSignal): void {
  * fails the stream at the end of the member. Memory stays at one chunk,
  * whatever the file's size.
  */
-async function* bigMember(realDir: Buffer, name: Buffer, size: number, crc: Buffer, from: number, signal: AbortSignal): AsyncGenerator<Buffer> {
+async function* bigMember(realDir: Buffer, name: Buffer, size: number, crc: Buffer, from: number, signal: AbortSignal, inputs: StreamInputs | undefined): AsyncGenerator<Buffer> {
   const began = nowNs();
   const { file, path, identity } = await openMember(realDir, name, size);
   const what = crc.toString("hex");
   try {
-    const known = verifiedMembers.has(what, identity);
+    inputs?.member(identity, path);
+    const known = inputs?.trusted === true || verifiedMembers.has(what, identity);
     if (!known) {
       const scratch = Buffer.allocUnsafe(CHUNK_BYTES);
       const first = new Crc64();
@@ -462,7 +477,7 @@ async function* bigMember(realDir: Buffer, name: Buffer, size: number, crc: Buff
  * caller announced (from summarizeTarSplit): a tar-split that now says
  * otherwise throws rather than send a different stream.
  */
-export async function* assembleLayer(layer: LayerSource, size: number, start: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+export async function* assembleLayer(layer: LayerSource, size: number, start: number, signal: AbortSignal, inputs?: StreamInputs): AsyncGenerator<Uint8Array> {
   let realDir: Buffer | undefined;
   const layerDir = async (): Promise<Buffer> => {
     if (realDir) return realDir;
@@ -487,7 +502,7 @@ export async function* assembleLayer(layer: LayerSource, size: number, start: nu
   };
   const tooLong = () => new StoreProblem(`tar-split now describes more than the ${size} bytes announced`, layer.tarSplit);
   let offset = 0;
-  for await (const entry of readTarSplit(layer.storeRoot, layer.tarSplit, signal)) {
+  for await (const entry of readTarSplit(layer.storeRoot, layer.tarSplit, signal, inputs)) {
     checkAborted(signal);
     const length = entry.type === "segment" ? entry.bytes.length : entry.size;
     const end = offset + length;
@@ -501,12 +516,12 @@ export async function* assembleLayer(layer: LayerSource, size: number, start: nu
       pending.push(from === 0 ? entry.bytes : entry.bytes.subarray(from));
       pendingBytes += length - from;
     } else if (entry.size <= SMALL_FILE_BYTES) {
-      const bytes = smallMember(await layerDir(), entry.name, entry.size, entry.crc!);
+      const bytes = smallMember(await layerDir(), entry.name, entry.size, entry.crc!, inputs);
       pending.push(from === 0 ? bytes : bytes.subarray(from));
       pendingBytes += entry.size - from;
     } else {
       if (pendingBytes > 0) yield flush();
-      yield* bigMember(await layerDir(), entry.name, entry.size, entry.crc!, from, signal);
+      yield* bigMember(await layerDir(), entry.name, entry.size, entry.crc!, from, signal, inputs);
     }
     if (pendingBytes >= OUTPUT_BYTES) yield flush();
     offset = end;
@@ -515,10 +530,15 @@ export async function* assembleLayer(layer: LayerSource, size: number, start: nu
   if (pendingBytes > 0) yield flush();
 }
 
+/** The inputs each layer's last whole stream was made from (layer-inputs.ts). */
+const layerRecords = new LayerRecords(256);
+
 /**
  * The content body of a re-created layer: its length from the tar-split,
  * its bytes made as they are sent. `onFailure` hears every problem (to log it
- * with the backend and path) before the stream throws to the mirror.
+ * with the backend and path) before the stream throws to the mirror. Its
+ * `verifiedAs` names the inputs of the layer's last whole stream, or of this
+ * body's own once it has run whole; opened trusted, it checks them.
  */
 export async function layerBody(
   layer: LayerSource,
@@ -527,13 +547,30 @@ export async function layerBody(
   onFailure: (e: unknown) => void,
 ): Promise<ContentBody> {
   const { size } = await sizes.get(layer.storeRoot, layer.tarSplit, signal);
+  const place = `${layer.storeRoot}\0${layer.tarSplit}\0${layer.diffDir}`;
+  const recorded = layerRecords.get(place);
+  let learned: LayerInputs | undefined;
   return {
     mediaType: OCI_LAYER_TAR,
     size,
-    async *open(start: number, streamSignal: AbortSignal) {
+    verifiedAs() {
+      const inputs = learned ?? recorded;
+      return inputs && inputsKey(place, inputs);
+    },
+    async *open(start: number, streamSignal: AbortSignal, trusted?: boolean) {
+      // Trusted, the stream checks the inputs `verifiedAs` named; a whole one records what it read.
+      const expected = trusted ? recorded : undefined;
+      if (trusted && !expected) throw new StoreProblem("opened trusted without inputs recorded", layer.tarSplit);
+      const inputs = start === 0 ? new StreamInputs(expected) : undefined;
       try {
-        yield* assembleLayer(layer, size, start, streamSignal);
+        yield* assembleLayer(layer, size, start, streamSignal, inputs);
+        const read = inputs?.complete(layer.tarSplit);
+        if (read) {
+          learned = read;
+          layerRecords.set(place, read);
+        }
       } catch (e) {
+        if (expected) layerRecords.forget(place, expected);
         if (!streamSignal.aborted) onFailure(e);
         throw e;
       }
