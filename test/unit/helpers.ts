@@ -29,3 +29,19 @@ export function h2Frame(type: number, flags: number, stream: number, payload: Ui
   h.writeUInt32BE(stream, 5);
   return Buffer.concat([h, payload]);
 }
+
+/** Reads a stream to its end: the bytes, and the error if it ended in one. */
+export async function drain(stream: ReadableStream<Uint8Array>): Promise<{ bytes: Uint8Array; error?: string }> {
+  const parts: Uint8Array[] = [];
+  const reader = stream.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+    }
+  } catch (e) {
+    return { bytes: Buffer.concat(parts), error: (e as Error).message };
+  }
+  return { bytes: Buffer.concat(parts) };
+}

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ContentBody } from "../../src/backend/contract";
 import { bodyStream, descriptorHeaders, hashOf, prepareBody, type ReadyBody } from "../../src/mirror/body";
-import { memoryLogger } from "./helpers";
+import { drain, memoryLogger } from "./helpers";
 
 const data = new Uint8Array(1000).map((_, i) => i & 255);
 const digest = hashOf("sha256:" + "0".repeat(64), data);
@@ -32,22 +32,6 @@ function opened(mode: "good" | "throw" | "short" | "wrong" = "good"): ContentBod
       }
     },
   };
-}
-
-/** Reads a stream to its end: the bytes, and the error if it ended in one. */
-async function drain(stream: ReadableStream<Uint8Array>): Promise<{ bytes: Uint8Array; error?: string }> {
-  const parts: Uint8Array[] = [];
-  const reader = stream.getReader();
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      parts.push(value);
-    }
-  } catch (e) {
-    return { bytes: Buffer.concat(parts), error: (e as Error).message };
-  }
-  return { bytes: Buffer.concat(parts) };
 }
 
 async function ready(body: ContentBody, want = digest, sending = true): Promise<ReadyBody> {

@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import type { ContentBody } from "../../src/backend/contract";
 import { bodyStream, hashOf, prepareBody, type ReadyBody } from "../../src/mirror/body";
 import { VerifiedBodies } from "../../src/mirror/verified-bodies";
-import { memoryLogger } from "./helpers";
+import { drain, memoryLogger } from "./helpers";
 
 const data = new Uint8Array(1000).map((_, i) => (i * 7) & 255);
 const digest = hashOf("sha256:" + "0".repeat(64), data);
@@ -33,20 +33,10 @@ async function ready(body: ContentBody): Promise<ReadyBody> {
   return prepared.ready;
 }
 
-async function download(body: ContentBody, start = 0): Promise<{ bytes: Buffer; error?: string; trusted?: boolean }> {
+async function download(body: ContentBody, start = 0): Promise<{ bytes: Uint8Array; error?: string; trusted?: boolean }> {
   const r = await ready(body);
-  const reader = (bodyStream(r, digest, { start, end: body.size - 1 }, new AbortController().signal, () => {}, memoryLogger()) as ReadableStream<Uint8Array>).getReader();
-  const parts: Uint8Array[] = [];
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      parts.push(value);
-    }
-  } catch (e) {
-    return { bytes: Buffer.concat(parts), error: (e as Error).message, trusted: r.trusted };
-  }
-  return { bytes: Buffer.concat(parts), trusted: r.trusted };
+  const out = bodyStream(r, digest, { start, end: body.size - 1 }, new AbortController().signal, () => {}, memoryLogger());
+  return { ...(await drain(out as ReadableStream<Uint8Array>)), trusted: r.trusted };
 }
 
 const unique = () => `key-${Math.random()}`;

@@ -570,7 +570,7 @@ export async function layerBody(
           layerRecords.set(place, read);
         }
       } catch (e) {
-        if (expected) layerRecords.forget(place, expected);
+        if (expected && !streamSignal.aborted) layerRecords.forget(place, expected);
         if (!streamSignal.aborted) onFailure(e);
         throw e;
       }
