@@ -31,6 +31,11 @@ export function nowNs(): bigint {
   return BigInt(Date.now()) * 1_000_000n;
 }
 
+/** Whether a file's ctime was already VERIFIED_AGE_NS old when a check of it began at `beganNs`: only then is the check remembered. */
+export function oldEnough(identity: FileIdentity, beganNs: bigint): boolean {
+  return beganNs - identity.ctimeNs >= VERIFIED_AGE_NS;
+}
+
 /** Checked (what, identity) pairs, least recently used dropped first. */
 export class VerifiedFiles {
   private readonly known: RecentKeys;
@@ -46,7 +51,7 @@ export class VerifiedFiles {
 
   /** Records a check that passed and began at `beganNs`, if the file was old enough then. */
   remember(what: string, identity: FileIdentity, beganNs: bigint): void {
-    if (beganNs - identity.ctimeNs < VERIFIED_AGE_NS) return;
+    if (!oldEnough(identity, beganNs)) return;
     this.known.add(`${what}\0${identity.key}`);
   }
 
