@@ -140,7 +140,7 @@ export class DistributionRoutes {
   /** Content by digest, reachable from an image of the repository. */
   private async content(asked: Asked, lease: Lease, repository: string, digest: string, code: "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN"): Promise<Served> {
     const images = lease.registry.view.inRepository(repository);
-    if (images.length === 0) throw new MirrorError("NAME_UNKNOWN", `no image is named in repository ${repository}`, { repository });
+    if (images.length === 0) throw unknownRepository({ repository });
     const answer = await findContent(lease.registry, images, digest, this.log);
     if (!answer.found) throw new MirrorError(code, notServed(`${repository}@${digest}`, answer.reasons), { repository, digest });
     return this.checked(asked, answer.found, digest, code);

@@ -4,27 +4,23 @@
 // its inputs are still the ones the key named (a re-created layer: its
 // tar-split's and members' file identities, src/backends/common/layer-inputs.ts).
 // Bounded: the least recently used key is dropped first, and a dropped key
-// only costs one more hashed stream.
+// only costs one more hashed stream (model/recent-keys.ts).
+import { RecentKeys } from "../model/recent-keys";
 
 export class VerifiedBodies {
-  private readonly known = new Set<string>();
+  private readonly known: RecentKeys;
 
-  constructor(private readonly limit = 4096) {}
+  constructor(limit = 4096) {
+    this.known = new RecentKeys(limit);
+  }
 
   /** Whether a stream under `key` hashed to `digest` before. */
   has(digest: string, key: string): boolean {
-    const entry = `${digest}\0${key}`;
-    if (!this.known.has(entry)) return false;
-    this.known.delete(entry);
-    this.known.add(entry);
-    return true;
+    return this.known.has(`${digest}\0${key}`);
   }
 
   /** Records that a whole stream under `key` hashed to `digest`. */
   remember(digest: string, key: string): void {
-    const entry = `${digest}\0${key}`;
-    this.known.delete(entry);
-    if (this.known.size >= this.limit) this.known.delete(this.known.values().next().value!);
-    this.known.add(entry);
+    this.known.add(`${digest}\0${key}`);
   }
 }

@@ -11,6 +11,7 @@
 // remembered when its ctime was already VERIFIED_AGE_NS old when the check
 // began: a file still being written is checked again next time.
 import type { BigIntStats } from "node:fs";
+import { RecentKeys } from "./recent-keys";
 
 /** How old a file's ctime must be, when its check begins, for the check to be remembered. */
 export const VERIFIED_AGE_NS = 2_000_000_000n;
@@ -30,28 +31,28 @@ export function nowNs(): bigint {
   return BigInt(Date.now()) * 1_000_000n;
 }
 
+/** Whether a file's ctime was already VERIFIED_AGE_NS old when a check of it began at `beganNs`: only then is the check remembered. */
+export function oldEnough(identity: FileIdentity, beganNs: bigint): boolean {
+  return beganNs - identity.ctimeNs >= VERIFIED_AGE_NS;
+}
+
 /** Checked (what, identity) pairs, least recently used dropped first. */
 export class VerifiedFiles {
-  private readonly known = new Set<string>();
+  private readonly known: RecentKeys;
 
-  constructor(private readonly limit = 4096) {}
+  constructor(limit = 4096) {
+    this.known = new RecentKeys(limit);
+  }
 
   /** Whether `what` (a digest, a CRC) was checked against the file with this identity. */
   has(what: string, identity: FileIdentity): boolean {
-    const key = `${what}\0${identity.key}`;
-    if (!this.known.has(key)) return false;
-    this.known.delete(key);
-    this.known.add(key);
-    return true;
+    return this.known.has(`${what}\0${identity.key}`);
   }
 
   /** Records a check that passed and began at `beganNs`, if the file was old enough then. */
   remember(what: string, identity: FileIdentity, beganNs: bigint): void {
-    if (beganNs - identity.ctimeNs < VERIFIED_AGE_NS) return;
-    const key = `${what}\0${identity.key}`;
-    this.known.delete(key);
-    if (this.known.size >= this.limit) this.known.delete(this.known.values().next().value!);
-    this.known.add(key);
+    if (!oldEnough(identity, beganNs)) return;
+    this.known.add(`${what}\0${identity.key}`);
   }
 
   forget(what: string, identity: FileIdentity): void {

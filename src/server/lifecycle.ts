@@ -4,6 +4,7 @@
 // finishes what is in flight, then the registry closes its backends, then
 // the process exits. A second signal stops everything at once.
 import type { Logger } from "../backend/contract";
+import { errorText } from "../model/error-text";
 import type { ServedRegistry } from "../registry/served";
 
 /** Something that serves the registry to clients, started before runProcess and stopped by it. */
@@ -64,7 +65,7 @@ export class ServingProcess {
     log.info("stopping: finishing in-flight calls", { signal });
     await Promise.all(
       this.listeners.map((l) =>
-        l.stop().catch((e: unknown) => log.warn("stopping a listener failed", { listener: l.name, error: e instanceof Error ? e.message : String(e) })),
+        l.stop().catch((e: unknown) => log.warn("stopping a listener failed", { listener: l.name, error: errorText(e) })),
       ),
     );
     await this.registry.close();

@@ -12,7 +12,7 @@
 // stream began (two writes within one tick of the kernel's coarse clock can
 // leave the same ctime).
 import type { BigIntStats } from "node:fs";
-import { fileIdentity, nowNs, VERIFIED_AGE_NS, type FileIdentity } from "../../model/verified-files";
+import { fileIdentity, nowNs, oldEnough, type FileIdentity } from "../../model/verified-files";
 import { StoreProblem } from "./files";
 
 /** A layer's inputs as one whole stream found them. */
@@ -95,7 +95,7 @@ export class StreamInputs {
   }
 
   private note(identity: FileIdentity): void {
-    if (this.began - identity.ctimeNs < VERIFIED_AGE_NS) this.young = true;
+    if (!oldEnough(identity, this.began)) this.young = true;
   }
 }
 
