@@ -475,12 +475,10 @@ export class ContainersStore {
       return cached;
     }
     try {
-      const manifest = this.bigData(driver, image, manifestKey);
-      if (!isRecord(manifest)) throw new StoreProblem("manifest is not a JSON object", this.bigDataPath(driver, image, manifestKey));
+      const { value: manifest, path: manifestPath } = this.bigData(driver, image, manifestKey);
+      if (!isRecord(manifest)) throw new StoreProblem("manifest is not a JSON object", manifestPath);
       const configDigest = isRecord(manifest.config) && isDigest(manifest.config.digest) ? manifest.config.digest : `sha256:${image.id}`;
-      const configPath = this.bigDataPath(driver, image, configDigest);
-      if (!image.bigDataNames.includes(configDigest)) throw new StoreProblem(`big-data item ${quote(configDigest)} is not recorded in images.json`, configPath);
-      const { value: config, bytes: configBytes } = readStoreJson(this.root, configPath);
+      const { value: config, bytes: configBytes, path: configPath } = this.bigData(driver, image, configDigest);
       if (!isRecord(config)) throw new StoreProblem("config is not a JSON object", configPath);
       const { config: _parsed, ...facts } = configFacts(config)!;
       const diffIds = configDiffIds(config);
@@ -503,9 +501,9 @@ export class ContainersStore {
     return join(this.imagesDir(driver), image.id, bigDataFileName(key));
   }
 
-  private bigData(driver: string, image: StorageImage, key: string): unknown {
+  private bigData(driver: string, image: StorageImage, key: string): { value: unknown; bytes: Buffer; path: string } {
     const path = this.bigDataPath(driver, image, key);
     if (!image.bigDataNames.includes(key)) throw new StoreProblem(`big-data item ${quote(key)} is not recorded in images.json`, path);
-    return readStoreJson(this.root, path).value;
+    return { ...readStoreJson(this.root, path), path };
   }
 }
