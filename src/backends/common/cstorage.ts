@@ -6,7 +6,7 @@
 import { isDigest } from "../../model/digest";
 import { parseNormalizedNamed } from "../../model/reference";
 
-/** A c/storage image ID (also its directory name): 64 lowercase hex. */
+/** A c/storage image or layer ID (each names its directory or files): 64 lowercase hex. */
 export const STORAGE_ID = /^[a-f0-9]{64}$/;
 
 /** c/storage ImageDigestBigDataKey: the image's own manifest. */

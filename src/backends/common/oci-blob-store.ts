@@ -9,18 +9,19 @@ import { blobFile, readJsonBlob } from "./oci-blobs";
 import { reachableContent } from "./oci-reach";
 
 export class BlobStoreContent {
+  /** By image ID, the top-level descriptors of a listed image (what its names resolve to). */
+  private roots: ReadonlyMap<string, readonly ContentDescriptor[]> = new Map();
   /** What each image reaches, made when the mirror first asks for it. */
   private reached = new Map<string, Map<string, ContentDescriptor>>();
 
   constructor(
     private readonly root: string,
     private readonly problems: ProblemLog,
-    /** The top-level descriptors of a listed image (what its names resolve to); undefined for an image not listed. */
-    private readonly roots: (id: string) => readonly ContentDescriptor[] | undefined,
   ) {}
 
-  /** The images were listed again: what they reach is found again when asked. */
-  forget(): void {
+  /** The images were listed again: these are their roots, and what they reach is found again when asked. */
+  listed(roots: ReadonlyMap<string, readonly ContentDescriptor[]>): void {
+    this.roots = roots;
     this.reached = new Map();
   }
 
@@ -46,7 +47,7 @@ export class BlobStoreContent {
   private reach(id: string): Map<string, ContentDescriptor> | undefined {
     let reached = this.reached.get(id);
     if (reached) return reached;
-    const roots = this.roots(id);
+    const roots = this.roots.get(id);
     if (!roots) return undefined;
     reached = reachableContent(roots, (digest) => readJsonBlob(this.root, digest).value);
     this.reached.set(id, reached);

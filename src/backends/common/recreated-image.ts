@@ -6,7 +6,7 @@
 // its digest is its diff_id. What is common to those stores lives here; each
 // backend says where a layer's tar-split and files are.
 import { createHash } from "node:crypto";
-import type { ContentBody, ContentDescriptor } from "../../backend/contract";
+import type { ContentBody } from "../../backend/contract";
 import { ProblemLog, StoreProblem, readStoreFile } from "./files";
 import { layerBody, type LayerSource, type TarSplitSizes } from "./tar-split";
 import { OCI_CONFIG, writeManifest, type WrittenManifest } from "./written-manifest";
@@ -38,10 +38,6 @@ export function recreatedImage(config: { digest: string; size: number; path: str
     config,
     layers: new Map(layers.map((l) => [l.diffId, l])),
   };
-}
-
-export function target(image: RecreatedImage): ContentDescriptor {
-  return image.manifest.descriptor;
 }
 
 /** `rootfs.diff_ids` of a parsed config, or why they cannot be used. */

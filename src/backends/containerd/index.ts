@@ -114,7 +114,7 @@ export class ContainerdStore {
       metaPath: this.metaPath,
       ignoreName: opts.ignoreName,
     });
-    this.blobs = new BlobStoreContent(this.contentRoot, this.problems, (id) => this.images.roots.get(id));
+    this.blobs = new BlobStoreContent(this.contentRoot, this.problems);
   }
 
   get root(): string {
@@ -181,7 +181,7 @@ export class ContainerdStore {
     const records = this.images.images(snapshot.images, this.lastRead?.contentKey !== contentKey);
     this.lastRead = { commit, contentKey };
     this.records = records;
-    this.blobs.forget();
+    this.blobs.listed(this.images.roots);
     // Kept even when an image was skipped for missing content: content arrives as a new file
     // in blobs/sha256 (containerd renames it in from its ingest directory), which changes the key.
     this.cached = { key, records };

@@ -16,6 +16,7 @@ import { isDigest } from "../../model/digest";
 import { quote } from "../../model/reference";
 import {
   MANIFEST_KEY,
+  STORAGE_ID,
   bigDataSize,
   layerChainSize,
   parseStorageImage,
@@ -43,9 +44,6 @@ export const DRIVER_PRIORITY = ["overlay", "btrfs", "zfs", "aufs", "devicemapper
  * file is far bigger than any manifest; c/storage sets no limit of its own.
  */
 export const MAX_STORE_JSON_BYTES = 512 * 1024 * 1024;
-
-/** c/image layer IDs: the diff ID, or a chain hash (storage_dest.go layerID); each names a file here. */
-const STORAGE_LAYER_ID = /^[a-f0-9]{64}$/;
 
 /** The config key of an image listed without config: status() has none to serve either. */
 const NO_CONFIG = "";
@@ -213,7 +211,8 @@ export class ContainersStore {
    */
   private locateLayer(driver: string, layer: RecreatedLayer): LayerLocation {
     const tarSplit = join(this.layersDir(driver), `${layer.key}.tar-split.gz`);
-    if (!STORAGE_LAYER_ID.test(layer.key)) return { reason: `layer ID ${quote(layer.key)} is not 64 hex`, path: this.layersDir(driver) };
+    // A layer ID (the diff ID, or a chain hash: c/image storage_dest.go layerID) names files here.
+    if (!STORAGE_ID.test(layer.key)) return { reason: `layer ID ${quote(layer.key)} is not 64 hex`, path: this.layersDir(driver) };
     if (!hasFile(tarSplit)) return { reason: "it has no tar-split (a partial pull, or a layer from an additional store)", path: tarSplit };
     if (driver === "vfs") return { storeRoot: this.root, tarSplit, diffDir: join(this.root, "vfs", "dir", layer.key) };
     if (driver === "overlay") {
@@ -476,12 +475,10 @@ export class ContainersStore {
       return cached;
     }
     try {
-      const manifest = this.bigData(driver, image, manifestKey);
-      if (!isRecord(manifest)) throw new StoreProblem("manifest is not a JSON object", this.bigDataPath(driver, image, manifestKey));
+      const { value: manifest, path: manifestPath } = this.bigData(driver, image, manifestKey);
+      if (!isRecord(manifest)) throw new StoreProblem("manifest is not a JSON object", manifestPath);
       const configDigest = isRecord(manifest.config) && isDigest(manifest.config.digest) ? manifest.config.digest : `sha256:${image.id}`;
-      const configPath = this.bigDataPath(driver, image, configDigest);
-      if (!image.bigDataNames.includes(configDigest)) throw new StoreProblem(`big-data item ${quote(configDigest)} is not recorded in images.json`, configPath);
-      const { value: config, bytes: configBytes } = readStoreJson(this.root, configPath);
+      const { value: config, bytes: configBytes, path: configPath } = this.bigData(driver, image, configDigest);
       if (!isRecord(config)) throw new StoreProblem("config is not a JSON object", configPath);
       const { config: _parsed, ...facts } = configFacts(config)!;
       const diffIds = configDiffIds(config);
@@ -504,9 +501,9 @@ export class ContainersStore {
     return join(this.imagesDir(driver), image.id, bigDataFileName(key));
   }
 
-  private bigData(driver: string, image: StorageImage, key: string): unknown {
+  private bigData(driver: string, image: StorageImage, key: string): { value: unknown; bytes: Buffer; path: string } {
     const path = this.bigDataPath(driver, image, key);
     if (!image.bigDataNames.includes(key)) throw new StoreProblem(`big-data item ${quote(key)} is not recorded in images.json`, path);
-    return readStoreJson(this.root, path).value;
+    return { ...readStoreJson(this.root, path), path };
   }
 }

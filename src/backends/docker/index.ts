@@ -17,7 +17,6 @@ import {
   BACKEND_API_VERSION,
   OptionError,
   defineBackend,
-  type Backend,
   type BackendContext,
   type ContentBody,
   type ImageRecord,
@@ -144,8 +143,7 @@ export class DockerStore {
     const location = this.location;
     if (location?.mode === "containerd") {
       // The containerd store keeps the registry's manifests and blobs: served by the containerd backend's hook.
-      const containerd: Partial<Backend> | undefined = this.containerd;
-      return containerd?.content?.(id, digest, ctx);
+      return this.containerd?.content(id, digest);
     }
     const record = this.records.find((r) => r.id === id);
     const image = record && this.served.get(record);

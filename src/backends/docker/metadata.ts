@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import type { Platform } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
-import { formatReference, parseNormalizedNamed, quote, withDefaultTag } from "../../model/reference";
+import { formatReference, parseDockerRef, quote } from "../../model/reference";
 import { configFacts } from "../common/oci-config";
 import { StoreProblem } from "../common/files";
 
@@ -65,7 +65,7 @@ export function parseRepositories(value: unknown, path: string): Repositories {
 function normalizeName(name: string): { text: string; digest: boolean } | string {
   try {
     // Docker never writes name:tag@digest, but if it appears the digest is what identifies the content.
-    const ref = withDefaultTag(parseNormalizedNamed(name));
+    const ref = parseDockerRef(name);
     return { text: formatReference(ref), digest: ref.digest !== undefined };
   } catch (e) {
     return (e as Error).message;

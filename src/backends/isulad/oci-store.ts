@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { ImageRecord } from "../../backend/contract";
 import { isDigest } from "../../model/digest";
-import { formatReference, parseNormalizedNamed, quote, withDefaultTag } from "../../model/reference";
+import { formatReference, parseDockerRef, parseNormalizedNamed, quote } from "../../model/reference";
 import { MANIFEST_KEY, parseStorageImage, type StorageImage } from "../common/cstorage";
 import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson } from "../common/files";
 import { configFacts, type ConfigFacts } from "../common/oci-config";
@@ -184,7 +184,7 @@ export class IsuladImageStore {
     const repoDigests: string[] = [];
     for (const name of image.names) {
       try {
-        const ref = withDefaultTag(parseNormalizedNamed(name));
+        const ref = parseDockerRef(name);
         (ref.digest !== undefined ? repoDigests : repoTags).push(formatReference(ref));
       } catch (e) {
         this.problems.report(`name skipped: ${(e as Error).message}`, imagePath);

@@ -11,7 +11,6 @@ import {
   type BackendContext,
   type CallContext,
   type ContentBody,
-  type ContentDescriptor,
   type FsUsage,
   type ImageRecord,
 } from "../../backend/contract";
@@ -56,8 +55,6 @@ export class OciLayoutStore {
   private cached?: { key: string; records: ImageRecord[] };
   /** The last scan's records, complete or not. */
   private records: ImageRecord[] = [];
-  /** The last scan's index.json entries by image ID (LayoutImages.roots). */
-  private roots = new Map<string, ContentDescriptor[]>();
   private readonly blobs: BlobStoreContent;
   private readonly problems: ProblemLog;
   private usage?: { key: string; value: FsUsage; reused: number };
@@ -83,7 +80,7 @@ export class OciLayoutStore {
       blob: (digest) => readJsonBlob(this.root, digest, this.scanPaths),
       remember: (digest, what, derive) => this.remember(digest, what, derive),
     };
-    this.blobs = new BlobStoreContent(root, this.problems, (id) => this.roots.get(id));
+    this.blobs = new BlobStoreContent(root, this.problems);
   }
 
   list(): ImageRecord[] {
@@ -105,8 +102,7 @@ export class OciLayoutStore {
     // A scan that skipped a missing blob is retried next time, since the blob may yet arrive.
     this.cached = complete ? { key, records } : undefined;
     this.records = records;
-    this.roots = roots;
-    this.blobs.forget();
+    this.blobs.listed(roots);
     return records;
   }
 
