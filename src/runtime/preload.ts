@@ -14,7 +14,7 @@
 import { Status } from "nice-grpc";
 import type { Logger } from "../backend/contract";
 import type { Image } from "../model/image";
-import { parseNormalizedNamed, quote } from "../model/reference";
+import { parseNormalizedNamed, quote, taggedReference } from "../model/reference";
 import { RUNTIME_BACKEND } from "./backend";
 import type { RuntimeClient } from "./client";
 import { PreloadPullError, RuntimeCallError, RuntimeUnavailableError } from "./errors";
@@ -55,7 +55,7 @@ export function pullReference(image: Image, requested: string): string | undefin
   try {
     const ref = parseNormalizedNamed(requested);
     const digested = ref.digest !== undefined ? `${ref.repository}@${ref.digest}` : undefined;
-    const tagged = `${ref.repository}:${ref.tag ?? "latest"}`;
+    const tagged = taggedReference(ref);
     if (digested !== undefined && image.repoDigests.includes(digested)) return digested;
     if (digested === undefined && image.repoTags.includes(tagged)) return tagged;
   } catch {
