@@ -624,6 +624,3 @@ export class BackendRegistry {
 export function canRemove(backend: Backend): boolean {
   return backend.writable === true && typeof backend.remove === "function";
 }
-
-/** Kept for the callers that import it from here; it lives in src/model/error-text.ts, below every layer. */
-export { errorText };
