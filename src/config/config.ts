@@ -258,25 +258,38 @@ export const RUNTIME_SETTINGS = {
 /** The top-level key holding the `[runtime]` table. */
 export const RUNTIME_KEY = "runtime";
 
+/** A table's values once defaults are applied: possibly undefined only for a key without a default. */
+type TableValues<S> = { [K in keyof S]: S[K] extends Setting<infer T, infer D> ? (undefined extends D ? T | undefined : T) : never };
+
+/**
+ * A top-level table (`[mirror]`, `[runtime]`) read by its settings: each key
+ * parsed, an absent one at its default; undefined without the table. An
+ * unknown key or a bad value names `<table>.<key>`.
+ */
+function readTable<S extends Record<string, object>>(raw: unknown, name: string, settings: S, file: string, baseDir: string): TableValues<S> | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw) || raw instanceof Date) throw new ConfigError(file, name, `expected a [${name}] table, got ${typeName(raw)}`);
+  const table = raw as Record<string, unknown>;
+  for (const key of Object.keys(table)) if (!Object.hasOwn(settings, key)) throw new ConfigError(file, `${name}.${key}`, "unknown key");
+  const values: Record<string, unknown> = {};
+  for (const [key, setting] of Object.entries(settings) as [string, Setting<unknown>][]) {
+    if (table[key] === undefined) {
+      values[key] = setting.default;
+      continue;
+    }
+    const parsed = setting.parse(table[key], baseDir);
+    if (typeof parsed === "object" && parsed !== null && "error" in parsed) throw new ConfigError(file, `${name}.${key}`, (parsed as { error: string }).error);
+    values[key] = parsed;
+  }
+  return values as TableValues<S>;
+}
+
 /** `[runtime]` → front mode's settings; undefined without the table. */
 function readRuntime(raw: unknown, file: string, baseDir: string): RuntimeConfig | undefined {
-  if (raw === undefined) return undefined;
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ConfigError(file, RUNTIME_KEY, "expected a [runtime] table");
-  const table = raw as Record<string, unknown>;
-  for (const key of Object.keys(table)) if (!Object.hasOwn(RUNTIME_SETTINGS, key)) throw new ConfigError(file, `${RUNTIME_KEY}.${key}`, "unknown key");
-  const value = <T>(key: keyof typeof RUNTIME_SETTINGS, setting: Setting<T>): T | undefined => {
-    if (table[key] === undefined) return setting.default;
-    const parsed = setting.parse(table[key], baseDir);
-    if (typeof parsed === "object" && parsed !== null && "error" in parsed) throw new ConfigError(file, `${RUNTIME_KEY}.${key}`, (parsed as { error: string }).error);
-    return parsed as T;
-  };
-  const endpoint = value("endpoint", RUNTIME_SETTINGS.endpoint);
-  if (endpoint === undefined) throw new ConfigError(file, `${RUNTIME_KEY}.endpoint`, "missing (the runtime's CRI socket, e.g. \"unix:///run/containerd/containerd.sock\")");
-  return {
-    endpoint,
-    timeoutMs: value("timeout", RUNTIME_SETTINGS.timeout)!,
-    mirrorWaitMs: value("mirror_wait", RUNTIME_SETTINGS.mirror_wait)!,
-  };
+  const table = readTable(raw, RUNTIME_KEY, RUNTIME_SETTINGS, file, baseDir);
+  if (table === undefined) return undefined;
+  if (table.endpoint === undefined) throw new ConfigError(file, `${RUNTIME_KEY}.endpoint`, "missing (the runtime's CRI socket, e.g. \"unix:///run/containerd/containerd.sock\")");
+  return { endpoint: table.endpoint, timeoutMs: table.timeout, mirrorWaitMs: table.mirror_wait };
 }
 
 export type SettingKey = keyof typeof SETTINGS;
@@ -310,16 +323,10 @@ export const MIRROR_SETTINGS = {
   },
 } satisfies Record<string, Setting<ListenAddress, ListenAddress>>;
 
-/** `[mirror]` read from its table; an unknown key or a bad value names `mirror.<key>`. */
-function readMirror(raw: unknown, file: string): MirrorConfig | undefined {
-  if (raw === undefined) return undefined;
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw) || raw instanceof Date) throw new ConfigError(file, MIRROR_KEY, `expected a [mirror] table, got ${typeName(raw)}`);
-  const table = raw as Record<string, unknown>;
-  for (const key of Object.keys(table)) if (!Object.hasOwn(MIRROR_SETTINGS, key)) throw new ConfigError(file, `${MIRROR_KEY}.${key}`, "unknown key");
-  if (table.listen === undefined) return { listen: MIRROR_SETTINGS.listen.default };
-  const listen = MIRROR_SETTINGS.listen.parse(table.listen);
-  if ("error" in listen) throw new ConfigError(file, `${MIRROR_KEY}.listen`, listen.error);
-  return { listen };
+/** `[mirror]` read from its table; undefined without one (no mirror). */
+function readMirror(raw: unknown, file: string, baseDir: string): MirrorConfig | undefined {
+  const table = readTable(raw, MIRROR_KEY, MIRROR_SETTINGS, file, baseDir);
+  return table && { listen: table.listen };
 }
 
 /** Each top-level key read from `raw`: the given values, then the defaults; undefined only where the table has no default. */
@@ -427,7 +434,7 @@ export function validateConfig(
     return { type: e.type, name, timeoutMs, options };
   });
 
-  return { ...assemble(values, given, backends, baseDir, resolve(file), runtime), mirror: readMirror(raw[MIRROR_KEY], file) };
+  return { ...assemble(values, given, backends, baseDir, resolve(file), runtime), mirror: readMirror(raw[MIRROR_KEY], file, baseDir) };
 }
 
 /** A config file parsed but not yet validated (plugins must load first to know their types). */

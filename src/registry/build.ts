@@ -5,7 +5,8 @@ import { arch, platform as osPlatform } from "node:os";
 import type { Backend, BackendContext, BackendDefinition, Logger, Platform } from "../backend/contract";
 import { ConfigError, type ImageletConfig } from "../config/config";
 import { PinnedImages } from "../model/pinned";
-import { BackendRegistry, errorText, type RegisteredBackend } from "./registry";
+import { errorText } from "../model/error-text";
+import { BackendRegistry, type RegisteredBackend } from "./registry";
 import { RUNTIME_BACKEND } from "../runtime/backend";
 import type { MirrorWitness } from "../runtime/mirror-witness";
 

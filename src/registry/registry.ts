@@ -196,7 +196,11 @@ export class BackendRegistry {
 
   /** The backend configured under `name`. */
   registered(name: string): RegisteredBackend | undefined {
-    return this.slots.find((s) => s.reg.name === name)?.reg;
+    return this.slotNamed(name)?.reg;
+  }
+
+  private slotNamed(name: string): Slot | undefined {
+    return this.slots.find((s) => s.reg.name === name);
   }
 
   /**
@@ -204,7 +208,7 @@ export class BackendRegistry {
    * backend `name`, under its per-call timeout, like every hook call.
    */
   callHook<T>(name: string, fn: (backend: Backend, ctx: CallContext) => T | Promise<T>): Promise<T> {
-    const slot = this.slots.find((s) => s.reg.name === name);
+    const slot = this.slotNamed(name);
     if (!slot) return Promise.reject(new Error(`no backend ${quote(name)}`));
     return this.call(slot, (ctx) => fn(slot.reg.backend, ctx));
   }
@@ -227,7 +231,7 @@ export class BackendRegistry {
 
   /** Resolves when a list() of backend `name` that started after now has ended (its changes are in the view). */
   async relist(name: string): Promise<void> {
-    const slot = this.slots.find((s) => s.reg.name === name);
+    const slot = this.slotNamed(name);
     if (slot) await this.freshList(slot);
   }
 
@@ -294,7 +298,7 @@ export class BackendRegistry {
     const field = image.kind === "artifact" ? "manifest" : "config";
     if (image[field] !== undefined) return image[field];
     for (const name of image.backends) {
-      const slot = this.slots.find((s) => s.reg.name === name);
+      const slot = this.slotNamed(name);
       const status = slot?.reg.backend.status;
       if (!slot || !status) continue;
       try {
@@ -364,7 +368,7 @@ export class BackendRegistry {
     }
     const image = this.currentView.resolve(input);
     if (!image) return { backends: [] };
-    let holders = image.backends.map((name) => this.slots.find((s) => s.reg.name === name)!);
+    let holders = image.backends.map((name) => this.slotNamed(name)!);
     // Front mode: the runtime's copy goes (with any writable store's); a
     // read-only store keeps its preloaded image, which the runtime pulls
     // again from the mirror when a container needs it.
@@ -624,6 +628,3 @@ export class BackendRegistry {
 export function canRemove(backend: Backend): boolean {
   return backend.writable === true && typeof backend.remove === "function";
 }
-
-/** Kept for the callers that import it from here; it lives in src/model/error-text.ts, below every layer. */
-export { errorText };

@@ -8,7 +8,7 @@ import type { ImageletConfig } from "../config/config";
 import { formatListenAddress } from "../config/listen";
 import type { LoadedPlugin, RefusedPlugin } from "../plugins/load";
 import { buildRegistry } from "./build";
-import { errorText } from "./registry";
+import { errorText } from "../model/error-text";
 import type { ServedRegistry } from "./served";
 import { loadSetup, type Setup, type SetupOptions } from "./setup";
 

@@ -15,7 +15,7 @@ import type { RuntimeClient, RuntimeImage } from "./client";
 export const RUNTIME_BACKEND = "runtime";
 
 /** CRI-O's IDs are bare hex; the view's are `sha256:<hex>`. */
-function viewId(id: string): string {
+export function viewId(id: string): string {
   return /^[a-f0-9]{64}$/.test(id) ? `sha256:${id}` : id;
 }
 

@@ -43,7 +43,6 @@ export class RuntimeClient {
   private readonly channel: Channel;
   private readonly client;
   private current: RuntimeState;
-  private readonly listeners = new Set<() => void>();
 
   constructor(
     readonly endpoint: string,
@@ -57,12 +56,6 @@ export class RuntimeClient {
 
   get state(): RuntimeState {
     return { ...this.current };
-  }
-
-  /** Called when the runtime goes up or down. */
-  onStateChange(listener: () => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
   }
 
   async listImages(signal?: AbortSignal): Promise<RuntimeImage[]> {
@@ -136,6 +129,5 @@ export class RuntimeClient {
     // Said once per change, not on every call while it lasts.
     if (state === "down") this.log.warn("container runtime unavailable; imagelet serves its stores and reconnects", { runtime: this.endpoint, error: detail });
     else if (was === "down") this.log.info("container runtime reachable again", { runtime: this.endpoint });
-    for (const l of this.listeners) l();
   }
 }

@@ -14,8 +14,8 @@
 import { Status } from "nice-grpc";
 import type { Logger } from "../backend/contract";
 import type { Image } from "../model/image";
-import { parseNormalizedNamed, quote } from "../model/reference";
-import { RUNTIME_BACKEND } from "./backend";
+import { parseNormalizedNamed, quote, taggedReference } from "../model/reference";
+import { RUNTIME_BACKEND, viewId } from "./backend";
 import type { RuntimeClient } from "./client";
 import { PreloadPullError, RuntimeCallError, RuntimeUnavailableError } from "./errors";
 
@@ -42,11 +42,6 @@ export function mirrorConfigKind(endpoint: string): string {
   return "containerd";
 }
 
-/** CRI-O's IDs are bare hex. */
-function sameId(runtimeId: string, id: string): boolean {
-  return runtimeId === id || `sha256:${runtimeId}` === id;
-}
-
 /**
  * The name the runtime pulls `image` by: the one the caller asked for when it
  * is one of the image's names, else its first tag, else its first digest.
@@ -55,7 +50,7 @@ export function pullReference(image: Image, requested: string): string | undefin
   try {
     const ref = parseNormalizedNamed(requested);
     const digested = ref.digest !== undefined ? `${ref.repository}@${ref.digest}` : undefined;
-    const tagged = `${ref.repository}:${ref.tag ?? "latest"}`;
+    const tagged = taggedReference(ref);
     if (digested !== undefined && image.repoDigests.includes(digested)) return digested;
     if (digested === undefined && image.repoTags.includes(tagged)) return tagged;
   } catch {
@@ -98,7 +93,7 @@ export class FrontRuntime {
   /** Whether the runtime holds `image` now (asked, not taken from the last listing: it may have been removed behind imagelet). */
   async holds(image: Image, signal?: AbortSignal): Promise<boolean> {
     const held = await this.client.imageStatus(this.options.runtimeId?.(image.id) ?? image.id, signal);
-    return held?.id !== undefined && held.id !== null && sameId(held.id, image.id);
+    return held?.id !== undefined && held.id !== null && viewId(held.id) === image.id;
   }
 
   /**
@@ -175,7 +170,7 @@ export class FrontRuntime {
       clearTimeout(watch);
       signal.removeEventListener("abort", onAbort);
     }
-    if (!sameId(got, image.id)) {
+    if (viewId(got) !== image.id) {
       throw new PreloadPullError(
         `the runtime pulled ${quote(ref)} and got image ${got}, not the preloaded ${image.id}: it took that name from somewhere other than imagelet's mirror ` +
           `(run \`imagelet mirror-config ${mirrorConfigKind(this.client.endpoint)}\`; docs/runtimes.md)`,
