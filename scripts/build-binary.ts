@@ -41,7 +41,9 @@ function build(out: string, order?: string): void {
     ...(args.target ? [`--target=${args.target}`] : []),
     ...(args["compile-executable-path"] ? [`--compile-executable-path=${args["compile-executable-path"]}`] : []),
     ...(order ? [`--bytecode-order=${order}`] : []),
-    "src/main.ts", "--outfile", out,
+    // The mirror's sender thread is a Worker: its module is a second entry
+    // point, stored in the binary beside main (src/mirror/server.ts finds it).
+    "src/main.ts", "src/mirror/sender.ts", "--outfile", out,
   ];
   const r = Bun.spawnSync(cmd, { cwd: root, stdout: "inherit", stderr: "inherit" });
   if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} exited ${r.exitCode}`);

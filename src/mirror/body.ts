@@ -3,16 +3,18 @@
 // connection is aborted, so the client's download fails loudly.
 //   - `file`: opened, and fstat says the region is there (Bun would quietly
 //     send a shorter file with a matching Content-Length). The OS sends it
-//     (Bun.file(...).slice in a Response: sendfile) only when this process
-//     has already hashed those exact bytes for this very file identity
-//     (src/model/verified-files.ts: dev, inode, size, mtime, ctime, and a
-//     ctime old enough when checked). Otherwise it is read from the opened
-//     descriptor and sent as an `open` body below, which hashes it and
-//     remembers the identity once it verifies. So the first download of a
-//     file, and the first after any change, never reaches its last byte
-//     unverified; the one window left is an in-place overwrite *during* a
-//     sendfile of already-verified bytes, which the client's own digest
-//     check catches (docs/mirror.md, "Bytes").
+//     (a FileRegion: sendfile, from the mirror's sender thread) only when
+//     this process has already hashed those exact bytes for this very file
+//     identity (src/model/verified-files.ts: dev, inode, size, mtime, ctime,
+//     and a ctime old enough when checked). A file not verified yet is
+//     hashed first, from the descriptor opened to check it, before any
+//     header is sent: a wrong one is then a 404, and a right one goes by
+//     sendfile with its Content-Length. Only a file written too recently
+//     to be remembered (its ctime under 2 s old) is sent as an `open` body
+//     below, hashed as it goes. So no file's last byte leaves unverified;
+//     the one window left is an in-place overwrite *during* a sendfile of
+//     verified bytes, which the client's own digest check catches
+//     (docs/mirror.md, "Bytes").
 //   - `bytes`: hashed before anything is sent.
 //   - `open`: hashed on the way; the last chunk is held back until the
 //     digest verifies, so a wrong body never reaches its last byte. A body
@@ -33,6 +35,7 @@ import { errorText } from "../model/error-text";
 import { fileIdentity, nowNs, VerifiedFiles, type FileIdentity } from "../model/verified-files";
 import { API_VERSION_HEADER } from "./errors";
 import type { ByteRange } from "./range";
+import type { FileRegion } from "./reply";
 import { VerifiedBodies } from "./verified-bodies";
 
 /** The one place a descriptor becomes headers, for GET and HEAD alike. */
@@ -77,6 +80,8 @@ const verifiedFiles = new VerifiedFiles(4096);
 const verifiedBodies = new VerifiedBodies(4096);
 /** Read size for a file sent as a hashed stream. */
 const FILE_CHUNK_BYTES = 256 * 1024;
+/** Read size for a file hashed before it is sent: the handlers' thread is the CRI's, so each read and hash step stays short (about 0.5 ms). */
+const HASH_CHUNK_BYTES = 1024 * 1024;
 /** A store path may be a FIFO: opening it must not block. */
 const FILE_OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
 
@@ -97,7 +102,8 @@ export async function prepareBody(body: ContentBody, digest: string, sending = t
   if (body.bytes !== undefined) return bytesBody(body, body.bytes, digest);
   if (body.file === undefined) return { ready: openBody(body, digest) };
   const prepared = prepareFile(body, body.file, digest);
-  if (!sending || "refusal" in prepared || prepared.ready.sendfile || body.size > READ_WHOLE_BYTES) return prepared;
+  if (!sending || "refusal" in prepared || prepared.ready.sendfile) return prepared;
+  if (body.size > READ_WHOLE_BYTES) return hashFirst(body, body.file, digest, prepared.ready);
   // Small and not verified: read whole from the opened file, and hashed like any `bytes`.
   const { ready } = prepared;
   const whole = Buffer.allocUnsafe(body.size);
@@ -115,6 +121,41 @@ export async function prepareBody(body: ContentBody, digest: string, sending = t
   const checked = bytesBody({ mediaType: body.mediaType, size: body.size }, whole, digest);
   if ("ready" in checked) ready.verified!();
   return checked;
+}
+
+/**
+ * A big file region not verified yet: hashed from the descriptor its check
+ * opened, then sent by the OS if the file is still the one hashed and old
+ * enough to be remembered; a file written under 2 s ago is streamed (and
+ * hashed again) from the same descriptor instead.
+ */
+async function hashFirst(body: ContentBody, file: { path: string; offset: number }, digest: string, ready: ReadyBody & { fd?: number; identity?: FileIdentity }): Promise<{ refusal: string } | { ready: ReadyBody }> {
+  const fd = ready.fd!;
+  const began = nowNs();
+  const hasher = new Bun.CryptoHasher(digestParts(digest).algorithm as "sha256");
+  const chunk = Buffer.allocUnsafe(Math.min(HASH_CHUNK_BYTES, body.size));
+  try {
+    for (let done = 0; done < body.size; ) {
+      const n = await readAt(fd, chunk.subarray(0, Math.min(chunk.length, body.size - done)), file.offset + done);
+      if (n === 0) throw new Error(`${file.path} became shorter while it was read`);
+      hasher.update(chunk.subarray(0, n));
+      done += n;
+    }
+    const actual = `${digestParts(digest).algorithm}:${hasher.digest("hex")}`;
+    if (actual !== digest) throw new Error(`its bytes hash to ${actual}`);
+    const after = fileIdentity(fstatSync(fd, { bigint: true }));
+    if (after.key !== ready.identity!.key) throw new Error(`${file.path} changed while it was hashed`);
+  } catch (e) {
+    ready.close();
+    return { refusal: errorText(e) };
+  }
+  const what = `${digest}@${file.offset}`;
+  verifiedFiles.remember(what, ready.identity!, began);
+  if (verifiedFiles.has(what, ready.identity!) && identityAt(file.path) === ready.identity!.key) {
+    ready.close();
+    return { ready: { body, sendfile: true, close() {} } };
+  }
+  return { ready };
 }
 
 function openBody(body: ContentBody, digest: string): ReadyBody {
@@ -138,7 +179,7 @@ function bytesBody(body: ContentBody, bytes: Uint8Array, digest: string): { refu
   return actual === digest ? { ready: { body: { ...body, bytes }, sendfile: false, close() {} } } : { refusal: `its bytes hash to ${actual}` };
 }
 
-function prepareFile(body: ContentBody, file: { path: string; offset: number }, digest: string): { refusal: string } | { ready: ReadyBody & { fd?: number } } {
+function prepareFile(body: ContentBody, file: { path: string; offset: number }, digest: string): { refusal: string } | { ready: ReadyBody & { fd?: number; identity?: FileIdentity } } {
   const { path, offset } = file;
   let fd: number;
   try {
@@ -187,7 +228,7 @@ function prepareFile(body: ContentBody, file: { path: string; offset: number }, 
       }
     },
   };
-  return { ready: { body: streamed, sendfile: false, close, verified: () => verifiedFiles.remember(what, identity, began), fd } };
+  return { ready: { body: streamed, sendfile: false, close, verified: () => verifiedFiles.remember(what, identity, began), fd, identity } };
 }
 
 function identityAt(path: string): string | undefined {
@@ -206,17 +247,17 @@ function readAt(fd: number, buffer: Buffer, position: number): Promise<number> {
  * The response body for `range` (inclusive) of a prepared body.
  * `done` runs once, when nothing more will be read from the store.
  */
-export function bodyStream(ready: ReadyBody, digest: string, range: ByteRange, signal: AbortSignal, done: () => void, log: Logger): Uint8Array | Blob | ReadableStream<Uint8Array> {
+export function bodyStream(ready: ReadyBody, digest: string, range: ByteRange, signal: AbortSignal, done: () => void, log: Logger): Uint8Array | FileRegion | ReadableStream<Uint8Array> {
   const { body } = ready;
   if (body.bytes !== undefined) {
     done();
     return body.bytes.subarray(range.start, range.end + 1);
   }
   if (body.file !== undefined && ready.sendfile) {
-    // Opened by Bun as it starts sending; an open file stays readable whatever the store does next.
+    // Opened by the sender as it starts sending; an open file stays readable whatever the store does next.
     done();
     const at = body.file.offset;
-    return Bun.file(body.file.path).slice(at + range.start, at + range.end + 1);
+    return { path: body.file.path, start: at + range.start, end: at + range.end };
   }
   return openedStream(body, digest, range, signal, done, log, ready.verified, ready.trusted === true);
 }

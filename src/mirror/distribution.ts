@@ -8,7 +8,8 @@ import type { Image } from "../model/image";
 import { findContent, type FoundContent } from "../registry/content";
 import type { Lease, ServedRegistry } from "../registry/served";
 import { bodyStream, descriptorHeaders, FILE_BODY_HEADERS, prepareBody, type ReadyBody } from "./body";
-import { API_VERSION_HEADER, errorResponse, MirrorError, type ErrorCode } from "./errors";
+import { API_VERSION_HEADER, errorReply, MirrorError, type ErrorCode } from "./errors";
+import type { MirrorRequest, Reply } from "./reply";
 import { contentRange, parseRange, type ByteRange } from "./range";
 import { matchRoute, type Route } from "./routes";
 import type { MirrorRequestCounter } from "../runtime/mirror-witness";
@@ -23,11 +24,11 @@ export const MANIFEST_MEDIA_TYPES: ReadonlySet<string> = new Set([
   "application/vnd.docker.distribution.manifest.v1+prettyjws",
 ]);
 
-/** A request's method, URL and headers: what the handlers read. */
+/** A request's method, URL and Range header: what the handlers read. */
 interface Asked {
   method: "GET" | "HEAD";
   url: URL;
-  headers: Headers;
+  range: string | null;
   signal: AbortSignal;
 }
 
@@ -40,7 +41,7 @@ export class DistributionRoutes {
   ) {}
 
   /** Never throws: every failure is an error answer, and anything absent a 404. */
-  async answer(request: Request): Promise<Response> {
+  async answer(request: MirrorRequest): Promise<Reply> {
     const method = request.method;
     let route: Route | undefined;
     // Held from the lookup until the body is sent: a reload does not close the store under it.
@@ -54,40 +55,40 @@ export class DistributionRoutes {
       if (url.pathname.includes("%")) throw new MirrorError("NAME_INVALID", "an encoded character in the path: no name, tag or digest has one", { path: url.pathname.slice(0, 200) });
       route = matchRoute(url.pathname, url.searchParams.get("ns"));
       if (route.kind !== "base") this.witness?.saw(route.repository);
-      const asked: Asked = { method, url, headers: request.headers, signal: request.signal };
+      const asked: Asked = { method, url, range: request.range, signal: request.signal };
       switch (route.kind) {
         case "base":
-          return jsonResponse(asked, {});
+          return jsonReply(asked, {});
         case "tags":
           return this.tags(asked, lease, route);
         case "manifest":
         case "blob": {
           const found = route.kind === "manifest" ? await this.manifest(asked, lease, route) : await this.content(asked, lease, route.repository, route.digest, "BLOB_UNKNOWN");
           // From here the body releases the lease, once it is sent or abandoned.
-          let response: Response;
+          let reply: Reply;
           try {
-            response = this.send(asked, found, route.kind, lease);
+            reply = this.send(asked, found, route.kind, lease);
           } catch (e) {
             found.ready.close();
             throw e;
           }
           handedOver = true;
-          return response;
+          return reply;
         }
       }
       throw new MirrorError("NOT_FOUND");
     } catch (e) {
-      if (e instanceof MirrorError) return errorResponse(e, method);
+      if (e instanceof MirrorError) return errorReply(e, method);
       this.log.error("mirror: request failed", { method, url: request.url.slice(0, 300), error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
       const code: ErrorCode = route?.kind === "manifest" ? "MANIFEST_UNKNOWN" : route?.kind === "blob" ? "BLOB_UNKNOWN" : "NOT_FOUND";
-      return errorResponse(new MirrorError(code, "internal error; imagelet's log has it"), method);
+      return errorReply(new MirrorError(code, "internal error; imagelet's log has it"), method);
     } finally {
       if (!handedOver) lease.release();
     }
   }
 
   /** GET /v2/<name>/tags/list[?n=&last=]: the tags the mirror serves, in lexical order. */
-  private tags(asked: Asked, lease: Lease, route: Extract<Route, { kind: "tags" }>): Response {
+  private tags(asked: Asked, lease: Lease, route: Extract<Route, { kind: "tags" }>): Reply {
     const images = lease.registry.view.inRepository(route.repository);
     if (images.length === 0) throw unknownRepository(route);
     const prefix = `${route.repository}:`;
@@ -105,7 +106,7 @@ export class DistributionRoutes {
       if (ns !== null) next.set("ns", ns);
       headers.Link = `</v2/${route.name}/tags/list?${next}>; rel="next"`;
     }
-    return jsonResponse(asked, { name: route.name, tags: page }, headers);
+    return jsonReply(asked, { name: route.name, tags: page }, headers);
   }
 
   /** A manifest by tag (the image's target, as stored) or by digest; either way, only a manifest or index type. */
@@ -157,12 +158,12 @@ export class DistributionRoutes {
   }
 
   /** The answer for found content: headers from its descriptor; a blob honours one Range. */
-  private send(asked: Asked, served: Served, kind: "manifest" | "blob", lease: Lease): Response {
+  private send(asked: Asked, served: Served, kind: "manifest" | "blob", lease: Lease): Reply {
     const { descriptor, ready } = served;
     const size = descriptor.size;
     const extra: Record<string, string> = { ...(kind === "blob" ? { "Accept-Ranges": "bytes" } : {}), ...(ready.sendfile ? FILE_BODY_HEADERS : {}) };
     // Range is a GET's (RFC 9110 14.2); manifests are sent whole, as Spegel and distribution do.
-    const range = kind === "blob" && asked.method === "GET" ? parseRange(asked.headers.get("range"), size) : "whole";
+    const range = kind === "blob" && asked.method === "GET" ? parseRange(asked.range, size) : "whole";
     if (range === "unsatisfiable") {
       throw new MirrorError("RANGE_NOT_SATISFIABLE", `the blob has ${size} bytes`, { size }, { ...extra, "Content-Range": `bytes */${size}` });
     }
@@ -173,9 +174,9 @@ export class DistributionRoutes {
     if (asked.method === "HEAD" || length === 0) {
       ready.close();
       lease.release();
-      return new Response(null, { status, headers });
+      return { status, headers };
     }
-    return new Response(bodyStream(ready, descriptor.digest, part, asked.signal, lease.release, this.log), { status, headers });
+    return { status, headers, body: bodyStream(ready, descriptor.digest, part, asked.signal, lease.release, this.log) };
   }
 }
 
@@ -200,8 +201,8 @@ function notServed(what: string, reasons: readonly string[]): string {
   return reasons.length === 0 ? `${what} is not reachable from any image served` : `${what} is not served: ${reasons.join("; ")}`;
 }
 
-function jsonResponse(asked: Asked, value: unknown, headers: Record<string, string> = {}): Response {
-  const body = JSON.stringify(value);
-  const all = { ...API_VERSION_HEADER, ...headers, "Content-Type": "application/json; charset=utf-8", "Content-Length": String(Buffer.byteLength(body)) };
-  return new Response(asked.method === "HEAD" ? null : body, { status: 200, headers: all });
+function jsonReply(asked: Asked, value: unknown, headers: Record<string, string> = {}): Reply {
+  const body = new TextEncoder().encode(JSON.stringify(value));
+  const all = { ...API_VERSION_HEADER, ...headers, "Content-Type": "application/json; charset=utf-8", "Content-Length": String(body.length) };
+  return asked.method === "HEAD" ? { status: 200, headers: all } : { status: 200, headers: all, body };
 }

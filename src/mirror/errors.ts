@@ -2,6 +2,7 @@
 // distribution spec says ("Error Codes"): {"errors":[{code, message, detail}]}.
 // Anything absent is a 404: containerd ranks a mirror's other failures above
 // the upstream's answer and would report them instead of falling back.
+import type { Reply } from "./reply";
 
 /** code → HTTP status and the spec's message for it. */
 export const ERROR_CODES = {
@@ -38,7 +39,7 @@ export class MirrorError extends Error {
 export const API_VERSION_HEADER = { "Docker-Distribution-API-Version": "registry/2.0" };
 
 /** The spec's JSON for one error; HEAD gets the same headers and no body. */
-export function errorResponse(error: MirrorError, method: string): Response {
+export function errorReply(error: MirrorError, method: string): Reply {
   const { status } = ERROR_CODES[error.code];
   const body = JSON.stringify({ errors: [{ code: error.code, message: error.message, detail: error.detail }] });
   const headers = {
@@ -47,5 +48,5 @@ export function errorResponse(error: MirrorError, method: string): Response {
     "Content-Type": "application/json; charset=utf-8",
     "Content-Length": String(Buffer.byteLength(body)),
   };
-  return new Response(method === "HEAD" ? null : body, { status, headers });
+  return method === "HEAD" ? { status, headers } : { status, headers, body: new TextEncoder().encode(body) };
 }

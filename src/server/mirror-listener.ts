@@ -16,7 +16,7 @@ export async function startMirrorListener(mirror: MirrorConfig, served: ServedRe
   const { MirrorServer } = await import("../mirror/server");
   let server: import("../mirror/server").MirrorServer;
   try {
-    server = MirrorServer.start(mirror.listen, served, log, witness);
+    server = await MirrorServer.start(mirror.listen, served, log, witness);
   } catch (e) {
     throw new ListenerStartError(`[mirror] listen = ${JSON.stringify(formatListenAddress(mirror.listen))}: cannot listen: ${errorText(e)}`);
   }

@@ -419,3 +419,42 @@ def test_a_client_that_leaves_before_the_first_byte_releases_the_store(serve, wo
     c.close()
     reload_with(s, 'generation = "1"', 'generation = "2"')
     assert wait_for(lambda: 'msg="streamer closed" backend=streamer generation=1' in s.log(), timeout=5), s.log()
+
+
+def test_a_big_file_blob_is_hashed_before_any_header_then_sent_with_its_length(serve, workdir):
+    """A file blob over 1 MiB not verified yet: hashed before the answer starts, so a right one goes out
+    with its Content-Length (by sendfile, from the sender thread) and a wrong one is a 404, not a broken
+    body. One written under 2 s ago cannot be remembered as verified: it is streamed, hashed as it goes."""
+    from conftest import oci_backend
+    from mirror_http import write_big_layout
+
+    layout = os.path.join(workdir, "big")
+    image = write_big_layout(layout, "docker.io/library/big:1.0", 3 << 20)
+    blob_file = os.path.join(layout, "blobs", *image["layer"].split(":"))
+    with open(blob_file, "rb") as f:
+        data = f.read()
+    time.sleep(2.1)
+    s = serve('[mirror]\nlisten = "127.0.0.1:0"\n' + oci_backend(layout))
+    m = Mirror(s)
+    path = f"/v2/library/big/blobs/{image['layer']}"
+    for _ in range(2):  # the first GET (hashed first) and a later one (verified before) alike
+        status, headers, body = m.get(path)
+        assert status == 200 and body == data
+        assert headers["content-length"] == str(len(data)) and headers["docker-content-digest"] == image["layer"]
+
+    # Rewritten in place with other bytes, and old enough again: refused before any header.
+    with open(blob_file, "r+b") as f:
+        f.seek(1000)
+        f.write(bytes([data[1000] ^ 0xFF]))
+    time.sleep(2.1)
+    status, _, body = m.get(path)
+    assert status == 404
+    err = error_of(body)
+    assert err["code"] == "BLOB_UNKNOWN" and "hash to" in err["message"], err
+
+    # Put back, just now: streamed and hashed, whole and right.
+    with open(blob_file, "r+b") as f:
+        f.seek(1000)
+        f.write(data[1000:1001])
+    status, headers, body = m.get(path)
+    assert status == 200 and body == data and headers["docker-content-digest"] == image["layer"]

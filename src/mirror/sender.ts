@@ -1,0 +1,164 @@
+// The mirror's sender thread: a Worker that owns the mirror's TCP port
+// (Bun.serve) and sends the bytes, so a download never runs on the thread
+// that answers the CRI socket. Bun sends a file by looping sendfile(2) on the
+// thread that serves it: with the mirror on the CRI's thread, ImageStatus
+// waited behind 8 big downloads at 3.6× its idle latency, and at about the
+// machine's own 2× with the sending here (docs/performance.md, "The mirror").
+//
+// It knows nothing of images: each request goes to the handlers on the main
+// thread (sender-protocol.ts), and their reply comes back as headers and a
+// body: bytes, a file region (sent by the OS, from here), or a stream whose
+// chunks the handlers send as this side asks for them, a few at a time. A
+// stream the handlers fail is errored here, which aborts the connection: the
+// client's download fails, and is never handed a wrong body that ends cleanly.
+import type { Server } from "bun";
+import { errorReply, MirrorError } from "./errors";
+import { STREAM_WINDOW, type FromSender, type ToSender } from "./sender-protocol";
+
+declare const self: Worker;
+
+function post(message: FromSender): void {
+  self.postMessage(message);
+}
+
+/** Requests waiting for their reply, by id. */
+const waiting = new Map<number, { resolve(response: Response): void; signal: AbortSignal }>();
+/** Stream bodies being fed, by id. */
+const feeds = new Map<number, Feed>();
+let server: Server<undefined> | undefined;
+let nextId = 1;
+
+/** What the handlers have sent of one stream body and the sender has not passed on yet. */
+interface Feed {
+  chunks: Uint8Array[];
+  ended: boolean;
+  failed?: string;
+  wake?: () => void;
+}
+
+self.onmessage = (event: MessageEvent<ToSender>) => {
+  const m = event.data;
+  switch (m.t) {
+    case "listen":
+      return listen(m.host, m.port, m.maxRequestBodySize);
+    case "reply":
+      return reply(m);
+    case "chunk":
+    case "end":
+    case "fail": {
+      const feed = feeds.get(m.id);
+      if (!feed) return;
+      if (m.t === "chunk") feed.chunks.push(m.bytes);
+      else if (m.t === "end") feed.ended = true;
+      else feed.failed = m.reason;
+      feed.wake?.();
+      return;
+    }
+    case "stop":
+      void stop(m.graceMs);
+      return;
+  }
+};
+
+function listen(hostname: string, port: number, maxRequestBodySize: number): void {
+  try {
+    server = Bun.serve({
+      hostname,
+      port,
+      maxRequestBodySize,
+      fetch: forward,
+      // Only reached by a failure outside forward(), which never throws.
+      error(e) {
+        post({ t: "log", level: "error", message: "mirror: request failed in the sender", fields: { error: e.message } });
+        return toResponse(errorReply(new MirrorError("NOT_FOUND", "internal error; imagelet's log has it"), "GET"));
+      },
+    });
+    post({ t: "listening", port: server.port ?? port });
+  } catch (e) {
+    post({ t: "failed", error: e instanceof Error ? e.message : String(e) });
+  }
+}
+
+/** A request, passed to the handlers; answered when their reply comes. */
+function forward(request: Request): Promise<Response> {
+  const id = nextId++;
+  request.signal.addEventListener("abort", () => gone(id), { once: true });
+  return new Promise((resolve) => {
+    waiting.set(id, { resolve, signal: request.signal });
+    post({ t: "request", id, method: request.method, url: request.url, range: request.headers.get("range") });
+  });
+}
+
+/** The client of `id` left (or its body is not wanted): the handlers stop reading it. */
+function gone(id: number): void {
+  const feed = feeds.get(id);
+  if (feed) {
+    feeds.delete(id);
+    feed.failed ??= "the client went away";
+    feed.wake?.();
+  }
+  post({ t: "gone", id });
+}
+
+function reply(m: Extract<ToSender, { t: "reply" }>): void {
+  const w = waiting.get(m.id);
+  if (!w) return;
+  waiting.delete(m.id);
+  if (w.signal.aborted) {
+    w.resolve(new Response(null, { status: 499 }));
+    return;
+  }
+  w.resolve(toResponse(m, m.id));
+}
+
+function toResponse(m: { status: number; headers: Record<string, string>; body?: unknown }, id?: number): Response {
+  const body = m.body as Extract<ToSender, { t: "reply" }>["body"] | Uint8Array | undefined;
+  let init: Uint8Array | Blob | ReadableStream<Uint8Array> | null = null;
+  if (body instanceof Uint8Array) init = body;
+  else if (body === undefined) init = null;
+  else if ("bytes" in body) init = body.bytes;
+  else if ("file" in body) init = Bun.file(body.file).slice(body.start, body.end + 1);
+  else if (id !== undefined) init = streamed(id);
+  return new Response(init, { status: m.status, headers: m.headers });
+}
+
+/** A stream body fed by the handlers: STREAM_WINDOW chunks asked ahead, one more asked as each is passed on. */
+function streamed(id: number): ReadableStream<Uint8Array> {
+  const feed: Feed = { chunks: [], ended: false };
+  feeds.set(id, feed);
+  for (let i = 0; i < STREAM_WINDOW; i++) post({ t: "more", id });
+  const pull = async (controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> => {
+    for (;;) {
+      if (feed.failed !== undefined) {
+        feeds.delete(id);
+        controller.error(new Error(feed.failed));
+        return;
+      }
+      const chunk = feed.chunks.shift();
+      if (chunk) {
+        controller.enqueue(chunk);
+        if (!feed.ended) post({ t: "more", id });
+        return;
+      }
+      if (feed.ended) {
+        feeds.delete(id);
+        controller.close();
+        return;
+      }
+      await new Promise<void>((resolve) => (feed.wake = resolve));
+      feed.wake = undefined;
+    }
+  };
+  return new ReadableStream<Uint8Array>({ pull, cancel: () => gone(id) }, { highWaterMark: 0 });
+}
+
+async function stop(graceMs: number): Promise<void> {
+  if (server) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const cut = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+    await Promise.race([server.stop(false), cut]);
+    clearTimeout(timer);
+    await server.stop(true);
+  }
+  post({ t: "stopped" });
+}
