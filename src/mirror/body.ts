@@ -28,7 +28,7 @@
 //     (HEAD has it), and an aborted one lacks the last chunk, which every
 //     HTTP client reports as a truncated body. The header is still set, so
 //     it goes out once Bun sends it.
-import { closeSync, constants, fstatSync, openSync, read, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, read } from "node:fs";
 import type { ContentBody, ContentDescriptor, Logger } from "../backend/contract";
 import { digestParts } from "../model/digest";
 import { errorText } from "../model/error-text";
@@ -48,12 +48,6 @@ export function descriptorHeaders(descriptor: ContentDescriptor, length = descri
   };
 }
 
-/**
- * Sent with a file body: Bun otherwise adds `Content-Disposition: filename="…"`
- * with the store file's name (a tarball's, say), which is none of a client's business.
- */
-export const FILE_BODY_HEADERS: Readonly<Record<string, string>> = { "Content-Disposition": "inline" };
-
 /** The hex digest of `bytes` under the digest's algorithm. */
 export function hashOf(digest: string, bytes: Uint8Array): string {
   const { algorithm } = digestParts(digest);
@@ -64,8 +58,10 @@ export function hashOf(digest: string, bytes: Uint8Array): string {
 export interface ReadyBody {
   /** What is sent: the backend's body, or a `file` turned into an `open` read from the descriptor opened to check it. */
   body: ContentBody;
-  /** Sent by the OS from the file: its bytes were verified before, under the same identity. */
+  /** Sent from the file by the sender thread: its bytes were verified before, under the same identity. */
   sendfile: boolean;
+  /** With `sendfile`: the identity verified, which the file the sender opens must still have. */
+  identity?: string;
   /** Closes what the check opened, if nothing else will (a HEAD, a refused Range); safe to call twice. */
   close(): void;
   /** Called once the whole body hashed to its digest. */
@@ -129,7 +125,7 @@ export async function prepareBody(body: ContentBody, digest: string, sending = t
  * enough to be remembered; a file written under 2 s ago is streamed (and
  * hashed again) from the same descriptor instead.
  */
-async function hashFirst(body: ContentBody, file: { path: string; offset: number }, digest: string, ready: ReadyBody & { fd?: number; identity?: FileIdentity }): Promise<{ refusal: string } | { ready: ReadyBody }> {
+async function hashFirst(body: ContentBody, file: { path: string; offset: number }, digest: string, ready: ReadyBody & { fd?: number; opened?: FileIdentity }): Promise<{ refusal: string } | { ready: ReadyBody }> {
   const fd = ready.fd!;
   const began = nowNs();
   const hasher = new Bun.CryptoHasher(digestParts(digest).algorithm as "sha256");
@@ -144,16 +140,16 @@ async function hashFirst(body: ContentBody, file: { path: string; offset: number
     const actual = `${digestParts(digest).algorithm}:${hasher.digest("hex")}`;
     if (actual !== digest) throw new Error(`its bytes hash to ${actual}`);
     const after = fileIdentity(fstatSync(fd, { bigint: true }));
-    if (after.key !== ready.identity!.key) throw new Error(`${file.path} changed while it was hashed`);
+    if (after.key !== ready.opened!.key) throw new Error(`${file.path} changed while it was hashed`);
   } catch (e) {
     ready.close();
     return { refusal: errorText(e) };
   }
   const what = `${digest}@${file.offset}`;
-  verifiedFiles.remember(what, ready.identity!, began);
-  if (verifiedFiles.has(what, ready.identity!) && identityAt(file.path) === ready.identity!.key) {
+  verifiedFiles.remember(what, ready.opened!, began);
+  if (verifiedFiles.has(what, ready.opened!)) {
     ready.close();
-    return { ready: { body, sendfile: true, close() {} } };
+    return { ready: { body, sendfile: true, identity: ready.opened!.key, close() {} } };
   }
   return { ready };
 }
@@ -179,7 +175,7 @@ function bytesBody(body: ContentBody, bytes: Uint8Array, digest: string): { refu
   return actual === digest ? { ready: { body: { ...body, bytes }, sendfile: false, close() {} } } : { refusal: `its bytes hash to ${actual}` };
 }
 
-function prepareFile(body: ContentBody, file: { path: string; offset: number }, digest: string): { refusal: string } | { ready: ReadyBody & { fd?: number; identity?: FileIdentity } } {
+function prepareFile(body: ContentBody, file: { path: string; offset: number }, digest: string): { refusal: string } | { ready: ReadyBody & { fd?: number; opened?: FileIdentity } } {
   const { path, offset } = file;
   let fd: number;
   try {
@@ -198,10 +194,10 @@ function prepareFile(body: ContentBody, file: { path: string; offset: number }, 
     return { refusal: errorText(e) };
   }
   const what = `${digest}@${offset}`;
-  // Bun opens the file by its path: it must still be the file verified.
-  if (verifiedFiles.has(what, identity) && identityAt(path) === identity.key) {
+  // The sender opens the file by its path, and sends it only if it is still the file verified.
+  if (verifiedFiles.has(what, identity)) {
     closeSync(fd);
-    return { ready: { body, sendfile: true, close() {} } };
+    return { ready: { body, sendfile: true, identity: identity.key, close() {} } };
   }
   const began = nowNs();
   let open = true;
@@ -228,15 +224,7 @@ function prepareFile(body: ContentBody, file: { path: string; offset: number }, 
       }
     },
   };
-  return { ready: { body: streamed, sendfile: false, close, verified: () => verifiedFiles.remember(what, identity, began), fd, identity } };
-}
-
-function identityAt(path: string): string | undefined {
-  try {
-    return fileIdentity(statSync(path, { bigint: true })).key;
-  } catch {
-    return undefined;
-  }
+  return { ready: { body: streamed, sendfile: false, close, verified: () => verifiedFiles.remember(what, identity, began), fd, opened: identity } };
 }
 
 function readAt(fd: number, buffer: Buffer, position: number): Promise<number> {
@@ -257,7 +245,7 @@ export function bodyStream(ready: ReadyBody, digest: string, range: ByteRange, s
     // Opened by the sender as it starts sending; an open file stays readable whatever the store does next.
     done();
     const at = body.file.offset;
-    return { path: body.file.path, start: at + range.start, end: at + range.end };
+    return { path: body.file.path, start: at + range.start, end: at + range.end, identity: ready.identity };
   }
   return openedStream(body, digest, range, signal, done, log, ready.verified, ready.trusted === true);
 }

@@ -7,9 +7,9 @@ import type { ContentDescriptor, Logger } from "../backend/contract";
 import type { Image } from "../model/image";
 import { findContent, type FoundContent } from "../registry/content";
 import type { Lease, ServedRegistry } from "../registry/served";
-import { bodyStream, descriptorHeaders, FILE_BODY_HEADERS, prepareBody, type ReadyBody } from "./body";
+import { bodyStream, descriptorHeaders, prepareBody, type ReadyBody } from "./body";
 import { API_VERSION_HEADER, errorReply, MirrorError, type ErrorCode } from "./errors";
-import type { MirrorRequest, Reply } from "./reply";
+import { isFileRegion, type MirrorRequest, type Reply } from "./reply";
 import { contentRange, parseRange, type ByteRange } from "./range";
 import { matchRoute, type Route } from "./routes";
 import type { MirrorRequestCounter } from "../runtime/mirror-witness";
@@ -161,7 +161,7 @@ export class DistributionRoutes {
   private send(asked: Asked, served: Served, kind: "manifest" | "blob", lease: Lease): Reply {
     const { descriptor, ready } = served;
     const size = descriptor.size;
-    const extra: Record<string, string> = { ...(kind === "blob" ? { "Accept-Ranges": "bytes" } : {}), ...(ready.sendfile ? FILE_BODY_HEADERS : {}) };
+    const extra: Record<string, string> = kind === "blob" ? { "Accept-Ranges": "bytes" } : {};
     // Range is a GET's (RFC 9110 14.2); manifests are sent whole, as Spegel and distribution do.
     const range = kind === "blob" && asked.method === "GET" ? parseRange(asked.range, size) : "whole";
     if (range === "unsatisfiable") {
@@ -176,7 +176,9 @@ export class DistributionRoutes {
       lease.release();
       return { status, headers };
     }
-    return { status, headers, body: bodyStream(ready, descriptor.digest, part, asked.signal, lease.release, this.log) };
+    const body = bodyStream(ready, descriptor.digest, part, asked.signal, lease.release, this.log);
+    if (isFileRegion(body)) body.missing = kind === "manifest" ? "MANIFEST_UNKNOWN" : "BLOB_UNKNOWN";
+    return { status, headers, body };
   }
 }
 

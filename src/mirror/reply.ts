@@ -3,11 +3,15 @@
 // bytes go out from the mirror's sender thread (sender.ts), so a reply is
 // plain data that crosses between them (sender-protocol.ts).
 
-/** A region of a file the OS sends (sendfile), `end` inclusive. */
+/** A region of a file the sender reads and sends, `end` inclusive. */
 export interface FileRegion {
   path: string;
   start: number;
   end: number;
+  /** The identity (verified-files.ts) the opened file must have: the one whose bytes were verified. */
+  identity?: string;
+  /** The answer when the file is gone or changed before its first byte: a 404 of this code. */
+  missing?: "BLOB_UNKNOWN" | "MANIFEST_UNKNOWN";
 }
 
 export type ReplyBody = Uint8Array | FileRegion | ReadableStream<Uint8Array>;

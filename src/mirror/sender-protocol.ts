@@ -2,9 +2,10 @@
 // the backend registry and the CRI socket) and its sender thread (sender.ts,
 // a Worker that owns the TCP port and sends the bytes). Plain data, copied by
 // postMessage; one request is one `id` on both sides.
+import type { FileRegion } from "./reply";
 
 /** The sender's reply body: none, bytes, a file region the OS sends, or a stream the handlers feed chunk by chunk. */
-export type WireBody = { bytes: Uint8Array } | { file: string; start: number; end: number } | { stream: true };
+export type WireBody = { bytes: Uint8Array } | { file: FileRegion } | { stream: true };
 
 /** From the handlers to the sender. */
 export type ToSender =
@@ -32,4 +33,4 @@ export type FromSender =
   | { t: "stopped" };
 
 /** How many chunks of a stream may be on their way to the sender at once: two keep the socket fed without a round trip between chunks. */
-export const STREAM_WINDOW = 4;
+export const STREAM_WINDOW = 2;

@@ -124,7 +124,7 @@ export class MirrorServer {
     const { body } = reply;
     if (body === undefined) return undefined;
     if (body instanceof Uint8Array) return { bytes: body };
-    if (isFileRegion(body)) return { file: body.path, start: body.start, end: body.end };
+    if (isFileRegion(body)) return { file: body };
     const reader = body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
     flight.reader = reader;
     // A client that left while the handlers worked: nothing will ask for the body.

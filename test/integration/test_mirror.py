@@ -264,7 +264,12 @@ def raw_get(m, path):
                 if not chunk:
                     break
                 got += chunk
-            return r.status, dict(r.getheaders()), got, None
+            headers = dict(r.getheaders())
+            # http.client's read(amt) ends quietly at a close before Content-Length; every client calls it truncated.
+            length = {k.lower(): v for k, v in headers.items()}.get("content-length")
+            if length is not None and len(got) < int(length):
+                return r.status, headers, got, http.client.IncompleteRead(got, int(length) - len(got))
+            return r.status, headers, got, None
         except (http.client.IncompleteRead, ConnectionError) as e:
             return r.status, dict(r.getheaders()), got, e
     except (http.client.RemoteDisconnected, ConnectionError) as e:

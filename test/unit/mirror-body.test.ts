@@ -149,7 +149,8 @@ describe("bytes and files", () => {
     expect(r.sendfile).toBe(true);
     let released = 0;
     const part = bodyStream(r, bigDigest, { start: 10, end: 19 }, new AbortController().signal, () => released++, memoryLogger());
-    expect(part).toEqual({ path: file, start: 14, end: 23 });
+    // The identity verified goes with it: the sender sends the file only if it still has it.
+    expect(part).toEqual({ path: file, start: 14, end: 23, identity: expect.stringMatching(/^\d+:\d+:1572868:/) });
     expect(released).toBe(1);
     // Any change makes a new identity: hashed again.
     utimesSync(file, new Date(), new Date());
