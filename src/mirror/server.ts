@@ -55,7 +55,7 @@ export class MirrorServer {
 
   /** Starts the sender thread on `port`; resolves with the port it bound, or rejects with why it could not. */
   private startSender(port: number): Promise<number> {
-    const sender = new Worker(SENDER_URL);
+    const sender = new Worker(SENDER_URL, { smol: true });
     this.sender = sender;
     return new Promise<number>((resolve, reject) => {
       let bound = false;
