@@ -146,7 +146,8 @@ class Mirror:
 
 
 # Module plugins for the tests: `streamer` serves one image whose layer is an
-# `open` body (made as it is sent; modes make it fail in each way a body can),
+# `open` body (made as it is sent; modes make it fail in each way a body can;
+# "stall" holds the thread its content() runs on for 4 s when asked for the config),
 # plus an embedded image it would serve if asked; `nohook` lists an image with
 # a target but has no content hook, and a notice.
 STREAMER = r"""
@@ -183,6 +184,10 @@ export default {
         if (id === embedded.id) return { mediaType: MANIFEST, size: manifest.length, bytes: manifest };
         if (id !== image.id) return undefined;
         if (digest === target.digest) return { mediaType: MANIFEST, size: manifest.length, bytes: bad };
+        if (digest === image.id && mode === "stall") {
+          // Holds the handlers' thread (the CRI's): nothing on it runs for 4 s.
+          for (const end = Date.now() + 4000; Date.now() < end; );
+        }
         if (digest === image.id) return { mediaType: CONFIG, size: config.length, bytes: config };
         if (digest !== layer.digest) return undefined;
         return {

@@ -463,3 +463,48 @@ def test_a_big_file_blob_is_hashed_before_any_header_then_sent_with_its_length(s
         f.write(data[1000:1001])
     status, headers, body = m.get(path)
     assert status == 200 and body == data and headers["docker-content-digest"] == image["layer"]
+
+
+def test_a_download_keeps_flowing_while_the_cri_thread_is_held(serve, workdir):
+    """The bytes go out from the mirror's sender thread, not from the thread that runs the handlers and
+    the CRI socket: with that thread held for 4 s by a plugin, a 64 MiB file blob (far more than the
+    socket buffers hold) is still received whole before the held request is answered."""
+    import hashlib
+    import threading
+
+    from conftest import oci_backend
+    from mirror_http import write_big_layout
+
+    layout = os.path.join(workdir, "big")
+    image = write_big_layout(layout, "docker.io/library/big:1.0", 64 << 20)
+    time.sleep(2.1)  # old enough for its first verified GET to be remembered
+    plugins = install_test_plugins(workdir)
+    s = serve(streamer_config(plugins, mode="stall") + oci_backend(layout))
+    m = Mirror(s)
+    path = f"/v2/library/big/blobs/{image['layer']}"
+    assert m.get(path)[0] == 200  # verified: later GETs go by sendfile
+
+    conn = http.client.HTTPConnection(m.host, m.port, timeout=30)
+    conn.request("GET", path)
+    r = conn.getresponse()
+    h = hashlib.sha256(r.read(1 << 20))
+    held = {}
+
+    # The streamer's config, asked through its manifest's config digest: content() holds the thread.
+    config_digest = json.loads(m.get("/v2/example.com/stream/app/manifests/1")[2])["config"]["digest"]
+    started = time.monotonic()
+    blocker = threading.Thread(target=lambda: held.update(status=Mirror(s).get(f"/v2/example.com/stream/app/blobs/{config_digest}")[0],
+                                                          at=time.monotonic() - started))
+    blocker.start()
+    time.sleep(0.5)
+    while True:
+        chunk = r.read(1 << 20)
+        if not chunk:
+            break
+        h.update(chunk)
+    received = time.monotonic() - started
+    blocker.join()
+    conn.close()
+    assert "sha256:" + h.hexdigest() == image["layer"]
+    assert held["at"] >= 3.5, held  # the plugin held the thread (its answer may be a timeout's 404)
+    assert received < held["at"] - 1, (received, held)
