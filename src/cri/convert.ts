@@ -2,7 +2,7 @@
 // Answers change only when a store changes, so the common ones (the full
 // ListImages response, each non-verbose ImageStatus) are encoded once per
 // view and served as bytes afterwards.
-import { createHash } from "node:crypto";
+import { chainIds } from "../model/digest";
 import { runtime } from "../gen/runtime-v1.js";
 import { criUser, type Image } from "../model/image";
 import type { FilesystemUsage } from "../registry/filesystems";
@@ -35,9 +35,7 @@ export function toCriImage(image: Image, withSpec = false): CriImage {
 export function chainId(config: unknown): string | undefined {
   const diffIds = (config as { rootfs?: { diff_ids?: unknown } } | undefined)?.rootfs?.diff_ids;
   if (!Array.isArray(diffIds) || diffIds.length === 0 || !diffIds.every((d) => typeof d === "string")) return undefined;
-  let chain = diffIds[0] as string;
-  for (const d of diffIds.slice(1)) chain = `sha256:${createHash("sha256").update(`${chain} ${d}`).digest("hex")}`;
-  return chain;
+  return chainIds(diffIds as string[]).at(-1);
 }
 
 /**

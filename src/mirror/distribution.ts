@@ -4,8 +4,7 @@
 // into a response. The mirror keeps no state of its own: a reload or a store
 // change is seen by the next request, as by ListImages.
 import type { ContentDescriptor, Logger } from "../backend/contract";
-import type { Image } from "../model/image";
-import { findContent, type FoundContent } from "../registry/content";
+import { findContent, servable, type FoundContent } from "../registry/content";
 import type { Lease, ServedRegistry } from "../registry/served";
 import { bodyStream, descriptorHeaders, prepareBody, type ReadyBody } from "./body";
 import { API_VERSION_HEADER, errorReply, MirrorError, type ErrorCode } from "./errors";
@@ -92,7 +91,7 @@ export class DistributionRoutes {
     const images = lease.registry.view.inRepository(route.repository);
     if (images.length === 0) throw unknownRepository(route);
     const prefix = `${route.repository}:`;
-    const all = [...new Set(images.filter((i) => servable(i, lease)).flatMap((i) => i.repoTags.filter((t) => t.startsWith(prefix)).map((t) => t.slice(prefix.length))))].sort();
+    const all = [...new Set(images.filter((i) => servable(lease.registry, i)).flatMap((i) => i.repoTags.filter((t) => t.startsWith(prefix)).map((t) => t.slice(prefix.length))))].sort();
     const nText = asked.url.searchParams.get("n");
     const last = asked.url.searchParams.get("last");
     if (nText !== null && !/^\d{1,9}$/.test(nText)) throw new MirrorError("PAGINATION_NUMBER_INVALID", `n=${JSON.stringify(nText.slice(0, 40))} is not a number of tags`, { n: nText.slice(0, 40) });
@@ -187,12 +186,6 @@ interface Served {
   /** The body checked and ready to send; closed by whoever ends up not sending it. */
   ready: ReadyBody;
   descriptor: ContentDescriptor;
-}
-
-/** Images whose tags the mirror lists: those it may serve (a target, and a holder with the content hook). */
-function servable(image: Image, lease: Lease): boolean {
-  if (image.kind === "embedded" || image.target === undefined) return false;
-  return image.backends.some((name) => typeof lease.registry.registered(name)?.backend.content === "function");
 }
 
 function unknownRepository(route: { repository: string }): MirrorError {

@@ -2,6 +2,7 @@
 // store content or from a request passes through here before it is used as a
 // map key or, worse, a path: a value that does not match the grammar can never
 // name a file outside blobs/.
+import { createHash } from "node:crypto";
 
 /** Algorithms whose encoded length we know; others are refused, as go-digest does. */
 const ENCODED_LENGTH: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
@@ -22,6 +23,29 @@ export function digestParts(digest: string): { algorithm: string; encoded: strin
   if (!isDigest(digest)) throw new Error(`invalid digest ${JSON.stringify(digest)}`);
   const colon = digest.indexOf(":");
   return { algorithm: digest.slice(0, colon), encoded: digest.slice(colon + 1) };
+}
+
+/** The sha256 of `data` as a digest, `sha256:<64 hex>`: every image ID, written manifest and config check. */
+export function sha256Digest(data: Uint8Array | string): string {
+  return `sha256:${sha256Hex(data)}`;
+}
+
+export function sha256Hex(data: Uint8Array | string): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/**
+ * The chain IDs of a layer stack (image-spec config.md, "ChainID"): the first
+ * is its diff ID, each next one sha256(parent chain ID + " " + diff ID).
+ * containerd names snapshots by them, Docker its layerdb/sha256/<hex>.
+ */
+export function chainIds(diffIds: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const diffId of diffIds) {
+    const parent = out[out.length - 1];
+    out.push(parent === undefined ? diffId : sha256Digest(`${parent} ${diffId}`));
+  }
+  return out;
 }
 
 /** Image IDs are `sha256:<64 hex>` across every backend, like containerd's. */

@@ -8,7 +8,7 @@ import { isDigest } from "../model/digest";
 import type { Image } from "../model/image";
 import { quote } from "../model/reference";
 import { errorText } from "../model/error-text";
-import type { BackendRegistry } from "./registry";
+import type { BackendRegistry, RegisteredBackend } from "./registry";
 import { isMediaType } from "./validate";
 
 export interface FoundContent {
@@ -39,13 +39,9 @@ export async function findContent(registry: BackendRegistry, images: readonly Im
     for (const name of image.backends) {
       const reg = registry.registered(name);
       if (!reg) continue;
-      if (typeof reg.backend.content !== "function") {
-        const notice = reg.notice?.();
-        reasons.add(`backend ${quote(name)} (${reg.type}) does not serve its images on the mirror${notice ? `: ${notice}` : ""}`);
-        continue;
-      }
-      if (image.target === undefined) {
-        reasons.add(`backend ${quote(name)} (${reg.type}) names no target for image ${image.id}`);
+      const refusal = holderRefusal(reg, name, image);
+      if (refusal !== undefined || image.target === undefined) {
+        reasons.add(refusal!);
         continue;
       }
       const wanted = digest ?? image.target.digest;
@@ -68,6 +64,25 @@ export async function findContent(registry: BackendRegistry, images: readonly Im
     }
   }
   return { reasons: [...reasons] };
+}
+
+/** Whether the mirror may serve `image` at all: the rule findContent applies, without asking any backend (tags/list lists only these). */
+export function servable(registry: BackendRegistry, image: Image): boolean {
+  if (image.kind === "embedded") return false;
+  return image.backends.some((name) => {
+    const reg = registry.registered(name);
+    return reg !== undefined && holderRefusal(reg, name, image) === undefined;
+  });
+}
+
+/** Why backend `name`, which lists `image`, cannot be asked for its content; undefined when it can. */
+function holderRefusal(reg: RegisteredBackend, name: string, image: Image): string | undefined {
+  if (typeof reg.backend.content !== "function") {
+    const notice = reg.notice?.();
+    return `backend ${quote(name)} (${reg.type}) does not serve its images on the mirror${notice ? `: ${notice}` : ""}`;
+  }
+  if (image.target === undefined) return `backend ${quote(name)} (${reg.type}) names no target for image ${image.id}`;
+  return undefined;
 }
 
 /** What is wrong with a content() answer, or undefined when it is a ContentBody. */

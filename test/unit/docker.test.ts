@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { BackendContext, ImageRecord, Platform } from "../../src/backend/contract";
 import docker, { DockerStore, type DockerStoreOptions } from "../../src/backends/docker/index";
-import { chainIds } from "../../src/backends/docker/metadata";
+import { chainIds } from "../../src/model/digest";
 import { StoreProblem } from "../../src/backends/common/files";
 import { writtenRepoDigestsOf } from "./content-helpers";
 import { memoryLogger } from "./helpers";

@@ -4,9 +4,8 @@
 // and is read exactly as the oci-layout backend reads a directory; otherwise
 // it is a docker-archive (legacy `docker save`, skopeo, podman save), read
 // from manifest.json.
-import { createHash } from "node:crypto";
 import type { ContentBody, ContentDescriptor, ImageRecord, Logger, Platform } from "../../backend/contract";
-import { isDigest } from "../../model/digest";
+import { isDigest, sha256Digest } from "../../model/digest";
 import { quote } from "../../model/reference";
 import { StoreProblem, parseJson, type ProblemLog } from "../common/files";
 import { blobName, verifiedJsonBlob } from "../common/oci-blobs";
@@ -170,7 +169,7 @@ function dockerImage(contents: TarContents, file: TarballFile, item: unknown, ct
   const config = readJsonMember(contents, item.Config, tarPath);
   const layers = (item.Layers as string[]).map((l) => resolveMember(contents, l, tarPath));
   const parsed = parseConfig(config.value);
-  const id = `sha256:${createHash("sha256").update(config.bytes).digest("hex")}`;
+  const id = sha256Digest(config.bytes);
   const record: ImageRecord = {
     id,
     repoTags: repoTags(item.RepoTags, where, ctx),

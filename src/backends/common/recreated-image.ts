@@ -5,7 +5,7 @@
 // layer is its uncompressed tar re-created from tar-split (tar-split.ts), so
 // its digest is its diff_id. What is common to those stores lives here; each
 // backend says where a layer's tar-split and files are.
-import { createHash } from "node:crypto";
+import { sha256Digest } from "../../model/digest";
 import type { ContentBody } from "../../backend/contract";
 import { ProblemLog, StoreProblem, readStoreFile } from "./files";
 import { layerBody, type LayerSource, type TarSplitSizes } from "./tar-split";
@@ -68,7 +68,7 @@ export async function recreatedContent(image: RecreatedImage, digest: string, ct
   try {
     if (digest === config.digest) {
       const bytes = readStoreFile(ctx.storeRoot, config.path);
-      const actual = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+      const actual = sha256Digest(bytes);
       if (actual !== config.digest) throw new StoreProblem(`config does not match its digest ${config.digest} (sha256 is ${actual})`, config.path);
       return { mediaType: OCI_CONFIG, size: bytes.length, bytes };
     }

@@ -19,7 +19,7 @@
 // The repo digests the CRI reports for such an image name this manifest and
 // nothing else (writtenRepoDigests below), so what ListImages says is there
 // is what the mirror serves.
-import { createHash } from "node:crypto";
+import { sha256Digest } from "../../model/digest";
 import type { ContentDescriptor } from "../../backend/contract";
 import { formatReference, parseNormalizedNamed } from "../../model/reference";
 
@@ -44,7 +44,7 @@ export function writeManifest(config: { digest: string; size: number }, layers: 
     layers: layers.map((l) => ({ mediaType: OCI_LAYER_TAR, digest: l.diffId, size: l.size })),
   };
   const bytes = Buffer.from(JSON.stringify(document));
-  const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+  const digest = sha256Digest(bytes);
   return { bytes, descriptor: { mediaType: OCI_MANIFEST, digest, size: bytes.length } };
 }
 

@@ -30,7 +30,8 @@ import { ContainerdStore } from "../containerd/index";
 import { writtenRepoDigests } from "../common/written-manifest";
 import { recreatedContent, recreatedImage, type LayerLocation, type RecreatedImage, type RecreatedLayer } from "../common/recreated-image";
 import { TarSplitSizes, hasFile } from "../common/tar-split";
-import { chainIds, parseImageConfig, parseLayerSize, parseRepositories, sha256Hex, type ImageConfig, type ImageNames } from "./metadata";
+import { chainIds, sha256Hex } from "../../model/digest";
+import { parseImageConfig, parseLayerSize, parseRepositories, type ImageConfig, type ImageNames } from "./metadata";
 import { DEFAULT_DAEMON_CONFIG, DEFAULT_ROOT, locateStore, type StoreLocation } from "./mode";
 
 const HEX_ID = /^[a-f0-9]{64}$/;

@@ -3,7 +3,6 @@
 // configs in imagedb (daemon/internal/image/fs.go) and the layer chain IDs
 // that name layerdb directories (image-spec identity/chainid.go). See
 // docs/backends.md#docker.
-import { createHash } from "node:crypto";
 import type { Platform } from "../../backend/contract";
 import { isImageId } from "../../model/digest";
 import { formatReference, parseDockerRef, quote } from "../../model/reference";
@@ -97,22 +96,6 @@ export function parseImageConfig(value: unknown, path: string): ImageConfig {
 }
 
 /** sha256 hex of some bytes. */
-export function sha256Hex(data: Buffer | string): string {
-  return createHash("sha256").update(data).digest("hex");
-}
-
-/**
- * The chain IDs of a layer stack: the first is its diff ID, each next one
- * sha256(parent chain ID + " " + diff ID). layerdb/sha256/<hex> is keyed by these.
- */
-export function chainIds(diffIds: readonly string[]): string[] {
-  const out: string[] = [];
-  for (const diffId of diffIds) {
-    const parent = out[out.length - 1];
-    out.push(parent === undefined ? diffId : `sha256:${sha256Hex(`${parent} ${diffId}`)}`);
-  }
-  return out;
-}
 
 /** layerdb's `size` file: a decimal byte count of the layer's unpacked files. */
 export function parseLayerSize(text: string, path: string): number {

@@ -9,6 +9,7 @@
 // iSulad calls its config digest and lists as the image ID.
 import { Database } from "bun:sqlite";
 import { createHash } from "node:crypto";
+import { sha256Hex } from "../../model/digest";
 import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { ImageRecord } from "../../backend/contract";
@@ -134,10 +135,6 @@ export function signatureFileOf(manifestFile: string): string {
   const base = basename(manifestFile);
   const dot = base.lastIndexOf(".");
   return join(dirname(manifestFile), `${dot > 0 ? base.slice(0, dot) : base}.sgn`);
-}
-
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex");
 }
 
 /**

@@ -3,10 +3,9 @@
 // (image_store.c) and one layer.json per layer directory (layer_store.c):
 //   <graph>/storage/<driver>-images/<id>/{images.json, manifest, =<base64(key)>…}
 //   <graph>/storage/<driver>-layers/<id>/layer.json
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { ImageRecord } from "../../backend/contract";
-import { isDigest } from "../../model/digest";
+import { isDigest, sha256Digest } from "../../model/digest";
 import { formatReference, parseDockerRef, parseNormalizedNamed, quote } from "../../model/reference";
 import { MANIFEST_KEY, parseStorageImage, type StorageImage } from "../common/cstorage";
 import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson } from "../common/files";
@@ -202,7 +201,7 @@ export class IsuladImageStore {
     if (image.digest !== undefined) return image.digest;
     const fromBigData = image.bigDataDigests[MANIFEST_KEY];
     if (isDigest(fromBigData)) return fromBigData;
-    return `sha256:${createHash("sha256").update(manifestBytes).digest("hex")}`;
+    return sha256Digest(manifestBytes);
   }
 }
 
