@@ -33,6 +33,7 @@ export class MirrorServer {
   private readonly inFlight = new Map<number, InFlight>();
   private sender!: Worker;
   private stopping = false;
+  private boundPort = 0;
   /** HOST:PORT as bound (the port the system chose, for port 0). */
   address = "";
 
@@ -40,11 +41,15 @@ export class MirrorServer {
     private readonly listen: ListenAddress,
     private readonly routes: DistributionRoutes,
     private readonly log: Logger,
+    private readonly senderUrl: URL,
   ) {}
 
-  /** Binds `listen` and serves `served`'s view; throws when the address cannot be bound. */
-  static async start(listen: ListenAddress, served: ServedRegistry, log: Logger, witness?: MirrorRequestCounter): Promise<MirrorServer> {
-    const server = new MirrorServer(listen, new DistributionRoutes(served, log, witness), log);
+  /**
+   * Binds `listen` and serves `served`'s view; throws when the address cannot be bound.
+   * `senderUrl`: the sender's module (a test gives one that fails on purpose).
+   */
+  static async start(listen: ListenAddress, served: ServedRegistry, log: Logger, witness?: MirrorRequestCounter, senderUrl = SENDER_URL): Promise<MirrorServer> {
+    const server = new MirrorServer(listen, new DistributionRoutes(served, log, witness), log, senderUrl);
     const port = await server.startSender(listen.port);
     server.address = formatListenAddress({ host: listen.host, port });
     if (!isLoopback(listen.host)) {
@@ -55,7 +60,7 @@ export class MirrorServer {
 
   /** Starts the sender thread on `port`; resolves with the port it bound, or rejects with why it could not. */
   private startSender(port: number): Promise<number> {
-    const sender = new Worker(SENDER_URL, { smol: true });
+    const sender = new Worker(this.senderUrl, { smol: true });
     this.sender = sender;
     return new Promise<number>((resolve, reject) => {
       let bound = false;
@@ -63,6 +68,7 @@ export class MirrorServer {
         const m = event.data;
         if (m.t === "listening") {
           bound = true;
+          this.boundPort = m.port;
           resolve(m.port);
         } else if (m.t === "failed") {
           reject(new Error(m.error));
@@ -79,9 +85,10 @@ export class MirrorServer {
       sender.addEventListener("close", () => {
         if (this.sender !== sender || this.stopping || !bound) return;
         // Not expected: the sender never throws. Downloads in flight are lost; the port is served again.
-        this.log.error("mirror: the sender thread ended; starting it again", { listen: formatListenAddress(this.listen) });
+        this.log.error("mirror: the sender thread ended; starting it again", { listen: this.address });
         for (const id of [...this.inFlight.keys()]) this.gone(id);
-        this.startSender(port).catch((e) => this.log.error("mirror: the sender thread could not start again; the mirror is down", { error: errorText(e) }));
+        // The port it had bound (the system's choice, for port 0): clients and runtimes know that one.
+        this.startSender(this.boundPort).catch((e) => this.log.error("mirror: the sender thread could not start again; the mirror is down", { error: errorText(e) }));
       });
       this.post({ t: "listen", host: this.listen.host, port, maxRequestBodySize: MAX_REQUEST_BODY_BYTES });
     });
