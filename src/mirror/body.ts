@@ -32,7 +32,7 @@ import { closeSync, constants, fstatSync, openSync, read } from "node:fs";
 import type { ContentBody, ContentDescriptor, Logger } from "../backend/contract";
 import { digestParts } from "../model/digest";
 import { errorText } from "../model/error-text";
-import { fileIdentity, nowNs, VerifiedFiles, type FileIdentity } from "../model/verified-files";
+import { fileIdentity, nowNs, oldEnough, VerifiedFiles, type FileIdentity } from "../model/verified-files";
 import { API_VERSION_HEADER } from "./errors";
 import type { ByteRange } from "./range";
 import type { FileRegion } from "./reply";
@@ -76,6 +76,12 @@ const verifiedFiles = new VerifiedFiles(4096);
 const verifiedBodies = new VerifiedBodies(4096);
 /** Read size for a file sent as a hashed stream. */
 const FILE_CHUNK_BYTES = 256 * 1024;
+/**
+ * Hashes of file regions in progress, by region and file identity: the first
+ * GETs of one file at once share one (100 clients asking for a new 256 MiB
+ * blob together hashed it 100 times on the CRI's thread).
+ */
+const hashing = new Map<string, Promise<{ problem?: string; began: bigint }>>();
 /** Read size for a file hashed before it is sent: the handlers' thread is the CRI's, so each read and hash step stays short (about 0.5 ms). */
 const HASH_CHUNK_BYTES = 1024 * 1024;
 /** A store path may be a FIFO: opening it must not block. */
@@ -121,37 +127,56 @@ export async function prepareBody(body: ContentBody, digest: string, sending = t
 
 /**
  * A big file region not verified yet: hashed from the descriptor its check
- * opened, then sent by the OS if the file is still the one hashed and old
- * enough to be remembered; a file written under 2 s ago is streamed (and
- * hashed again) from the same descriptor instead.
+ * opened (one hash shared by all who ask at once), then sent by the OS if
+ * the file is still the one hashed. A file changed under 2 s ago (or with
+ * a ctime ahead of the clock) may still be changing, and its identity
+ * cannot be remembered: it is streamed from the same descriptor, hashed as
+ * it goes with its last chunk held back, so an in-place rewrite during the
+ * download aborts it instead of handing the client a mix (sendfile of
+ * bytes hashed a moment before would send whatever the file then holds).
  */
 async function hashFirst(body: ContentBody, file: { path: string; offset: number }, digest: string, ready: ReadyBody & { fd?: number; opened?: FileIdentity }): Promise<{ refusal: string } | { ready: ReadyBody }> {
-  const fd = ready.fd!;
+  const opened = ready.opened!;
+  if (!oldEnough(opened, nowNs())) return { ready };
+  const what = `${digest}@${file.offset}`;
+  const key = `${what}\0${opened.key}`;
+  let check = hashing.get(key);
+  if (check === undefined) {
+    check = hashRegion(ready.fd!, file, body.size, digest, opened).finally(() => hashing.delete(key));
+    hashing.set(key, check);
+  }
+  const { problem, began } = await check;
+  if (problem !== undefined) {
+    ready.close();
+    return { refusal: problem };
+  }
+  verifiedFiles.remember(what, opened, began);
+  if (verifiedFiles.has(what, opened)) {
+    ready.close();
+    return { ready: { body, sendfile: true, identity: opened.key, close() {} } };
+  }
+  return { ready };
+}
+
+/** Hashes a file region from `fd` (1 MiB reads), and checks the file kept its identity meanwhile. */
+async function hashRegion(fd: number, file: { path: string; offset: number }, size: number, digest: string, opened: FileIdentity): Promise<{ problem?: string; began: bigint }> {
   const began = nowNs();
   const hasher = new Bun.CryptoHasher(digestParts(digest).algorithm as "sha256");
-  const chunk = Buffer.allocUnsafe(Math.min(HASH_CHUNK_BYTES, body.size));
+  const chunk = Buffer.allocUnsafe(Math.min(HASH_CHUNK_BYTES, size));
   try {
-    for (let done = 0; done < body.size; ) {
-      const n = await readAt(fd, chunk.subarray(0, Math.min(chunk.length, body.size - done)), file.offset + done);
+    for (let done = 0; done < size; ) {
+      const n = await readAt(fd, chunk.subarray(0, Math.min(chunk.length, size - done)), file.offset + done);
       if (n === 0) throw new Error(`${file.path} became shorter while it was read`);
       hasher.update(chunk.subarray(0, n));
       done += n;
     }
     const actual = `${digestParts(digest).algorithm}:${hasher.digest("hex")}`;
     if (actual !== digest) throw new Error(`its bytes hash to ${actual}`);
-    const after = fileIdentity(fstatSync(fd, { bigint: true }));
-    if (after.key !== ready.opened!.key) throw new Error(`${file.path} changed while it was hashed`);
+    if (fileIdentity(fstatSync(fd, { bigint: true })).key !== opened.key) throw new Error(`${file.path} changed while it was hashed`);
+    return { began };
   } catch (e) {
-    ready.close();
-    return { refusal: errorText(e) };
+    return { problem: errorText(e), began };
   }
-  const what = `${digest}@${file.offset}`;
-  verifiedFiles.remember(what, ready.opened!, began);
-  if (verifiedFiles.has(what, ready.opened!)) {
-    ready.close();
-    return { ready: { body, sendfile: true, identity: ready.opened!.key, close() {} } };
-  }
-  return { ready };
 }
 
 function openBody(body: ContentBody, digest: string): ReadyBody {

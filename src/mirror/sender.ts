@@ -40,7 +40,15 @@ function post(message: FromSender): void {
 }
 
 /** Requests waiting for their reply, by id. */
-const waiting = new Map<number, { resolve(response: Response): void; signal: AbortSignal }>();
+const waiting = new Map<number, { resolve(response: Response): void; request: Request }>();
+/** A connection with nothing to read or send for this long is closed (idle keep-alives, headers never finished, clients that stopped reading). */
+const IDLE_TIMEOUT_S = 10;
+/**
+ * How long a request may wait for the handlers' reply. Longer than the idle
+ * timeout: the first GET of a big file waits while the handlers hash it
+ * (256 MiB: ~0.2 s here, and 10 s or more for a few GiB on a slow device).
+ */
+const REPLY_WAIT_S = 120;
 /** Stream bodies being fed, by id. */
 const feeds = new Map<number, Feed>();
 let server: Server<undefined> | undefined;
@@ -84,6 +92,7 @@ function listen(hostname: string, port: number, maxRequestBodySize: number): voi
       hostname,
       port,
       maxRequestBodySize,
+      idleTimeout: IDLE_TIMEOUT_S,
       fetch: forward,
       // Only reached by a failure outside forward(), which never throws.
       error(e) {
@@ -98,11 +107,12 @@ function listen(hostname: string, port: number, maxRequestBodySize: number): voi
 }
 
 /** A request, passed to the handlers; answered when their reply comes. */
-function forward(request: Request): Promise<Response> {
+function forward(request: Request, bun: Server<undefined>): Promise<Response> {
   const id = nextId++;
   request.signal.addEventListener("abort", () => gone(id), { once: true });
+  bun.timeout(request, REPLY_WAIT_S);
   return new Promise((resolve) => {
-    waiting.set(id, { resolve, signal: request.signal });
+    waiting.set(id, { resolve, request });
     post({ t: "request", id, method: request.method, url: request.url, range: request.headers.get("range") });
   });
 }
@@ -122,10 +132,11 @@ function reply(m: Extract<ToSender, { t: "reply" }>): void {
   const w = waiting.get(m.id);
   if (!w) return;
   waiting.delete(m.id);
-  if (w.signal.aborted) {
+  if (w.request.signal.aborted) {
     w.resolve(new Response(null, { status: 499 }));
     return;
   }
+  server?.timeout(w.request, IDLE_TIMEOUT_S);
   w.resolve(toResponse(m, m.id));
 }
 

@@ -429,7 +429,7 @@ def test_a_client_that_leaves_before_the_first_byte_releases_the_store(serve, wo
 def test_a_big_file_blob_is_hashed_before_any_header_then_sent_with_its_length(serve, workdir):
     """A file blob over 1 MiB not verified yet: hashed before the answer starts, so a right one goes out
     with its Content-Length (by sendfile, from the sender thread) and a wrong one is a 404, not a broken
-    body. One written under 2 s ago cannot be remembered as verified: it is streamed, hashed as it goes."""
+    body. One written under 2 s ago may still be changing: it is streamed, hashed as it goes."""
     from conftest import oci_backend
     from mirror_http import write_big_layout
 

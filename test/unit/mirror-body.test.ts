@@ -2,8 +2,8 @@
 // an open() body verified on the way, its last chunk held back until the
 // digest is right (the stream errors instead, which aborts the connection).
 // A file is hashed before anything is sent, then sent by the OS (sendfile);
-// one written under 2 s ago (an identity that cannot be remembered yet) is
-// streamed that way instead, from the descriptor its check opened.
+// one changed under 2 s ago (it may still be changing) is streamed that way
+// instead, from the descriptor its check opened.
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, openSync, renameSync, rmSync, utimesSync, writeFileSync, writeSync, closeSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -85,7 +85,7 @@ describe("open() bodies", () => {
 describe("bytes and files", () => {
   const dir = mkdtempSync(join(tmpdir(), "imagelet-body-"));
   const file = join(dir, "pack");
-  // Over READ_WHOLE_BYTES (1 MiB), so a first GET hashes it first (or, just written, streams it).
+  // Over READ_WHOLE_BYTES (1 MiB), so a first GET hashes it before anything is sent (or, just written, streams it).
   const big = new Uint8Array(1536 * 1024).map((_, i) => (i * 7) & 255);
   const bigDigest = hashOf(digest, big);
   const region = (path = file, offset = 4, size = big.length): ContentBody => ({ mediaType: LAYER, size, file: { path, offset } });
@@ -106,7 +106,8 @@ describe("bytes and files", () => {
     expect(Buffer.from(small.body.bytes!)).toEqual(Buffer.from(big.subarray(0, 1000)));
     expect((await prepareBody(region(file, 4, 1000), digest)) as object).toHaveProperty("refusal");
   });
-  test("a big file not verified is streamed from the descriptor its check opened, hashed", async () => {
+  test("a big file just written is streamed from the descriptor its check opened, hashed", async () => {
+    writePack();
     const r = await readyBig();
     expect(r.sendfile).toBe(false);
     // Replaced by rename after the check: the opened file's bytes are still the old ones.
@@ -118,6 +119,7 @@ describe("bytes and files", () => {
     writePack();
   });
   test("a file changed in place under its stream never ends cleanly", async () => {
+    writePack();
     const r = await readyBig();
     const fd = openSync(file, "r+");
     writeSync(fd, Buffer.from([0xff]), 0, 1, 1_500_000);
@@ -139,7 +141,7 @@ describe("bytes and files", () => {
     await drain(stream(await readyBig(), 0, big.length - 1, bigDigest).stream);
     expect((await readyBig(false)).sendfile).toBe(false);
   });
-  test("a big file written over 2 s ago is hashed before anything is sent, then sent from the file", async () => {
+  test("a big file changed over 2 s ago is hashed before anything is sent, then sent from the file", async () => {
     writePack();
     await Bun.sleep(2100);
     // Wrong bytes: refused before any header, so the client gets a 404, not a broken body.
@@ -152,9 +154,15 @@ describe("bytes and files", () => {
     // The identity verified goes with it: the sender sends the file only if it still has it.
     expect(part).toEqual({ path: file, start: 14, end: 23, identity: expect.stringMatching(/^\d+:\d+:1572868:/) });
     expect(released).toBe(1);
-    // Any change makes a new identity: hashed again.
+    // Any change makes a new identity: streamed, hashed, again.
     utimesSync(file, new Date(), new Date());
     expect((await readyBig()).sendfile).toBe(false);
+  });
+  test("first GETs of a file at once share one hash, and all go by sendfile", async () => {
+    writePack();
+    await Bun.sleep(2100);
+    const all = await Promise.all([readyBig(), readyBig(), readyBig()]);
+    expect(all.map((r) => r.sendfile)).toEqual([true, true, true]);
     rmSync(dir, { recursive: true, force: true });
   });
   test("one place makes a descriptor's headers", () => {
