@@ -308,10 +308,13 @@ function openedStream(
     signal.removeEventListener("abort", onClientGone);
     done();
   };
-  const hasher = whole && !trusted ? new Bun.CryptoHasher(digestParts(digest).algorithm as "sha256") : undefined;
+  const newHasher = () => (whole ? new Bun.CryptoHasher(digestParts(digest).algorithm as "sha256") : undefined);
+  let trustedNow = trusted;
+  let hasher = trusted ? undefined : newHasher();
   let chunks: AsyncIterator<Uint8Array> | undefined;
   let seen = 0;
   let held: Uint8Array | undefined;
+  let enqueued = false;
 
   const fail = (controller: ReadableStreamDefaultController<Uint8Array>, reason: string) => {
     const fields = { digest, sent: seen - (held?.length ?? 0), size: body.size, reason };
@@ -323,47 +326,62 @@ function openedStream(
     controller.error(new Error(reason));
   };
 
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        chunks ??= body.open!(range.start, stop.signal, trusted || undefined)[Symbol.asyncIterator]();
-        for (;;) {
-          const next = await chunks.next();
-          if (next.done) {
-            if (seen !== wanted) return fail(controller, `the body ended after ${seen} of ${wanted} bytes`);
-            if (hasher) {
-              const actual = `${digestParts(digest).algorithm}:${hasher.digest("hex")}`;
-              if (actual !== digest) return fail(controller, `the body hashes to ${actual}`);
-              verified?.();
-            }
-            if (held) controller.enqueue(held);
-            finish();
-            controller.close();
-            return;
+  const pull = async (controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> => {
+    try {
+      chunks ??= body.open!(range.start, stop.signal, trustedNow || undefined)[Symbol.asyncIterator]();
+      for (;;) {
+        const next = await chunks.next();
+        if (next.done) {
+          if (seen !== wanted) return fail(controller, `the body ended after ${seen} of ${wanted} bytes`);
+          if (hasher) {
+            const actual = `${digestParts(digest).algorithm}:${hasher.digest("hex")}`;
+            if (actual !== digest) return fail(controller, `the body hashes to ${actual}`);
+            verified?.();
           }
-          let chunk = next.value;
-          if (!(chunk instanceof Uint8Array)) return fail(controller, "open() yielded something other than bytes");
-          if (chunk.length === 0) continue;
-          if (!whole && seen + chunk.length > wanted) chunk = chunk.subarray(0, wanted - seen);
-          seen += chunk.length;
-          if (seen > wanted) return fail(controller, `the body is longer than ${wanted} bytes`);
-          hasher?.update(chunk);
-          const ready = held;
-          held = chunk;
-          if (!whole && seen === wanted) {
-            // A part ends where it was asked to; the rest of the body is not read.
-            void chunks.return?.();
-            chunks = (async function* () {})()[Symbol.asyncIterator]();
-          }
-          if (ready) {
-            controller.enqueue(ready);
-            return;
-          }
+          if (held) controller.enqueue(held);
+          finish();
+          controller.close();
+          return;
         }
-      } catch (e) {
-        fail(controller, `open() failed: ${errorText(e)}`);
+        let chunk = next.value;
+        if (!(chunk instanceof Uint8Array)) return fail(controller, "open() yielded something other than bytes");
+        if (chunk.length === 0) continue;
+        if (!whole && seen + chunk.length > wanted) chunk = chunk.subarray(0, wanted - seen);
+        seen += chunk.length;
+        if (seen > wanted) return fail(controller, `the body is longer than ${wanted} bytes`);
+        hasher?.update(chunk);
+        const ready = held;
+        held = chunk;
+        if (!whole && seen === wanted) {
+          // A part ends where it was asked to; the rest of the body is not read.
+          void chunks.return?.();
+          chunks = (async function* () {})()[Symbol.asyncIterator]();
+        }
+        if (ready) {
+          controller.enqueue(ready);
+          enqueued = true;
+          return;
+        }
       }
-    },
+    } catch (e) {
+      if (trustedNow && !enqueued && !stop.signal.aborted) {
+        // Opened trusted, the body found an input other than the one verified (a file with a new
+        // ctime) before any byte left: it is opened again and hashed, and the client sees nothing of it.
+        log.debug("mirror: a body's inputs changed since it was verified; hashed instead", { digest, reason: errorText(e) });
+        void chunks?.return?.();
+        chunks = undefined;
+        trustedNow = false;
+        hasher = newHasher();
+        seen = 0;
+        held = undefined;
+        return pull(controller);
+      }
+      fail(controller, `open() failed: ${errorText(e)}`);
+    }
+  };
+
+  return new ReadableStream<Uint8Array>({
+    pull,
     cancel() {
       clientGone = true;
       stop.abort(new Error("the client went away"));

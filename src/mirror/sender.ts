@@ -179,7 +179,9 @@ function streamed(id: number): ReadableStream<Uint8Array> {
     for (;;) {
       if (feed.failed !== undefined) {
         feeds.delete(id);
-        controller.error(new Error(feed.failed));
+        // No reason given: Bun prints an errored body's reason to stderr (a source excerpt of this
+        // bundle, for an Error); the handlers have logged it already.
+        controller.error();
         return;
       }
       const chunk = feed.chunks.shift();

@@ -60,6 +60,9 @@ export class MirrorServer {
 
   /** Starts the sender thread on `port`; resolves with the port it bound, or rejects with why it could not. */
   private startSender(port: number): Promise<number> {
+    // smol: a small heap for a thread that only passes bytes on. Over the mirror bench the
+    // containers-storage server's RSS grew 1.2-2.2 MiB with it and 8-21 MiB without; its re-created
+    // layer took ~0.2x more of distribution's time (1.6x against 1.4x; the target is 2x).
     const sender = new Worker(this.senderUrl, { smol: true });
     this.sender = sender;
     return new Promise<number>((resolve, reject) => {

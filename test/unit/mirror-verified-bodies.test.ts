@@ -73,6 +73,41 @@ describe("open() bodies with verifiedAs", () => {
     expect(third.opens).toEqual([true]);
   });
 
+  test("a trusted body that finds a changed input before any byte left is opened again, hashed: the client sees nothing", async () => {
+    const key = unique();
+    await download(keyed(key).body);
+    // Opened trusted, it refuses (as a re-created layer does for a file with a new ctime) after one
+    // chunk, which the mirror still holds back; opened again untrusted, it is whole.
+    const opens: (boolean | undefined)[] = [];
+    const body: ContentBody = {
+      mediaType: "application/vnd.oci.image.layer.v1.tar",
+      size: data.length,
+      verifiedAs: () => key,
+      async *open(start, _signal, trusted) {
+        opens.push(trusted);
+        for (let at = start; at < data.length; at += 100) {
+          if (trusted && at === 100) throw new Error("not the file the layer was verified with");
+          yield data.slice(at, Math.min(at + 100, data.length));
+        }
+      },
+    };
+    expect(await download(body)).toEqual({ bytes: Buffer.from(data), trusted: true });
+    expect(opens).toEqual([true, undefined]);
+    // Once a chunk has left, the same refusal aborts the download (a client never gets a mix).
+    const late: ContentBody = {
+      ...body,
+      async *open(start, _signal, trusted) {
+        for (let at = start; at < data.length; at += 100) {
+          if (trusted && at === 500) throw new Error("not the file the layer was verified with");
+          yield data.slice(at, Math.min(at + 100, data.length));
+        }
+      },
+    };
+    const cut = await download(late);
+    expect(cut.error).toContain("not the file the layer was verified with");
+    expect(cut.bytes.length).toBeLessThan(data.length);
+  });
+
   test("a stream that hashes wrong is aborted and its key not remembered", async () => {
     const key = unique();
     const wrong = Buffer.from(data);
