@@ -2,7 +2,7 @@
 // Answers change only when a store changes, so the common ones (the full
 // ListImages response, each non-verbose ImageStatus) are encoded once per
 // view and served as bytes afterwards.
-import { chainIds } from "../model/digest";
+import { chainIds, rootfsDiffIds } from "../model/digest";
 import { runtime } from "../gen/runtime-v1.js";
 import { criUser, type Image } from "../model/image";
 import type { FilesystemUsage } from "../registry/filesystems";
@@ -33,9 +33,8 @@ export function toCriImage(image: Image, withSpec = false): CriImage {
  * chain(n) = sha256(chain(n-1) + " " + diff_ids[n]).
  */
 export function chainId(config: unknown): string | undefined {
-  const diffIds = (config as { rootfs?: { diff_ids?: unknown } } | undefined)?.rootfs?.diff_ids;
-  if (!Array.isArray(diffIds) || diffIds.length === 0 || !diffIds.every((d) => typeof d === "string")) return undefined;
-  return chainIds(diffIds as string[]).at(-1);
+  const diffIds = rootfsDiffIds(config);
+  return typeof diffIds === "string" ? undefined : chainIds(diffIds).at(-1);
 }
 
 /**

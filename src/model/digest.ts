@@ -48,6 +48,23 @@ export function chainIds(diffIds: readonly string[]): string[] {
   return out;
 }
 
+/**
+ * An image config's `rootfs.diff_ids`, or why they cannot be used. The one rule
+ * for every reader (Docker's layerdb, re-created layers, docker-archive
+ * members, the CRI's chain ID): each is `sha256:<64 hex>`, since each is looked
+ * up or checked as sha256 (layerdb/sha256/<hex>, the mirror's hash of a layer).
+ * A `rootfs` without `diff_ids` is an image without layers, as Docker writes it.
+ */
+export function rootfsDiffIds(config: unknown): string[] | string {
+  const rootfs = isRecord(config) ? config.rootfs : undefined;
+  const ids = isRecord(rootfs) ? (rootfs.diff_ids ?? []) : undefined;
+  if (!Array.isArray(ids)) return "the config has no rootfs.diff_ids list";
+  const bad = ids.find((d) => !isImageId(d));
+  return bad === undefined ? (ids as string[]) : `the config has a diff ID that is not sha256: ${JSON.stringify(bad)}`;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
 /** Image IDs are `sha256:<64 hex>` across every backend, like containerd's. */
 export const IMAGE_ID = /^sha256:[a-f0-9]{64}$/;
 

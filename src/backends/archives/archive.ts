@@ -5,7 +5,7 @@
 // it is a docker-archive (legacy `docker save`, skopeo, podman save), read
 // from manifest.json.
 import type { ContentBody, ContentDescriptor, ImageRecord, Logger, Platform } from "../../backend/contract";
-import { isDigest, sha256Digest } from "../../model/digest";
+import { rootfsDiffIds, sha256Digest } from "../../model/digest";
 import { quote } from "../../model/reference";
 import { StoreProblem, parseJson, type ProblemLog } from "../common/files";
 import { blobName, verifiedJsonBlob } from "../common/oci-blobs";
@@ -183,11 +183,11 @@ function dockerImage(contents: TarContents, file: TarballFile, item: unknown, ct
     kind: "oci",
     source: tarPath,
   };
-  const diffIds = diffIdsOf(config.value);
-  if (diffIds?.length !== layers.length) {
+  const diffIds = rootfsDiffIds(config.value);
+  if (typeof diffIds === "string" || diffIds.length !== layers.length) {
     // Listed all the same; only the mirror cannot serve it (it could not say what each layer is).
     ctx.problems.report(
-      `image ${id} is not served on the mirror: its config's rootfs.diff_ids ${diffIds ? `name ${diffIds.length} layers, manifest.json ${layers.length}` : "are missing or not digests"}`,
+      `image ${id} is not served on the mirror: ${typeof diffIds === "string" ? diffIds : `its config's rootfs.diff_ids name ${diffIds.length} layers, manifest.json ${layers.length}`}`,
       memberPath(tarPath, config.member.name),
     );
     return { record };
@@ -207,13 +207,6 @@ function dockerImage(contents: TarContents, file: TarballFile, item: unknown, ct
   record.target = written.descriptor;
   record.repoDigests = writtenRepoDigests(record.repoTags, written.descriptor);
   return { record, parts };
-}
-
-/** The config's rootfs.diff_ids, when they are all digests. */
-function diffIdsOf(config: unknown): string[] | undefined {
-  const rootfs = isObject(config) ? config.rootfs : undefined;
-  const ids = isObject(rootfs) ? rootfs.diff_ids : undefined;
-  return Array.isArray(ids) && ids.every((d) => isDigest(d)) ? (ids as string[]) : undefined;
 }
 
 /** RepoTags that parse as references; any other is reported and left out (the image stays). */

@@ -11,8 +11,6 @@ import { ProblemLog, StoreProblem, readStoreFile } from "./files";
 import { layerBody, type LayerSource, type TarSplitSizes } from "./tar-split";
 import { OCI_CONFIG, writeManifest, type WrittenManifest } from "./written-manifest";
 
-const DIFF_ID = /^sha256:[a-f0-9]{64}$/;
-
 export interface RecreatedLayer {
   diffId: string;
   /** The uncompressed tar's length, as the store records it (checked against the tar-split when served). */
@@ -38,15 +36,6 @@ export function recreatedImage(config: { digest: string; size: number; path: str
     config,
     layers: new Map(layers.map((l) => [l.diffId, l])),
   };
-}
-
-/** `rootfs.diff_ids` of a parsed config, or why they cannot be used. */
-export function configDiffIds(config: unknown): string[] | string {
-  const rootfs = typeof config === "object" && config !== null ? (config as Record<string, unknown>).rootfs : undefined;
-  const ids = typeof rootfs === "object" && rootfs !== null ? ((rootfs as Record<string, unknown>).diff_ids ?? []) : undefined;
-  if (!Array.isArray(ids)) return "the config has no rootfs.diff_ids";
-  const bad = ids.find((d) => typeof d !== "string" || !DIFF_ID.test(d));
-  return bad === undefined ? (ids as string[]) : `the config has a diff ID that is not sha256: ${JSON.stringify(bad)}`;
 }
 
 export interface ContentContext {

@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { BackendContext, ContentBody, ImageRecord, Platform, CallContext, FsUsage } from "../../backend/contract";
-import { isDigest } from "../../model/digest";
+import { isDigest, rootfsDiffIds } from "../../model/digest";
 import { quote } from "../../model/reference";
 import {
   MANIFEST_KEY,
@@ -29,7 +29,7 @@ import {
 import { configFacts } from "../common/oci-config";
 import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson, watchDirectories, directoryUsage } from "../common/files";
 import { writtenRepoDigests } from "../common/written-manifest";
-import { configDiffIds, recreatedContent, recreatedImage, type LayerLocation, type RecreatedImage, type RecreatedLayer } from "../common/recreated-image";
+import { recreatedContent, recreatedImage, type LayerLocation, type RecreatedImage, type RecreatedLayer } from "../common/recreated-image";
 import { TarSplitSizes, hasFile } from "../common/tar-split";
 
 /**
@@ -481,7 +481,7 @@ export class ContainersStore {
       const { value: config, bytes: configBytes, path: configPath } = this.bigData(driver, image, configDigest);
       if (!isRecord(config)) throw new StoreProblem("config is not a JSON object", configPath);
       const { config: _parsed, ...facts } = configFacts(config)!;
-      const diffIds = configDiffIds(config);
+      const diffIds = rootfsDiffIds(config);
       const detail: ImageDetail = {
         ...facts,
         configKey: configDigest === `sha256:${image.id}` ? undefined : configDigest,

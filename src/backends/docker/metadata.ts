@@ -4,7 +4,7 @@
 // that name layerdb directories (image-spec identity/chainid.go). See
 // docs/backends.md#docker.
 import type { Platform } from "../../backend/contract";
-import { isImageId } from "../../model/digest";
+import { isImageId, rootfsDiffIds } from "../../model/digest";
 import { formatReference, parseDockerRef, quote } from "../../model/reference";
 import { configFacts } from "../common/oci-config";
 import { StoreProblem } from "../common/files";
@@ -81,18 +81,12 @@ export interface ImageConfig {
   platform?: Platform;
 }
 
-const DIFF_ID = /^sha256:[a-f0-9]{64}$/;
-
 /** Parses a config from imagedb/content; a config without a valid rootfs cannot be sized and is refused. */
 export function parseImageConfig(value: unknown, path: string): ImageConfig {
   if (!isObject(value)) throw new StoreProblem("image config is not a JSON object", path);
-  const rootfs = value.rootfs;
-  // Docker writes `"rootfs":{"type":"layers"}` with no diff_ids for an image without layers.
-  const diffIds = isObject(rootfs) ? (rootfs.diff_ids ?? []) : undefined;
-  if (!Array.isArray(diffIds)) throw new StoreProblem("image config has no rootfs.diff_ids list", path);
-  const bad = diffIds.find((d) => typeof d !== "string" || !DIFF_ID.test(d));
-  if (bad !== undefined) throw new StoreProblem(`image config has a diff ID that is not sha256: ${quote(String(bad))}`, path);
-  return { ...configFacts(value)!, diffIds: diffIds as string[] };
+  const diffIds = rootfsDiffIds(value);
+  if (typeof diffIds === "string") throw new StoreProblem(diffIds, path);
+  return { ...configFacts(value)!, diffIds };
 }
 
 /** sha256 hex of some bytes. */
