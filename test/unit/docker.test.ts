@@ -360,6 +360,26 @@ describe("damaged and hostile stores", () => {
     expect((await s.list()).map((r) => r.id)).toContain(hello().Id);
   });
 
+  test("a layerdb diff that is not the config's diff_id: listed, not on the mirror, logged; mended, served; then read once per chain ID", async () => {
+    const root = copyRoot();
+    const chain = chainIds(hello().Layers).at(-1)!;
+    const path = join(driverDir(root), "layerdb/sha256", hexOf(chain), "diff");
+    const saved = readFileSync(path);
+    writeFileSync(path, `sha256:${"0".repeat(64)}`);
+    const { store: s, log } = store(root);
+    const first = byId(await s.list(), hello().Id)!;
+    expect(first.target).toBeUndefined();
+    expect(warned(log, `image ${hello().Id} is not served on the mirror: layer ${chain} records diff`, path)).toHaveLength(1);
+    writeFileSync(path, saved);
+    editRepositories(root, () => {});
+    expect(byId(await s.list(), hello().Id)!.target).toBeDefined();
+    // A chain ID names one layer content for good: once it agreed, later scans do not read it again.
+    writeFileSync(path, `sha256:${"0".repeat(64)}`);
+    editRepositories(root, () => {});
+    expect(byId(await s.list(), hello().Id)!.target).toBeDefined();
+    expect(warned(log, "records diff")).toHaveLength(1);
+  });
+
   test("a config symlinked outside the store is refused with the path, even with the right content", async () => {
     const root = copyRoot();
     const path = configPath(root, hello().Id);

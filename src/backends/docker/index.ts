@@ -89,12 +89,19 @@ interface LoadedImage {
   parent?: string;
 }
 
+/** A layer's layerdb facts that never change for its chain ID, kept from one scan to the next. */
+interface LayerFacts {
+  size: number;
+  /** layerdb's `diff` was read and is the diff_id its chain ID was computed from. */
+  diffAgrees?: boolean;
+}
+
 export class DockerStore {
   private readonly problems: ProblemLog;
   /** Configs by image ID: content-addressed and verified, so never stale. */
   private configs = new Map<string, CachedConfig>();
-  /** layerdb sizes by chain ID: a chain ID names one layer content for good. */
-  private layerSizes = new Map<string, number>();
+  /** What layerdb/<chain ID>/ says of a layer, by chain ID: a chain ID names one layer content for good. */
+  private layers = new Map<string, LayerFacts>();
   private cached?: { key: string; records: readonly ImageRecord[] };
   /** The last scan's answer, complete or not, for status(). */
   private records: readonly ImageRecord[] = NO_IMAGES;
@@ -175,17 +182,26 @@ export class DockerStore {
    * the config's diff_id, and its tar-split gives its length. Why an image
    * is not served is logged once; it is listed all the same.
    */
-  private async mirrored(dir: string, image: LoadedImage): Promise<RecreatedImage | undefined> {
+  private async mirrored(
+    dir: string,
+    image: LoadedImage,
+    chains: readonly string[],
+    facts: ReadonlyMap<string, LayerFacts>,
+  ): Promise<RecreatedImage | undefined> {
     const layers: RecreatedLayer[] = [];
     try {
       const diffIds = image.config.parsed.diffIds;
-      const chains = chainIds(diffIds);
       for (const [i, chainId] of chains.entries()) {
         const diffId = diffIds[i]!;
         const layerDb = join(dir, "layerdb", "sha256", chainId.slice("sha256:".length));
-        const diffPath = join(layerDb, "diff");
-        const recorded = readStoreFile(this.root, diffPath, SMALL_FILE_BYTES).toString("utf8").trim();
-        if (recorded !== diffId) throw new StoreProblem(`layer ${chainId} records diff ${quote(recorded)}, the config's diff_id is ${diffId}`, diffPath);
+        const layer = facts.get(chainId)!;
+        // Read once per chain ID while it stays in the store; a mismatch is read again next scan (it may be mended).
+        if (!layer.diffAgrees) {
+          const diffPath = join(layerDb, "diff");
+          const recorded = readStoreFile(this.root, diffPath, SMALL_FILE_BYTES).toString("utf8").trim();
+          if (recorded !== diffId) throw new StoreProblem(`layer ${chainId} records diff ${quote(recorded)}, the config's diff_id is ${diffId}`, diffPath);
+          layer.diffAgrees = true;
+        }
         const tarSplit = join(layerDb, "tar-split.json.gz");
         if (!hasFile(tarSplit)) throw new StoreProblem(`layer ${chainId} has no tar-split`, tarSplit);
         const { size } = await this.tarSplitSizes.get(this.root, tarSplit);
@@ -295,26 +311,27 @@ export class DockerStore {
     const parents = new Set<string>();
     for (const image of images.values()) if (image.parent !== undefined && images.has(image.parent)) parents.add(image.parent);
 
-    const touchedLayers = new Map<string, number>();
+    const touchedLayers = new Map<string, LayerFacts>();
     let complete = true;
     const records: ImageRecord[] = [];
     for (const image of images.values()) {
       const imageNames = names.get(image.id) ?? { repoTags: [], repoDigests: [] };
       if (imageNames.repoTags.length === 0 && imageNames.repoDigests.length === 0 && parents.has(image.id)) continue;
+      const chains = chainIds(image.config.parsed.diffIds);
       let layerBytes: number;
       try {
-        layerBytes = this.layerBytes(dir, image.config.parsed.diffIds, touchedLayers);
+        layerBytes = this.layerBytes(dir, chains, touchedLayers);
       } catch (e) {
         complete = false;
         this.problems.skip(e, `image ${image.id}`);
         continue;
       }
-      const served = await this.mirrored(dir, image);
+      const served = await this.mirrored(dir, image, chains, touchedLayers);
       const record = this.toRecord(image, imageNames, layerBytes, served);
       if (served) this.served.set(record, served);
       records.push(record);
     }
-    this.layerSizes = touchedLayers;
+    this.layers = touchedLayers;
     return { records, complete };
   }
 
@@ -382,16 +399,16 @@ export class DockerStore {
    * (moby daemon/images/image_list.go). A missing layer throws: Docker itself
    * does not load an image whose layers are gone.
    */
-  private layerBytes(dir: string, diffIds: readonly string[], touched: Map<string, number>): number {
+  private layerBytes(dir: string, chains: readonly string[], touched: Map<string, LayerFacts>): number {
     let total = 0;
-    for (const chainId of chainIds(diffIds)) {
-      let size = touched.get(chainId) ?? this.layerSizes.get(chainId);
-      if (size === undefined) {
+    for (const chainId of chains) {
+      let facts = touched.get(chainId) ?? this.layers.get(chainId);
+      if (facts === undefined) {
         const path = join(dir, "layerdb", "sha256", chainId.slice("sha256:".length), "size");
-        size = parseLayerSize(readStoreFile(this.root, path, SMALL_FILE_BYTES).toString("utf8"), path);
+        facts = { size: parseLayerSize(readStoreFile(this.root, path, SMALL_FILE_BYTES).toString("utf8"), path) };
       }
-      touched.set(chainId, size);
-      total += size;
+      touched.set(chainId, facts);
+      total += facts.size;
     }
     return total;
   }
