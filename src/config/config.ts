@@ -169,6 +169,11 @@ export interface Setting<T, D extends T | undefined = T | undefined> {
   of(config: ImageletConfig): T | undefined;
 }
 
+/** What a Setting's parse refused, or undefined for a value. */
+export function refusal(parsed: unknown): string | undefined {
+  return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) && "error" in parsed ? String(parsed.error) : undefined;
+}
+
 const stringSetting = <D extends string | undefined>(type: "string" | "path", def: D, of: (c: ImageletConfig) => string | undefined): Setting<string, D> => ({
   type,
   default: def,
@@ -278,7 +283,8 @@ function readTable<S extends Record<string, object>>(raw: unknown, name: string,
       continue;
     }
     const parsed = setting.parse(table[key], baseDir);
-    if (typeof parsed === "object" && parsed !== null && "error" in parsed) throw new ConfigError(file, `${name}.${key}`, (parsed as { error: string }).error);
+    const refused = refusal(parsed);
+    if (refused !== undefined) throw new ConfigError(file, `${name}.${key}`, refused);
     values[key] = parsed;
   }
   return values as TableValues<S>;
@@ -337,7 +343,8 @@ function readSettings(raw: Record<string, unknown>, file: string, baseDir: strin
     const v = raw[key];
     if (v !== undefined) {
       const parsed = setting.parse(v, baseDir);
-      if (typeof parsed === "object" && parsed !== null && "error" in parsed) throw new ConfigError(file, key, (parsed as { error: string }).error);
+      const refused = refusal(parsed);
+      if (refused !== undefined) throw new ConfigError(file, key, refused);
       given[key] = parsed;
     }
     const fallback = setting.default;

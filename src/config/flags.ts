@@ -1,7 +1,7 @@
 // The command-line flags that set a config file's top-level key pass through
 // that key's own parse in SETTINGS (config.ts): one validation for both, so a
 // value the file refuses is refused as a flag, with the same words.
-import { SETTINGS, type SettingKey } from "./config";
+import { SETTINGS, refusal, type SettingKey } from "./config";
 
 /** Each such flag (as cac names its option) and the key it sets. */
 export const FLAG_KEYS = {
@@ -21,9 +21,8 @@ export function validateFlags(options: Record<string, unknown>, cwd: string = pr
     const value = options[option];
     if (value === undefined) continue;
     const parsed: unknown = SETTINGS[key].parse(value, cwd);
-    if (typeof parsed === "object" && parsed !== null && "error" in parsed) {
-      throw new FlagError(`${flagName(option)}: ${(parsed as { error: string }).error} (as ${key} in the config file)`);
-    }
+    const refused = refusal(parsed);
+    if (refused !== undefined) throw new FlagError(`${flagName(option)}: ${refused} (as ${key} in the config file)`);
     options[option] = parsed;
   }
 }
