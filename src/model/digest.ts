@@ -3,6 +3,7 @@
 // map key or, worse, a path: a value that does not match the grammar can never
 // name a file outside blobs/.
 import { createHash } from "node:crypto";
+import { isRecord } from "./json";
 
 /** Algorithms whose encoded length we know; others are refused, as go-digest does. */
 const ENCODED_LENGTH: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
@@ -62,8 +63,6 @@ export function rootfsDiffIds(config: unknown): string[] | string {
   const bad = ids.find((d) => !isImageId(d));
   return bad === undefined ? (ids as string[]) : `the config has a diff ID that is not sha256: ${JSON.stringify(bad)}`;
 }
-
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
 /** Image IDs are `sha256:<64 hex>` across every backend, like containerd's. */
 export const IMAGE_ID = /^sha256:[a-f0-9]{64}$/;

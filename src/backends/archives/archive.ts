@@ -14,6 +14,7 @@ import { reachableContent } from "../common/oci-reach";
 import { OCI_CONFIG, OCI_LAYER_TAR, writeManifest, writtenRepoDigests } from "../common/written-manifest";
 import { gunzippedMember, memberBytes, type TarballFile } from "./member-stream";
 import { resolveMember, type TarContents, type TarMember } from "./tar";
+import { isRecord } from "../../model/json";
 
 export interface ArchiveContext {
   /** Repository for bare-tag ref.names in an OCI archive. */
@@ -23,7 +24,6 @@ export interface ArchiveContext {
   log: Logger;
   backend: string;
 }
-
 
 /** Where the mirror finds one piece of an image's content in its tarball. */
 export interface ContentPart {
@@ -122,10 +122,6 @@ function keptBytes(contents: TarContents, file: TarballFile, member: TarMember):
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 function dockerArchiveImages(contents: TarContents, file: TarballFile, ctx: ArchiveContext): ArchiveImages {
   const tarPath = file.path;
   const manifest = readJsonMember(contents, "manifest.json", tarPath);
@@ -162,7 +158,7 @@ function dockerArchiveImages(contents: TarContents, file: TarballFile, ctx: Arch
 function dockerImage(contents: TarContents, file: TarballFile, item: unknown, ctx: ArchiveContext): { record: ImageRecord; parts?: Map<string, ContentPart> } {
   const tarPath = file.path;
   const where = memberPath(tarPath, "manifest.json");
-  if (!isObject(item) || typeof item.Config !== "string") throw new StoreProblem("image entry has no Config path", where);
+  if (!isRecord(item) || typeof item.Config !== "string") throw new StoreProblem("image entry has no Config path", where);
   if (!Array.isArray(item.Layers) || !item.Layers.every((l) => typeof l === "string")) {
     throw new StoreProblem("image entry has no Layers array of paths", where);
   }

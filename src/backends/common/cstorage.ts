@@ -5,6 +5,7 @@
 // See docs/backends.md#containers-storage.
 import { isDigest } from "../../model/digest";
 import { parseNormalizedNamed } from "../../model/reference";
+import { isRecord } from "../../model/json";
 
 /** A c/storage image or layer ID (each names its directory or files): 64 lowercase hex. */
 export const STORAGE_ID = /^[a-f0-9]{64}$/;
@@ -41,10 +42,6 @@ export interface StorageLayer {
   diffSize: number;
   /** `flags.incomplete`: the layer is still being created. */
   incomplete: boolean;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 function stringList(v: unknown, field: string): string[] {

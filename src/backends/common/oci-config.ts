@@ -2,6 +2,7 @@
 // backend that reads one: the raw config for verbose ImageStatus, and the
 // facts CRI and the view use.
 import type { Platform } from "../../backend/contract";
+import { isRecord } from "../../model/json";
 
 export interface ConfigFacts {
   /** The whole config, served as `imageSpec` by verbose ImageStatus. */
@@ -11,10 +12,6 @@ export interface ConfigFacts {
   labels?: Record<string, string>;
   created?: string;
   platform?: Platform;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /** Undefined when the value is not a JSON object; fields of the wrong type are left out. */

@@ -6,6 +6,7 @@
 import type { Platform } from "../../backend/contract";
 import { isDigest } from "../../model/digest";
 import { StoreProblem } from "./files";
+import { isRecord } from "../../model/json";
 
 export const MEDIA = {
   ociIndex: "application/vnd.oci.image.index.v1+json",
@@ -56,25 +57,21 @@ export function isManifestType(mediaType: string | undefined): boolean {
   return mediaType !== undefined && MANIFEST_TYPES.has(mediaType);
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 function stringMap(v: unknown): Record<string, string> | undefined {
-  if (!isObject(v)) return undefined;
+  if (!isRecord(v)) return undefined;
   const out: Record<string, string> = {};
   for (const [k, x] of Object.entries(v)) if (typeof x === "string") out[k] = x;
   return out;
 }
 
 function parsePlatform(v: unknown): Platform | undefined {
-  if (!isObject(v) || typeof v.os !== "string" || typeof v.architecture !== "string") return undefined;
+  if (!isRecord(v) || typeof v.os !== "string" || typeof v.architecture !== "string") return undefined;
   return { os: v.os, architecture: v.architecture, variant: typeof v.variant === "string" ? v.variant : undefined };
 }
 
 /** Parses a descriptor; undefined when it is not one (bad digest, missing size). */
 export function parseDescriptor(v: unknown): Descriptor | undefined {
-  if (!isObject(v) || !isDigest(v.digest)) return undefined;
+  if (!isRecord(v) || !isDigest(v.digest)) return undefined;
   if (typeof v.size !== "number" || !Number.isSafeInteger(v.size) || v.size < 0) return undefined;
   return {
     mediaType: typeof v.mediaType === "string" ? v.mediaType : undefined,
@@ -86,7 +83,7 @@ export function parseDescriptor(v: unknown): Descriptor | undefined {
 }
 
 export function parseIndex(v: unknown, path: string): { index: IndexDocument; invalid: number } {
-  if (!isObject(v) || !Array.isArray(v.manifests)) throw new StoreProblem("not an image index (no manifests array)", path);
+  if (!isRecord(v) || !Array.isArray(v.manifests)) throw new StoreProblem("not an image index (no manifests array)", path);
   const manifests: Descriptor[] = [];
   let invalid = 0;
   for (const entry of v.manifests) {
@@ -98,7 +95,7 @@ export function parseIndex(v: unknown, path: string): { index: IndexDocument; in
 }
 
 export function parseManifest(v: unknown, path: string): Manifest {
-  if (!isObject(v)) throw new StoreProblem("manifest is not an object", path);
+  if (!isRecord(v)) throw new StoreProblem("manifest is not an object", path);
   const config = parseDescriptor(v.config);
   if (!config) throw new StoreProblem("manifest has no valid config descriptor", path);
   if (!Array.isArray(v.layers)) throw new StoreProblem("manifest has no layers array", path);

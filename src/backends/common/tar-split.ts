@@ -41,6 +41,7 @@ import { StoreProblem, isInside, resolveInside, statKey } from "./files";
 import { fileIdentity, nowNs, VerifiedFiles, type FileIdentity } from "../../model/verified-files";
 import { OCI_LAYER_TAR } from "./written-manifest";
 import { inputsKey, LayerRecords, StreamInputs, type LayerInputs } from "./layer-inputs";
+import { isRecord } from "../../model/json";
 
 /** One tar-split line: raw bytes to copy, or a member's payload to read from disk. */
 export type TarSplitEntry =
@@ -80,10 +81,6 @@ const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBL
 
 function errnoText(e: unknown): string {
   return (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /**

@@ -31,6 +31,7 @@ import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson, watchDirector
 import { writtenRepoDigests } from "../common/written-manifest";
 import { recreatedContent, recreatedImage, type LayerLocation, type RecreatedImage, type RecreatedLayer } from "../common/recreated-image";
 import { TarSplitSizes, hasFile } from "../common/tar-split";
+import { isRecord } from "../../model/json";
 
 /**
  * Probed in this order when no driver is configured; the first whose
@@ -95,10 +96,6 @@ interface Snapshot {
   problems: string;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 function stringMap(v: unknown): Record<string, string> | undefined {
   if (!isRecord(v)) return undefined;
   return Object.fromEntries(Object.entries(v).filter((e): e is [string, string] => typeof e[1] === "string"));
@@ -124,7 +121,6 @@ function isOciManifest(manifest: Record<string, unknown>): boolean {
   const config = manifest.config;
   return manifest.mediaType === undefined && isRecord(config) && config.mediaType === OCI_CONFIG;
 }
-
 
 export class ContainersStore {
   private readonly problems: ProblemLog;

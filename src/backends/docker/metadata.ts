@@ -8,6 +8,7 @@ import { isImageId, rootfsDiffIds } from "../../model/digest";
 import { formatReference, parseDockerRef, quote } from "../../model/reference";
 import { configFacts } from "../common/oci-config";
 import { StoreProblem } from "../common/files";
+import { isRecord } from "../../model/json";
 
 /** The names repositories.json gives one image, normalized. */
 export interface ImageNames {
@@ -21,8 +22,6 @@ export interface Repositories {
   rejected: string[];
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
-
 /**
  * repositories.json: {"Repositories": {repo: {ref: imageID}}}. Docker keeps
  * familiar names (`busybox-alias:mytag`); a `repo@digest` ref is a repo digest
@@ -31,13 +30,13 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "obj
  * better than a store of nameless images.
  */
 export function parseRepositories(value: unknown, path: string): Repositories {
-  if (!isObject(value)) throw new StoreProblem("not a JSON object", path);
+  if (!isRecord(value)) throw new StoreProblem("not a JSON object", path);
   const repositories = value.Repositories ?? {};
-  if (!isObject(repositories)) throw new StoreProblem('"Repositories" is not an object', path);
+  if (!isRecord(repositories)) throw new StoreProblem('"Repositories" is not an object', path);
   const byId = new Map<string, ImageNames>();
   const rejected: string[] = [];
   for (const [repo, refs] of Object.entries(repositories)) {
-    if (!isObject(refs)) {
+    if (!isRecord(refs)) {
       rejected.push(`repository ${quote(repo)} is not an object`);
       continue;
     }
@@ -83,7 +82,7 @@ export interface ImageConfig {
 
 /** Parses a config from imagedb/content; a config without a valid rootfs cannot be sized and is refused. */
 export function parseImageConfig(value: unknown, path: string): ImageConfig {
-  if (!isObject(value)) throw new StoreProblem("image config is not a JSON object", path);
+  if (!isRecord(value)) throw new StoreProblem("image config is not a JSON object", path);
   const diffIds = rootfsDiffIds(value);
   if (typeof diffIds === "string") throw new StoreProblem(diffIds, path);
   return { ...configFacts(value)!, diffIds };

@@ -16,6 +16,7 @@ import type { ImageRecord } from "../../backend/contract";
 import { formatReference, parseNormalizedNamed, quote } from "../../model/reference";
 import { ProblemLog, StoreProblem, parseJson, readStoreFile } from "../common/files";
 import { SHA256_HEX, listDir, resolveInside } from "./paths";
+import { isRecord } from "../../model/json";
 
 export const EMBEDDED_MANIFEST_TYPE = "application/embedded.manifest+json";
 export const SQUASHFS_LAYER_TYPE = "application/squashfs.image.rootfs.diff.img";
@@ -75,10 +76,6 @@ export function embeddedImageTag(name: string): string {
   }
   if (ref.digest !== undefined || ref.tag === undefined) throw new Error(`image name ${quote(name)} is not name:tag`);
   return formatReference({ repository: ref.repository, tag: ref.tag });
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 function parseLayer(raw: unknown, index: number, file: string): EmbeddedLayer {

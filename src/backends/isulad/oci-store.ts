@@ -11,16 +11,12 @@ import { MANIFEST_KEY, parseStorageImage, type StorageImage } from "../common/cs
 import { ProblemLog, StoreProblem, bigDataFileName, readStoreJson } from "../common/files";
 import { configFacts, type ConfigFacts } from "../common/oci-config";
 import { SHA256_HEX, isDirectory, listDir, statKey } from "./paths";
+import { isRecord } from "../../model/json";
 
 /** A layer chain longer than iSulad's MAX_LAYER_NUM (125) with margin is a loop or damage. */
 const MAX_LAYER_DEPTH = 256;
 /** Preferred when several drivers left stores behind: iSulad's default driver (overlay2) stores under "overlay". */
 const PREFERRED_DRIVERS = ["overlay", "overlay2", "devicemapper", "vfs"];
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 
 /**
  * The drivers whose image stores exist under <graph>/storage, best first.
@@ -37,7 +33,6 @@ export function detectDrivers(storageDir: string): string[] {
   };
   return drivers.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 }
-
 
 function parseConfig(value: unknown, path: string): ConfigFacts {
   const facts = configFacts(value);

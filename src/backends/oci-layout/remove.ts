@@ -19,15 +19,12 @@ import { StoreProblem, isInside, parseJson, readStoreJson, readStoreFile } from 
 import { entryImageId, type LayoutSource } from "../common/oci-images";
 import { blobPath, readJsonBlob } from "../common/oci-blobs";
 import { isIndexType, isManifestType, parseDescriptor, parseIndex, type Descriptor } from "../common/oci";
+import { isRecord } from "../../model/json";
 
 /** The removal journal: the blobs a removal will delete once index.json no longer reaches them. */
 export const JOURNAL = ".imagelet-removal.json";
 /** Temporary files of an atomic write start with this (left behind only by a killed process). */
 const TEMP_PREFIX = ".imagelet-tmp-";
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** The event loop gets a turn at least this often (ms) while a removal walks a large layout. */
 const YIELD_EVERY_MS = 10;
@@ -81,7 +78,7 @@ export async function removeFromLayout(root: string, id: string, src: LayoutSour
   const indexPath = join(root, "index.json");
   for (let attempt = 1; ; attempt++) {
     const { value: index, bytes: indexBytes } = readStoreJson(root, indexPath);
-    if (!isObject(index) || !Array.isArray(index.manifests)) throw new StoreProblem("not an image index (no manifests array)", indexPath);
+    if (!isRecord(index) || !Array.isArray(index.manifests)) throw new StoreProblem("not an image index (no manifests array)", indexPath);
     const keep: unknown[] = [];
     const drop: Descriptor[] = [];
     for (const raw of index.manifests) {
@@ -250,7 +247,7 @@ export async function reachableBlobs(root: string, from: readonly Descriptor[], 
       if (unreadable && lexists(blobPath(root, d.digest))) unreadable.push(d.digest);
       continue;
     }
-    if (!isObject(value)) continue;
+    if (!isRecord(value)) continue;
     const children: unknown[] = [
       ...(Array.isArray(value.manifests) ? value.manifests : []),
       value.config,
